@@ -1,0 +1,36 @@
+"""Timezone-aware UTC timestamps, everywhere.
+
+Every timestamp that enters matengine goes through :func:`to_utc` so naive values never leak
+into SQL or comparisons. The wire format caveclient expects is produced by :func:`caveclient_format`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_utc(value: datetime | str | float | int) -> datetime:
+    """Return ``value`` as an aware UTC datetime.
+
+    Naive datetimes and ISO strings without a zone are taken to mean UTC (the field's
+    convention); numbers are POSIX seconds.
+    """
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value, UTC)
+    if isinstance(value, str):
+        text = value.strip().replace("Z", "+00:00")
+        value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def caveclient_format(value: datetime | None) -> str | None:
+    """``%Y-%m-%dT%H:%M:%S.%f``, naive, meaning UTC: the only form caveclient parses."""
+    if value is None:
+        return None
+    return to_utc(value).replace(tzinfo=None).strftime("%Y-%m-%dT%H:%M:%S.%f")
