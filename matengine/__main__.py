@@ -1,0 +1,3 @@
+from matengine.cli import main
+
+main()

@@ -1,0 +1,349 @@
+"""Annotation rows in live tables: insert, update (supersede), delete (soft), get.
+
+Every write holds the datastack's write barrier shared (:mod:`matengine.db.locks`) and stamps
+``created``/``deleted`` with one ``clock_timestamp()`` read after taking it; that is what lets a
+version at T see exactly the writes stamped at or before T. A batch is validated whole before
+anything is written: one bad row refuses the batch, naming the row and field.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, text
+
+from matengine.catalog import AnnotationTable, get_table, touch_table
+from matengine.db.identifiers import quote
+from matengine.db.locks import hold_write_barrier_shared
+from matengine.errors import InvalidInput, NotFound
+from matengine.schemas import AnnotationSchema, Field, Kind
+
+# a point given as {"position": [...], "supervoxel_id": ..., "root_id": ...}: ids are looked up
+# by ingest, never taken from the writer (as in the field's annotation service)
+_POINT_KEYS = {"position", "supervoxel_id", "root_id"}
+_IGNORED_TOP_KEYS = {"valid", "created", "deleted", "superceded_id", "type"}
+
+
+def _check_number(value: Any, row: int, field: str, *, integer: bool = False) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:  # numpy scalars
+            import numpy as np
+
+            if isinstance(value, np.generic) and not isinstance(value, np.bool_):
+                value = value.item()
+            else:
+                raise TypeError
+        except TypeError:
+            kind = "an integer" if integer else "a number"
+            raise InvalidInput(f"expected {kind}, got {value!r}", row=row, field=field) from None
+    if integer:
+        if isinstance(value, float) and not value.is_integer():
+            raise InvalidInput(f"expected an integer, got {value!r}", row=row, field=field)
+        return int(value)
+    if not math.isfinite(value):
+        raise InvalidInput(f"expected a finite number, got {value!r}", row=row, field=field)
+    return float(value)
+
+
+def _position(value: Any, row: int, field: str) -> tuple[float, float, float]:
+    if isinstance(value, Mapping):
+        unknown = set(value) - _POINT_KEYS
+        if unknown:
+            raise InvalidInput(f"unknown key(s) {sorted(unknown)} in point", row=row, field=field)
+        value = value.get("position")
+    if value is None:
+        raise InvalidInput("missing point position", row=row, field=field)
+    try:
+        coords = list(value)
+    except TypeError:
+        raise InvalidInput(f"position must be [x, y, z], got {value!r}", row=row, field=field) from None
+    if len(coords) != 3:
+        raise InvalidInput(f"position must be [x, y, z], got {value!r}", row=row, field=field)
+    return tuple(_check_number(c, row, field) for c in coords)  # type: ignore[return-value]
+
+
+def _scalar(f: Field, value: Any, row: int) -> Any:
+    if value is None:
+        if f.required:
+            raise InvalidInput("missing required value", row=row, field=f.name)
+        return None
+    if f.kind is Kind.FLOAT:
+        return _check_number(value, row, f.name)
+    if f.kind in (Kind.INT, Kind.REFERENCE):
+        return _check_number(value, row, f.name, integer=True)
+    if f.kind is Kind.STRING:
+        if not isinstance(value, str):
+            raise InvalidInput(f"expected a string, got {value!r}", row=row, field=f.name)
+        return value
+    if f.kind is Kind.BOOL:
+        if not isinstance(value, bool):
+            raise InvalidInput(f"expected true/false, got {value!r}", row=row, field=f.name)
+        return value
+    raise AssertionError(f.kind)
+
+
+def columns_from_rows(
+    schema: AnnotationSchema, rows: Sequence[Mapping[str, Any]], *, id_required: bool = False
+) -> tuple[list[int | None], dict[str, list[Any]]]:
+    """Validate rows (nested ``{"pt": {"position": …}}`` or flat ``pt_position``) into columns.
+
+    Returns the given ids (None where absent) and one list per stored column.
+    """
+    ids: list[int | None] = []
+    cols: dict[str, list[Any]] = {c.name: [] for c in schema.annotation_columns()}
+    known = {f.name for f in schema.fields}
+    flat_points = {f"{f.name}_position": f.name for f in schema.points}
+    for i, raw in enumerate(rows):
+        if not isinstance(raw, Mapping):
+            raise InvalidInput(f"expected an object, got {type(raw).__name__}", row=i)
+        row = dict(raw)
+        for flat, name in flat_points.items():
+            if flat in row:
+                row[name] = {"position": row.pop(flat)}
+        for pt in schema.bound_points:  # flat segmentation ids are ignored as in nested points
+            row.pop(f"{pt}_supervoxel_id", None)
+            row.pop(f"{pt}_root_id", None)
+        unknown = set(row) - known - _IGNORED_TOP_KEYS - {"id"}
+        if unknown:
+            name = sorted(unknown)[0]
+            raise InvalidInput(f"unknown field for schema {schema.name!r}", row=i, field=name)
+        given = row.get("id")
+        if given is None and id_required:
+            raise InvalidInput("missing id", row=i, field="id")
+        if given is not None:
+            given = _check_number(given, i, "id", integer=True)
+            if given <= 0:
+                raise InvalidInput(f"id must be positive, got {given}", row=i, field="id")
+        ids.append(given)
+        for f in schema.fields:
+            if f.is_point:
+                x, y, z = _position(row.get(f.name), i, f.name)
+                cols[f"{f.name}_position_x"].append(x)
+                cols[f"{f.name}_position_y"].append(y)
+                cols[f"{f.name}_position_z"].append(z)
+            else:
+                cols[f.name].append(_scalar(f, row.get(f.name), i))
+    return ids, cols
+
+
+_ARRAY_TYPES = {
+    "double precision": "double precision[]",
+    "bigint": "bigint[]",
+    "text": "text[]",
+    "boolean": "boolean[]",
+}
+
+
+def _write_rows(
+    conn: Connection, table: AnnotationTable, ids: list[int], cols: dict[str, list[Any]],
+    stamp: datetime,
+) -> None:
+    schema = table.schema
+    names = table.names
+    params: dict[str, Any] = {"ids": ids, "stamp": stamp}
+    selects, targets = [], []
+    for j, c in enumerate(schema.annotation_columns()):
+        params[f"c{j}"] = cols[c.name]
+        selects.append(f"CAST(:c{j} AS {_ARRAY_TYPES[c.sql_type]})")
+        targets.append(quote(c.name))
+    aliases = [f"c{j}" for j in range(len(targets))]
+    conn.execute(
+        text(
+            f"INSERT INTO {names.live_q} (id, created, valid, {', '.join(targets)}) "
+            f"SELECT u.id, :stamp, true, {', '.join('u.' + a for a in aliases)} "
+            f"FROM unnest(CAST(:ids AS bigint[]), {', '.join(selects)}) "
+            f"AS u(id, {', '.join(aliases)})"
+        ),
+        params,
+    )
+    if schema.bound_points:
+        # an empty segmentation row marks the annotation as waiting for ingest
+        conn.execute(
+            text(f"INSERT INTO {names.segmentation_q} (id) SELECT unnest(CAST(:ids AS bigint[]))"),
+            {"ids": ids},
+        )
+
+
+def _check_references(conn: Connection, table: AnnotationTable, cols: dict[str, list[Any]]) -> None:
+    for f in table.schema.fields:
+        if f.kind is not Kind.REFERENCE or not table.reference_table:
+            continue
+        ref = get_table(conn, table.datastack, table.reference_table)
+        wanted = cols[f.name]
+        found = set(
+            conn.execute(
+                text(f"SELECT id FROM {ref.names.live_q} WHERE id = ANY(:ids)"),
+                {"ids": list({v for v in wanted if v is not None})},
+            ).scalars()
+        )
+        for i, v in enumerate(wanted):
+            if v is not None and v not in found:
+                raise InvalidInput(
+                    f"no row {v} in reference table {ref.table_name!r}", row=i, field=f.name
+                )
+
+
+def _assign_ids(conn: Connection, table: AnnotationTable, given: list[int | None]) -> list[int]:
+    names = table.names
+    explicit = [g for g in given if g is not None]
+    if len(set(explicit)) != len(explicit):
+        seen: set[int] = set()
+        for i, g in enumerate(given):
+            if g is not None and g in seen:
+                raise InvalidInput(f"duplicate id {g} in batch", row=i, field="id")
+            if g is not None:
+                seen.add(g)
+    if explicit:
+        taken = set(
+            conn.execute(
+                text(f"SELECT id FROM {names.live_q} WHERE id = ANY(:ids)"), {"ids": explicit}
+            ).scalars()
+        )
+        for i, g in enumerate(given):
+            if g in taken:
+                raise InvalidInput(f"id {g} already exists in the table", row=i, field="id")
+    missing = sum(1 for g in given if g is None)
+    fresh = iter(
+        conn.execute(
+            text("SELECT nextval(CAST(:seq AS regclass)) FROM generate_series(1, :n)"),
+            {"seq": f"{names.datastack}.{names.table}_id_seq", "n": missing},
+        ).scalars()
+    )
+    ids = [g if g is not None else next(fresh) for g in given]
+    if explicit:
+        # keep the sequence ahead of ids chosen by the caller
+        conn.execute(
+            text(
+                "SELECT setval(CAST(:seq AS regclass), GREATEST("
+                f"(SELECT max(id) FROM {names.live_q}), :top))"
+            ),
+            {"seq": f"{names.datastack}.{names.table}_id_seq", "top": max(ids)},
+        )
+    return ids
+
+
+def _begin_write(conn: Connection, table: AnnotationTable) -> datetime:
+    hold_write_barrier_shared(conn, table.datastack)
+    return conn.execute(text("SELECT clock_timestamp()")).scalar_one()
+
+
+def insert_annotations(
+    engine: Engine, datastack: str, table_name: str, rows: Sequence[Mapping[str, Any]]
+) -> list[int]:
+    """Insert rows; returns their ids (given ones kept, others from the table's sequence)."""
+    table = get_table(engine, datastack, table_name)
+    given, cols = columns_from_rows(table.schema, rows)
+    if not given:
+        return []
+    with engine.begin() as conn:
+        _check_references(conn, table, cols)
+        stamp = _begin_write(conn, table)
+        ids = _assign_ids(conn, table, given)
+        _write_rows(conn, table, ids, cols, stamp)
+        touch_table(conn, table)
+    return ids
+
+
+def update_annotations(
+    engine: Engine, datastack: str, table_name: str, rows: Sequence[Mapping[str, Any]]
+) -> dict[int, int]:
+    """Supersede rows: each row names the ``id`` it replaces; returns ``{old_id: new_id}``."""
+    table = get_table(engine, datastack, table_name)
+    old_ids, cols = columns_from_rows(table.schema, rows, id_required=True)
+    if not old_ids:
+        return {}
+    names = table.names
+    with engine.begin() as conn:
+        _check_references(conn, table, cols)
+        stamp = _begin_write(conn, table)
+        live = {
+            r.id: r.deleted
+            for r in conn.execute(
+                text(f"SELECT id, deleted FROM {names.live_q} WHERE id = ANY(:ids) FOR UPDATE"),
+                {"ids": old_ids},
+            )
+        }
+        for i, old in enumerate(old_ids):
+            if old not in live:
+                raise InvalidInput(f"no annotation with id {old}", row=i, field="id")
+            if live[old] is not None:
+                raise InvalidInput(f"annotation {old} was already deleted or superseded",
+                                   row=i, field="id")
+        if len(set(old_ids)) != len(old_ids):
+            raise InvalidInput("the same id is updated twice in one batch", field="id")
+        new_ids = _assign_ids(conn, table, [None] * len(old_ids))
+        _write_rows(conn, table, new_ids, cols, stamp)
+        conn.execute(
+            text(
+                f"UPDATE {names.live_q} AS t SET deleted = :stamp, valid = false, "
+                "superceded_id = u.new FROM unnest(CAST(:old AS bigint[]), "
+                "CAST(:new AS bigint[])) AS u(old, new) WHERE t.id = u.old"
+            ),
+            {"stamp": stamp, "old": old_ids, "new": new_ids},
+        )
+        touch_table(conn, table)
+    return dict(zip(old_ids, new_ids, strict=True))
+
+
+def delete_annotations(
+    engine: Engine, datastack: str, table_name: str, ids: Sequence[int]
+) -> list[int]:
+    """Soft-delete rows (``deleted`` set, ``valid`` false); refuses ids not live."""
+    table = get_table(engine, datastack, table_name)
+    wanted = [_check_number(v, i, "id", integer=True) for i, v in enumerate(ids)]
+    names = table.names
+    with engine.begin() as conn:
+        stamp = _begin_write(conn, table)
+        done = set(
+            conn.execute(
+                text(
+                    f"UPDATE {names.live_q} SET deleted = :stamp, valid = false "
+                    "WHERE id = ANY(:ids) AND deleted IS NULL RETURNING id"
+                ),
+                {"stamp": stamp, "ids": wanted},
+            ).scalars()
+        )
+        missing = [v for v in wanted if v not in done]
+        if missing:
+            raise NotFound(f"no live annotation with id(s) {missing[:20]} in {table_name!r}")
+        touch_table(conn, table)
+    return wanted
+
+
+def get_annotations(
+    engine: Engine, datastack: str, table_name: str, ids: Sequence[int]
+) -> list[dict[str, Any]]:
+    """Rows by id (deleted ones included), flat names, positions as ``[x, y, z]``."""
+    table = get_table(engine, datastack, table_name)
+    with engine.connect() as conn:
+        return fetch_rows(conn, table, "a.id = ANY(:ids)", {"ids": [int(i) for i in ids]})
+
+
+def fetch_rows(
+    conn: Connection, table: AnnotationTable, where: str, params: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """Live rows joined to their segmentation, for small results (get, tests)."""
+    names = table.names
+    schema = table.schema
+    seg_cols = [c.name for c in schema.segmentation_columns()]
+    join = f"LEFT JOIN {names.segmentation_q} s ON s.id = a.id" if seg_cols else ""
+    select_seg = "".join(f", s.{quote(c)}" for c in seg_cols)
+    result = conn.execute(
+        text(f"SELECT a.*{select_seg} FROM {names.live_q} a {join} WHERE {where} ORDER BY a.id"),
+        params,
+    )
+    out = []
+    for r in result.mappings():
+        row = dict(r)
+        for f in schema.points:
+            row[f"{f.name}_position"] = [
+                row.pop(f"{f.name}_position_{a}") for a in "xyz"
+            ]
+        out.append(row)
+    return out
+

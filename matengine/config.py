@@ -1,0 +1,71 @@
+"""Settings: environment variables (``MATENGINE_*``), CLI flags, and a TOML file of datastacks.
+
+With no ``database_url`` matengine runs its embedded PostgreSQL (see :mod:`matengine.db.embedded`);
+with no ``broker_url`` workflows run on an in-process worker. Production sets both.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from platformdirs import user_data_dir
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DatastackConfig(BaseModel):
+    """A datastack declared in the TOML config file (``[datastacks.NAME]``)."""
+
+    segmentation_source: str
+    voxel_resolution: tuple[float, float, float]
+    aligned_volume: str | None = None
+    description: str = ""
+    # cron-like schedule for periodic materialization, e.g. "0 3 * * *"
+    schedule: str | None = None
+    days_to_expire: int | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MATENGINE_", extra="ignore")
+
+    database_url: str | None = None
+    broker_url: str | None = None
+    result_backend: str | None = None
+    config: Path | None = None
+    home: Path = Field(default_factory=lambda: Path(user_data_dir("matengine")))
+    # bearer token sent to graphene (PyChunkedGraph) servers
+    segmentation_token: str | None = None
+    # versions: default lifetime and how many valid ones are always kept
+    default_days_to_expire: int = 7
+    keep_valid_versions: int = 2
+    # rows per workflow chunk
+    chunk_rows: int = 200_000
+    # query row limit announced to clients; None = no limit
+    query_row_limit: int | None = None
+
+    def datastacks(self) -> dict[str, DatastackConfig]:
+        """Datastacks declared in the TOML file named by ``config`` (empty if none)."""
+        if self.config is None:
+            return {}
+        raw: dict[str, Any] = tomllib.loads(Path(self.config).read_text())
+        return {
+            name: DatastackConfig.model_validate(body)
+            for name, body in raw.get("datastacks", {}).items()
+        }
+
+
+_overrides: dict[str, Any] = {}
+
+
+def configure(**overrides: Any) -> None:
+    """Set values from CLI flags; they win over the environment."""
+    _overrides.update({k: v for k, v in overrides.items() if v is not None})
+    get_settings.cache_clear()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings(**_overrides)

