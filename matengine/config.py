@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     keep_valid_versions: int = 2
     # rows per workflow chunk
     chunk_rows: int = 200_000
+    # seconds before a Redis broker redelivers an unacknowledged task (a killed worker's)
+    visibility_timeout: int = 900
+    # how long a command waits for a worker to answer before saying none is online
+    worker_wait: float = 8.0
     # query row limit announced to clients; None = no limit
     query_row_limit: int | None = None
 

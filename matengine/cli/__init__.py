@@ -42,13 +42,15 @@ def _global(
 
 
 def _register() -> None:
-    from matengine.cli import annotations_cmd, catalog_cmd, db_cmd, demo_cmd
+    from matengine.cli import annotations_cmd, catalog_cmd, db_cmd, demo_cmd, workflow_cmd
 
     app.add_typer(db_cmd.app, name="db")
     app.add_typer(catalog_cmd.datastack_app, name="datastack")
     app.add_typer(catalog_cmd.table_app, name="table")
     app.add_typer(annotations_cmd.app, name="annotations")
     app.command("demo")(demo_cmd.demo)
+    app.command("upload")(workflow_cmd.upload)
+    app.add_typer(workflow_cmd.runs_app, name="runs")
     try:
         from matengine.cli.synth_cmd import synth
     except ImportError:  # pragma: no cover - synth lands with the segmentation work

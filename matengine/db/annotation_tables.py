@@ -57,29 +57,25 @@ class TableNames:
         return quote(self.datastack, f"{self.table}_id_seq")
 
 
-def point_index_sql(index: str, table_q: str, point: str) -> str:
-    return (
-        f"CREATE INDEX IF NOT EXISTS {quote(index)} ON {table_q} USING gist "
-        f"(point({quote(point + '_position_x')}, {quote(point + '_position_y')}))"
-    )
+def _index(name: str, table_q: str, body: str) -> tuple[str, str]:
+    name = validate_name(name, "index name")
+    return name, f"CREATE INDEX IF NOT EXISTS {quote(name)} ON {table_q} {body}"
 
 
-def live_index_statements(names: TableNames, schema: AnnotationSchema) -> list[str]:
-    """Secondary indexes of the live annotation table (dropped and rebuilt around bulk loads)."""
+def point_index(name: str, table_q: str, point: str) -> tuple[str, str]:
+    """GiST on ``point(x, y)``: answers ``point(x, y) <@ box(...)``, the bbox test."""
+    x, y = quote(point + "_position_x"), quote(point + "_position_y")
+    return _index(name, table_q, f"USING gist (point({x}, {y}))")
+
+
+def live_indexes(names: TableNames, schema: AnnotationSchema) -> list[tuple[str, str]]:
+    """(name, DDL) of the live table's secondary indexes (dropped and rebuilt around bulk loads)."""
     t, q = names.table, names.live_q
-    stmts = [
-        f"CREATE INDEX IF NOT EXISTS {quote(validate_name(f'ix_{t}_created'))} ON {q} (created)",
-        f"CREATE INDEX IF NOT EXISTS {quote(validate_name(f'ix_{t}_deleted'))} ON {q} (deleted)",
-    ]
-    for f in schema.points:
-        stmts.append(point_index_sql(validate_name(f"ix_{t}_{f.name}_bbox"), q, f.name))
-    for f in schema.fields:
-        if f.index and not f.is_point:
-            stmts.append(
-                f"CREATE INDEX IF NOT EXISTS {quote(validate_name(f'ix_{t}_{f.name}'))} "
-                f"ON {q} ({quote(f.name)})"
-            )
-    return stmts
+    out = [_index(f"ix_{t}_created", q, "(created)"), _index(f"ix_{t}_deleted", q, "(deleted)")]
+    out += [point_index(f"ix_{t}_{f.name}_bbox", q, f.name) for f in schema.points]
+    out += [_index(f"ix_{t}_{f.name}", q, f"({quote(f.name)})")
+            for f in schema.fields if f.index and not f.is_point]
+    return out
 
 
 def pending_condition(schema: AnnotationSchema, alias: str = "") -> str:
@@ -89,21 +85,31 @@ def pending_condition(schema: AnnotationSchema, alias: str = "") -> str:
     return "(" + " OR ".join(parts) + ")"
 
 
-def segmentation_index_statements(names: TableNames, schema: AnnotationSchema) -> list[str]:
+def segmentation_indexes(names: TableNames, schema: AnnotationSchema) -> list[tuple[str, str]]:
     s, q = names.segmentation, names.segmentation_q
-    stmts = []
-    for pt in schema.bound_points:
-        stmts.append(
-            f"CREATE INDEX IF NOT EXISTS {quote(validate_name(f'ix_{s}_{pt}_root_id'))} "
-            f"ON {q} ({quote(pt + '_root_id')})"
-        )
+    out = [_index(f"ix_{s}_{pt}_root_id", q, f"({quote(pt + '_root_id')})")
+           for pt in schema.bound_points]
     # a partial index holding just the rows that wait for ingest: finding them costs nothing
     # on a fully ingested table
-    stmts.append(
-        f"CREATE INDEX IF NOT EXISTS {quote(validate_name(f'ix_{s}_pending'))} ON {q} (id) "
-        f"WHERE {pending_condition(schema)}"
-    )
-    return stmts
+    out.append(_index(f"ix_{s}_pending", q, f"(id) WHERE {pending_condition(schema)}"))
+    return out
+
+
+def all_indexes(names: TableNames, schema: AnnotationSchema) -> list[tuple[str, str]]:
+    out = live_indexes(names, schema)
+    if schema.bound_points:
+        out += segmentation_indexes(names, schema)
+    return out
+
+
+def drop_indexes(conn: Connection, names: TableNames, schema: AnnotationSchema) -> None:
+    for name, _ in all_indexes(names, schema):
+        conn.execute(text(f"DROP INDEX IF EXISTS {quote(names.datastack, name)}"))
+
+
+def build_indexes(conn: Connection, names: TableNames, schema: AnnotationSchema) -> None:
+    for _, ddl in all_indexes(names, schema):
+        conn.execute(text(ddl))
 
 
 def create_tables(conn: Connection, names: TableNames, schema: AnnotationSchema) -> None:
@@ -122,8 +128,6 @@ def create_tables(conn: Connection, names: TableNames, schema: AnnotationSchema)
         )
     )
     conn.execute(text(f"ALTER SEQUENCE {names.sequence_q} OWNED BY {names.live_q}.id"))
-    for stmt in live_index_statements(names, schema):
-        conn.execute(text(stmt))
     if schema.bound_points:
         seg_cols = ",\n  ".join(
             f"{quote(c.name)} {c.sql_type}" for c in schema.segmentation_columns()
@@ -131,8 +135,7 @@ def create_tables(conn: Connection, names: TableNames, schema: AnnotationSchema)
         conn.execute(
             text(f"CREATE TABLE {names.segmentation_q} (\n  id bigint PRIMARY KEY,\n  {seg_cols}\n)")
         )
-        for stmt in segmentation_index_statements(names, schema):
-            conn.execute(text(stmt))
+    build_indexes(conn, names, schema)
 
 
 def drop_tables(conn: Connection, names: TableNames) -> None:

@@ -115,12 +115,38 @@ workflow_runs = Table(
     Column("heartbeat", TS),
 )
 
+run_steps = Table(
+    "run_steps",
+    metadata,
+    Column("run_id", BigInteger, ForeignKey("workflow_runs.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("step_index", Integer, primary_key=True),
+    Column("key", Text, nullable=False),
+    Column("state", Text, nullable=False),  # PLANNED / FINISHING / DONE
+    Column("chunks_total", Integer, nullable=False),
+    Column("plan", JSONB, nullable=False),
+    Column("result", JSONB),
+    Column("started", TS, nullable=False, server_default=func.now()),
+    Column("finished", TS),
+)
+
+# A run holds its locks as rows here: they outlive any one worker, and a second run that needs
+# the same key is refused (or waits) until the first ends.
+run_locks = Table(
+    "run_locks",
+    metadata,
+    Column("lock_key", Text, primary_key=True),
+    Column("run_id", BigInteger, ForeignKey("workflow_runs.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("acquired", TS, nullable=False, server_default=func.now()),
+)
+
 run_chunks = Table(
     "run_chunks",
     metadata,
     Column("run_id", BigInteger, ForeignKey("workflow_runs.id", ondelete="CASCADE"),
            primary_key=True),
-    Column("step", Text, primary_key=True),
+    Column("step_index", Integer, primary_key=True),
     Column("chunk", Integer, primary_key=True),
     Column("rows", BigInteger, nullable=False, server_default="0"),
     Column("finished", TS, nullable=False, server_default=func.now()),

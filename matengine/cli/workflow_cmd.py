@@ -1,0 +1,132 @@
+"""Workflow commands: each starts a run, follows it with a progress bar, and exits non-zero if
+it failed (``--json``: the final run record; ``--detach``: print the run id and return)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from matengine.cli.output import console, emit, err_console, print_json, print_table
+from matengine.config import get_settings
+from matengine.db.connection import get_engine
+from matengine.workflows import runs
+from matengine.workflows.submit import ensure_workers, submit, wait_for
+
+JSON = typer.Option(False, "--json", help="Print the final run record as JSON.")
+DETACH = typer.Option(False, "--detach", help="Print the run id and return at once.")
+
+
+def launch(kind: str, params: dict[str, Any], *, datastack: str | None, table: str | None,
+           json_out: bool, detach: bool) -> None:
+    """Shared by every workflow command."""
+    engine = get_engine()
+    settings = get_settings()
+    run_id = submit(engine, kind, params, datastack=datastack, table=table)
+    if detach:
+        emit({"run_id": run_id}, json_out, lambda: console.print(run_id))
+        return
+    ensure_workers(settings)
+    if json_out:
+        run = wait_for(engine, run_id)
+    else:
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[rows]} rows"), TimeElapsedColumn(),
+                      console=err_console) as bar:
+            task = bar.add_task(f"run {run_id} {kind}", total=None, rows=0)
+
+            def show(r: runs.Run) -> None:
+                bar.update(task, total=r.chunks_total or None, completed=r.chunks_done,
+                           rows=f"{r.rows_done:,}", description=f"run {r.id} {r.step or kind}")
+
+            run = wait_for(engine, run_id, on_progress=show)
+    if json_out:
+        print_json(run.to_dict())
+    else:
+        console.print(f"run {run.id} {run.kind}: {run.state} — {run.rows_done:,} rows in "
+                      f"{run.to_dict()['seconds']} s")
+        for e in run.errors:
+            err_console.print(f"[red]{e['message']}[/red]")
+    if run.state != "SUCCESS":
+        raise typer.Exit(1)
+
+
+def _mapping(value: str) -> dict[str, Any]:
+    path = Path(value)
+    text = path.read_text() if not value.lstrip().startswith("{") and path.exists() else value
+    try:
+        mapping = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"column mapping is neither a JSON file nor JSON: {exc}") from None
+    return mapping
+
+
+def upload(
+    datastack: str, table: str,
+    schema: str = typer.Option(..., help="Annotation schema, e.g. synapse."),
+    source: str = typer.Option(..., help="Folder of .npy files: file://, gs://, s3://, http(s)://"),
+    column_mapping: str = typer.Option(..., help="JSON file or JSON text {file: column(s)}."),
+    roots_timestamp: str = typer.Option(None, help="When the given root ids were valid (ISO)."),
+    voxel_resolution: str = typer.Option(None, help="X,Y,Z of the positions (new tables)."),
+    chunk_rows: int = typer.Option(None, help="Rows per chunk task."),
+    created: str = typer.Option(None, help="When these annotations came to exist (ISO; "
+                                "default: now). For importing historical tables."),
+    json_out: bool = JSON, detach: bool = DETACH,
+) -> None:
+    """Bulk-upload .npy column files into a table (created from --schema if absent)."""
+    from matengine.cli.catalog_cmd import parse_resolution
+    from matengine.workflows.bulk_upload import check_request
+
+    params = {"datastack": datastack, "table": table, "schema": schema, "source": source,
+              "column_mapping": _mapping(column_mapping), "roots_timestamp": roots_timestamp,
+              "voxel_resolution": parse_resolution(voxel_resolution),
+              "chunk_rows": chunk_rows or get_settings().chunk_rows, "created": created}
+    check_request(get_engine(), params)
+    launch("bulk_upload", params, datastack=datastack, table=table, json_out=json_out,
+           detach=detach)
+
+
+runs_app = typer.Typer(help="Workflow runs.", invoke_without_command=True)
+
+
+@runs_app.callback()
+def runs_list(
+    ctx: typer.Context,
+    run_id: int = typer.Argument(None, help="Show this run."),
+    datastack: str = typer.Option(None, help="Only runs of this datastack."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List recent runs, or show one."""
+    if ctx.invoked_subcommand:
+        return
+    engine = get_engine()
+    if run_id is not None:
+        run = runs.get_run(engine, run_id).to_dict()
+        emit(run, json_out, lambda: console.print(run))
+        return
+    rows = [r.to_dict() for r in runs.list_runs(engine, datastack)]
+    emit(rows, json_out, lambda: print_table(
+        rows, ["id", "kind", "datastack", "table_name", "state", "step", "chunks_done",
+               "chunks_total", "rows_done", "seconds"]))
+
+
+@runs_app.command("cancel")
+def runs_cancel(run_id: int) -> None:
+    """Mark an active run CANCELLED and release its locks (its remaining tasks do nothing)."""
+    runs.finish_run(get_engine(), run_id, "CANCELLED", "cancelled by the operator")
+    console.print(f"run {run_id} cancelled")
+
+
+@runs_app.command("resume")
+def runs_resume(run_id: int, json_out: bool = JSON) -> None:
+    """Re-enqueue what an active run still has to do (after workers were lost)."""
+    from matengine.workflows.submit import resume
+
+    resume(get_engine(), run_id)
+    run = wait_for(get_engine(), run_id)
+    emit(run.to_dict(), json_out, lambda: console.print(f"run {run_id}: {run.state}"))
+    if run.state != "SUCCESS":
+        raise typer.Exit(1)

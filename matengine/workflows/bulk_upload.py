@@ -1,0 +1,223 @@
+"""Bulk upload: ``.npy`` column files in a bucket → a live annotation table and its
+segmentation table, by binary COPY, in row-range chunks that N workers share.
+
+Everything that can be wrong with the input is checked in ``plan`` (headers, then one sliced
+pass over ids and coordinates) before the first row is written. Rows are then COPYed straight
+into the final tables: after that pass a staging copy would only double the writes. Secondary
+indexes are dropped for large loads into an empty table and rebuilt in ``finish``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, Engine, text
+
+from matengine import catalog
+from matengine.catalog import AnnotationTable
+from matengine.db.annotation_tables import build_indexes, drop_indexes
+from matengine.db.copy import binary_copy_buffer, timestamptz_value
+from matengine.db.identifiers import quote
+from matengine.db.locks import hold_write_barrier_shared
+from matengine.errors import InvalidInput, NotFound
+from matengine.schemas import get_schema
+from matengine.timeutil import to_utc
+from matengine.workflows.engine import Step, StepContext, workflow
+from matengine.workflows.npy_source import NpyFolder
+from matengine.workflows.runs import Run
+from matengine.workflows.upload_layout import Target, _column, resolve_targets, scan_files
+
+LARGE_LOAD = 1_000_000  # rows into an empty table above which indexes are built after the load
+
+
+def check_request(engine: Engine, params: dict[str, Any]) -> None:
+    """The cheap checks, done before a run is even recorded (so the caller hears at once)."""
+    catalog.get_datastack(engine, params["datastack"])
+    schema = get_schema(params["schema"])
+    try:
+        table = catalog.get_table(engine, params["datastack"], params["table"])
+    except NotFound:
+        table = None
+    if table is not None and table.schema_type != schema.name:
+        raise InvalidInput(f"table {table.table_name!r} has schema {table.schema_type!r}, "
+                           f"not {schema.name!r}")
+    targets, _ = resolve_targets(schema, params["column_mapping"], NpyFolder(params["source"]))
+    has_roots = any(t.column.endswith("_root_id") for t in targets)
+    if has_roots and not params.get("roots_timestamp"):
+        raise InvalidInput("root ids are mapped: say when they were valid (roots_timestamp)")
+    if has_roots and table is not None and table.roots_last_updated is not None:
+        given = to_utc(params["roots_timestamp"])
+        if given != table.roots_last_updated:
+            raise InvalidInput(
+                f"table {table.table_name!r} holds roots valid at "
+                f"{table.roots_last_updated.isoformat()}; upload roots valid at that time, or "
+                "leave root columns out for ingest to fill")
+
+
+class UploadStep(Step):
+    key = "upload"
+
+    def _folder_targets(self, ctx: StepContext) -> tuple[NpyFolder, list[Target], int]:
+        folder = NpyFolder(ctx.params["source"])
+        targets, rows = resolve_targets(get_schema(ctx.params["schema"]),
+                                        ctx.params["column_mapping"], folder)
+        return folder, targets, rows
+
+    def plan(self, ctx: StepContext) -> list[Any]:
+        p = ctx.params
+        check_request(ctx.engine, p)
+        folder, targets, rows = self._folder_targets(ctx)
+        facts = scan_files(folder, targets, rows)
+        try:
+            table = catalog.get_table(ctx.engine, p["datastack"], p["table"])
+        except NotFound:
+            table = catalog.create_table(ctx.engine, p["datastack"], p["table"], schema=p["schema"],
+                                         voxel_resolution=p.get("voxel_resolution"),
+                                         description=p.get("description", ""))
+        names = table.names
+        with ctx.engine.begin() as conn:
+            before = conn.execute(text(f"SELECT count(*) FROM {names.live_q}")).scalar_one()
+            if before and "min_id" in facts:
+                _refuse_existing_ids(conn, table, folder, targets, rows, facts)
+            first_id = None
+            if "min_id" not in facts:  # no id column: reserve a block of the sequence
+                seq = f"{names.datastack}.{names.table}_id_seq"
+                first_id = conn.execute(text("SELECT nextval(CAST(:s AS regclass))"),
+                                        {"s": seq}).scalar_one()
+                conn.execute(text("SELECT setval(CAST(:s AS regclass), :v)"),
+                             {"s": seq, "v": first_id + max(rows, 1) - 1})
+            rebuild = before == 0 and rows >= LARGE_LOAD
+            if rebuild:
+                drop_indexes(conn, names, table.schema)
+        from matengine.workflows.runs import merge_result
+
+        with ctx.engine.begin() as conn:
+            merge_result(conn, ctx.run.id, {"upload": {
+                "rows_in_source": rows, "rows_before": before, "first_id": first_id,
+                "rebuild_indexes": rebuild}})
+        size = int(p.get("chunk_rows") or 200_000)
+        return [[a, min(rows, a + size)] for a in range(0, rows, size)]
+
+    def run_chunk(self, ctx: StepContext, conn: Connection, spec: Any) -> int:
+        start, stop = spec
+        folder, targets, _ = self._folder_targets(ctx)
+        table = catalog.get_table(conn, ctx.params["datastack"], ctx.params["table"])
+        info = ctx.run.result.get("upload") or _result_of(conn, ctx.run.id)
+        n = stop - start
+        blocks = {f: folder.read_rows(f, start, stop) for f in {t.file for t in targets}}
+        id_target = next((t for t in targets if t.column == "id"), None)
+        if id_target is not None:
+            ids = _column(blocks[id_target.file], id_target.index).astype(np.int64)
+        else:
+            ids = np.arange(info["first_id"] + start, info["first_id"] + stop, dtype=np.int64)
+        hold_write_barrier_shared(conn, table.datastack)
+        # importing annotations that existed before: the caller may say since when
+        stamp = (to_utc(ctx.params["created"]) if ctx.params.get("created")
+                 else conn.execute(text("SELECT clock_timestamp()")).scalar_one())
+        live = [("id", ids, "bigint"), ("valid", np.ones(n, bool), "boolean")]
+        seg = [("id", ids, "bigint")]
+        texts = []
+        for t in targets:
+            if t.column == "id":
+                continue
+            block = blocks[t.file]
+            if t.sql_type == "position":
+                for axis, name in enumerate("xyz"):
+                    live.append((f"{t.column}_{name}", block[:, axis].astype(np.float64),
+                                 "double precision"))
+            elif t.sql_type == "text":
+                texts.append((t.column, _column(block, t.index)))
+            else:
+                col = _column(block, t.index)
+                (seg if t.table == "segmentation" else live).append((t.column, col, t.sql_type))
+        driver = conn.connection.driver_connection
+        with driver.cursor() as cur:
+            if texts:
+                _copy_rows(cur, table.names.live_q, live, texts, stamp)
+            else:
+                created = np.full(n, timestamptz_value(stamp), np.int64)
+                _copy_binary(cur, table.names.live_q, [*live, ("created", created, "timestamptz")])
+            if table.schema.bound_points:
+                _copy_binary(cur, table.names.segmentation_q, seg)
+        return n
+
+    def finish(self, ctx: StepContext, plan: list[Any]) -> dict[str, Any]:
+        p = ctx.params
+        table = catalog.get_table(ctx.engine, p["datastack"], p["table"])
+        names = table.names
+        with ctx.engine.connect() as conn:
+            info = _result_of(conn, ctx.run.id)
+            done = conn.execute(
+                text("SELECT coalesce(sum(rows), 0) FROM matengine.run_chunks "
+                     "WHERE run_id = :r AND step_index = :i"),
+                {"r": ctx.run.id, "i": ctx.step_index},
+            ).scalar_one()
+            count = conn.execute(text(f"SELECT count(*) FROM {names.live_q}")).scalar_one()
+        if done != info["rows_in_source"] or count < info["rows_before"] + done:
+            raise InvalidInput(f"row count check failed: source has {info['rows_in_source']} "
+                               f"rows, {done} were written, table has {count}")
+        with ctx.engine.begin() as conn:
+            build_indexes(conn, names, table.schema)
+            seq = f"{names.datastack}.{names.table}_id_seq"
+            conn.execute(text(f"SELECT setval(CAST(:s AS regclass), GREATEST("
+                              f"(SELECT coalesce(max(id), 1) FROM {names.live_q}), "
+                              "(SELECT last_value FROM " + quote(names.datastack, f"{names.table}_id_seq")
+                              + ")))"), {"s": seq})
+            if p.get("roots_timestamp") and table.roots_last_updated is None:
+                catalog.set_roots_last_updated(conn, table, to_utc(p["roots_timestamp"]))
+            catalog.touch_table(conn, table)
+        with ctx.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text(f"ANALYZE {names.live_q}"))
+            if table.schema.bound_points:
+                conn.execute(text(f"ANALYZE {names.segmentation_q}"))
+        return {"rows": int(done), "table_rows": int(count)}
+
+
+def _result_of(conn: Connection, run_id: int) -> dict[str, Any]:
+    return conn.execute(text("SELECT result -> 'upload' FROM matengine.workflow_runs "
+                             "WHERE id = :r"), {"r": run_id}).scalar_one()
+
+
+def _copy_binary(cur: Any, table_q: str, cols: list[tuple[str, np.ndarray, str]]) -> None:
+    names = ", ".join(quote(c) for c, _, _ in cols)
+    payload = binary_copy_buffer([(v, t) for _, v, t in cols])
+    with cur.copy(f"COPY {table_q} ({names}) FROM STDIN (FORMAT binary)") as copy:
+        copy.write(payload)
+
+
+def _copy_rows(cur: Any, table_q: str, cols: list[tuple[str, np.ndarray, str]],
+               texts: list[tuple[str, np.ndarray]], created: datetime) -> None:
+    """Tables with text columns: psycopg's row-wise COPY (still one COPY per chunk)."""
+    names = [c for c, _, _ in cols] + [c for c, _ in texts] + ["created"]
+    values = [v.tolist() for _, v, _ in cols] + [v.tolist() for _, v in texts]
+    with cur.copy(f"COPY {table_q} ({', '.join(quote(c) for c in names)}) FROM STDIN") as copy:
+        for row in zip(*values, strict=True):
+            copy.write_row((*row, created))
+
+
+def _refuse_existing_ids(conn: Connection, table: AnnotationTable, folder: NpyFolder,
+                         targets: list[Target], rows: int, facts: dict[str, Any]) -> None:
+    names = table.names
+    overlap = conn.execute(
+        text(f"SELECT count(*) FROM {names.live_q} WHERE id BETWEEN :a AND :b"),
+        {"a": facts["min_id"], "b": facts["max_id"]},
+    ).scalar_one()
+    if not overlap:
+        return
+    id_target = next(t for t in targets if t.column == "id")
+    for start in range(0, rows, 100_000):
+        ids = _column(folder.read_rows(id_target.file, start, min(rows, start + 100_000)),
+                      id_target.index).astype(np.int64)
+        hit = conn.execute(text(f"SELECT id FROM {names.live_q} WHERE id = ANY(:ids) LIMIT 1"),
+                           {"ids": ids.tolist()}).scalar()
+        if hit is not None:
+            row = start + int(np.flatnonzero(ids == hit)[0])
+            raise InvalidInput(f"{id_target.file}.npy row {row}: id {hit} already exists in "
+                               f"table {table.table_name!r}", row=row, field="id")
+
+
+@workflow("bulk_upload")
+def _steps(run: Run) -> list[Step]:
+    return [UploadStep()]

@@ -1,0 +1,155 @@
+"""The Celery app and the four generic tasks every workflow runs on.
+
+Broker and result backend come from settings (Redis or RabbitMQ in production). Tasks are
+``acks_late`` with ``reject_on_worker_lost``: a worker killed mid-chunk leaves its message
+unacknowledged, the broker hands it to another worker, and the chunk's transaction (rolled back
+with the dead connection) is simply redone. Transient errors (database or broker restarts,
+segmentation server timeouts) retry with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import psycopg
+import sqlalchemy.exc
+from celery import Celery, Task
+from celery.signals import worker_process_init
+
+from matengine.config import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+TRANSIENT = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    psycopg.OperationalError,
+    httpx.TransportError,
+    ConnectionError,
+    TimeoutError,
+)
+QUEUE = "matengine"
+
+app = Celery("matengine")
+
+
+def configure(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    app.conf.update(
+        broker_url=settings.broker_url,
+        result_backend=settings.result_backend,
+        task_default_queue=QUEUE,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_track_started=True,
+        broker_connection_retry_on_startup=True,
+        # a chunk takes seconds to minutes; redelivery of an unacked message (Redis) waits this long
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        result_expires=3600,
+        timezone="UTC",
+        enable_utc=True,
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "matengine-scheduler-tick": {"task": "matengine.tick", "schedule": 60.0},
+        },
+    )
+    return app
+
+
+@worker_process_init.connect
+def _fresh_connections(**_: object) -> None:
+    # a forked pool process must not share the parent's pooled connections
+    from matengine.db.connection import dispose_engines
+
+    dispose_engines()
+
+
+class RunTask(Task):
+    """Marks the run FAILED when a task gives up (a non-transient error or retries exhausted)."""
+
+    autoretry_for = TRANSIENT
+    retry_backoff = 2
+    retry_backoff_max = 60
+    retry_jitter = True
+    max_retries = 8
+    acks_late = True
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):  # noqa: ANN001
+        from matengine.db.connection import get_engine
+        from matengine.workflows import runs
+
+        run_id = args[0] if args else kwargs.get("run_id")
+        if run_id is not None:
+            runs.finish_run(get_engine(), run_id, "FAILED", f"{type(exc).__name__}: {exc}")
+
+    def on_retry(self, exc, task_id, args, kwargs, einfo):  # noqa: ANN001
+        from matengine.db.connection import get_engine
+        from matengine.workflows import runs
+
+        try:
+            runs.record_error(get_engine(), args[0], f"retrying after {type(exc).__name__}: {exc}")
+        except Exception:  # the database may be the thing that is down
+            log.warning("could not record retry of run %s", args[0])
+
+
+@app.task(base=RunTask, name="matengine.start_step")
+def start_step(run_id: int, index: int) -> int:
+    from matengine.db.connection import get_engine
+    from matengine.workflows import engine as wf
+
+    engine = get_engine()
+    pending = wf.plan_step(engine, run_id, index)
+    if not pending:
+        if wf.claim_finish(engine, run_id, index) or wf.step_state(engine, run_id, index) == "FINISHING":
+            finish_step.delay(run_id, index)
+    for chunk in pending:
+        run_chunk.delay(run_id, index, chunk)
+    return len(pending)
+
+
+@app.task(base=RunTask, name="matengine.run_chunk")
+def run_chunk(run_id: int, index: int, chunk: int) -> None:
+    from matengine.db.connection import get_engine
+    from matengine.workflows import engine as wf
+
+    if wf.run_chunk(get_engine(), run_id, index, chunk):
+        finish_step.delay(run_id, index)
+
+
+@app.task(base=RunTask, name="matengine.finish_step")
+def finish_step(run_id: int, index: int) -> None:
+    from matengine.db.connection import get_engine
+    from matengine.workflows import engine as wf
+
+    nxt = wf.finish_step(get_engine(), run_id, index)
+    if nxt is not None:
+        start_step.delay(run_id, nxt)
+
+
+@app.task(name="matengine.tick")
+def tick() -> list[int]:
+    """Every minute (celery beat): start due scheduled runs and remove expired versions."""
+    from matengine.workflows.schedule import run_due
+
+    from matengine.db.connection import get_engine
+
+    return run_due(get_engine())
+
+
+@app.task(name="matengine.ping")
+def ping(x: int) -> int:
+    return x
+
+
+@app.task(name="matengine.sum")
+def total(values: list[int]) -> int:
+    return sum(values)
+
+
+def import_workflows() -> None:
+    import matengine.workflows.registry  # noqa: F401
+
+
+import_workflows()

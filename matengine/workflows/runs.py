@@ -1,0 +1,194 @@
+"""Workflow runs as rows in PostgreSQL: parameters, state, steps, chunk markers, locks, errors.
+
+Progress is derived from the chunk markers (``run_chunks``), which chunk tasks write in the same
+transaction as their data: a chunk is done exactly when its rows are committed, so a killed
+chunk is simply redone and progress survives any restart.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, func, insert, select, text, update
+
+from matengine.db import metadata as m
+from matengine.errors import Conflict, NotFound
+from matengine.timeutil import utcnow
+
+ACTIVE = ("PENDING", "RUNNING")
+
+
+@dataclass
+class Run:
+    id: int
+    kind: str
+    datastack: str | None
+    table_name: str | None
+    parameters: dict[str, Any]
+    state: str
+    step: str | None
+    errors: list[dict[str, Any]]
+    result: dict[str, Any]
+    created: datetime
+    started: datetime | None
+    finished: datetime | None
+    chunks_total: int = 0
+    chunks_done: int = 0
+    rows_done: int = 0
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return self.state not in ACTIVE
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        for k in ("created", "started", "finished"):
+            d[k] = d[k].isoformat() if d[k] else None
+        elapsed = ((self.finished or utcnow()) - self.started).total_seconds() if self.started else 0
+        d["seconds"] = round(elapsed, 3)
+        d["rows_per_second"] = round(self.rows_done / elapsed, 1) if elapsed > 0 else None
+        return d
+
+
+def lock_keys(datastack: str | None, table: str | None) -> list[str]:
+    """A table run locks ``ds:table``; a datastack-wide run locks ``ds:*``."""
+    if datastack is None:
+        return []
+    return [f"{datastack}:{table}" if table else f"{datastack}:*"]
+
+
+def _conflicting(conn: Connection, key: str) -> int | None:
+    ds, _, table = key.partition(":")
+    lk = m.run_locks
+    if table == "*":
+        cond = lk.c.lock_key.like(ds.replace("_", r"\_") + ":%")
+    else:
+        cond = lk.c.lock_key.in_([key, f"{ds}:*"])
+    return conn.execute(select(lk.c.run_id).where(cond).limit(1)).scalar()
+
+
+def create_run(
+    engine: Engine,
+    kind: str,
+    parameters: dict[str, Any],
+    *,
+    datastack: str | None = None,
+    table_name: str | None = None,
+) -> int:
+    """Record a new run and take its locks; refuse with :class:`Conflict` if they are held."""
+    with engine.begin() as conn:
+        # serialise lock checks per datastack so two starts cannot both see "free"
+        conn.execute(text("SELECT pg_advisory_xact_lock(7104, hashtext(:d))"),
+                     {"d": datastack or ""})
+        for key in lock_keys(datastack, table_name):
+            holder = _conflicting(conn, key)
+            if holder is not None:
+                raise Conflict(
+                    f"{kind} on {key.replace(':*', '')!r} refused: run {holder} is still active "
+                    f"on it (wait for it, or `matengine runs cancel {holder}`)"
+                )
+        run_id = conn.execute(
+            insert(m.workflow_runs)
+            .values(kind=kind, datastack=datastack, table_name=table_name,
+                    parameters=parameters, state="PENDING")
+            .returning(m.workflow_runs.c.id)
+        ).scalar_one()
+        for key in lock_keys(datastack, table_name):
+            conn.execute(insert(m.run_locks).values(lock_key=key, run_id=run_id))
+    return run_id
+
+
+def get_run(engine_or_conn: Engine | Connection, run_id: int) -> Run:
+    if isinstance(engine_or_conn, Engine):
+        with engine_or_conn.connect() as conn:
+            return get_run(conn, run_id)
+    conn = engine_or_conn
+    r = conn.execute(select(m.workflow_runs).where(m.workflow_runs.c.id == run_id)).first()
+    if r is None:
+        raise NotFound(f"no run {run_id}")
+    steps = conn.execute(
+        select(m.run_steps).where(m.run_steps.c.run_id == run_id)
+        .order_by(m.run_steps.c.step_index)
+    ).all()
+    done = dict(
+        conn.execute(
+            select(m.run_chunks.c.step_index, func.count())
+            .where(m.run_chunks.c.run_id == run_id).group_by(m.run_chunks.c.step_index)
+        ).all()
+    )
+    rows_done = conn.execute(
+        select(func.coalesce(func.sum(m.run_chunks.c.rows), 0))
+        .where(m.run_chunks.c.run_id == run_id)
+    ).scalar_one()
+    return Run(
+        id=r.id, kind=r.kind, datastack=r.datastack, table_name=r.table_name,
+        parameters=r.parameters, state=r.state, step=r.step, errors=r.errors, result=r.result,
+        created=r.created, started=r.started, finished=r.finished,
+        chunks_total=sum(s.chunks_total for s in steps),
+        chunks_done=sum(done.values()),
+        rows_done=int(rows_done),
+        steps=[
+            {"index": s.step_index, "key": s.key, "state": s.state,
+             "chunks_total": s.chunks_total, "chunks_done": done.get(s.step_index, 0),
+             "result": s.result}
+            for s in steps
+        ],
+    )
+
+
+def list_runs(engine: Engine, datastack: str | None = None, limit: int = 50) -> list[Run]:
+    stmt = select(m.workflow_runs.c.id).order_by(m.workflow_runs.c.id.desc()).limit(limit)
+    if datastack:
+        stmt = stmt.where(m.workflow_runs.c.datastack == datastack)
+    with engine.connect() as conn:
+        return [get_run(conn, i) for i in conn.execute(stmt).scalars()]
+
+
+def mark_running(conn: Connection, run_id: int, step: str) -> None:
+    conn.execute(
+        update(m.workflow_runs).where(m.workflow_runs.c.id == run_id)
+        .values(state="RUNNING", step=step, heartbeat=utcnow(),
+                started=func.coalesce(m.workflow_runs.c.started, func.now()))
+    )
+
+
+def merge_result(conn: Connection, run_id: int, values: dict[str, Any]) -> None:
+    """Merge ``values`` into the run's ``result`` document (what the run produced so far)."""
+    conn.execute(
+        text("UPDATE matengine.workflow_runs SET result = result || CAST(:r AS jsonb) WHERE id = :i"),
+        {"r": json.dumps(values, default=str), "i": run_id},
+    )
+
+
+def finish_run(engine: Engine, run_id: int, state: str, error: str | None = None) -> None:
+    """End a run (SUCCESS / FAILED / CANCELLED) and release its locks."""
+    with engine.begin() as conn:
+        run = get_run(conn, run_id)
+        if run.done:
+            return
+        errors = list(run.errors)
+        if error:
+            errors.append({"at": utcnow().isoformat(), "step": run.step, "message": error})
+        conn.execute(
+            update(m.workflow_runs).where(m.workflow_runs.c.id == run_id)
+            .values(state=state, finished=func.now(), errors=text("CAST(:e AS jsonb)"),
+                    chunks_total=run.chunks_total, chunks_done=run.chunks_done,
+                    rows_done=run.rows_done),
+            {"e": json.dumps(errors)},
+        )
+        conn.execute(delete(m.run_locks).where(m.run_locks.c.run_id == run_id))
+
+
+def record_error(engine: Engine, run_id: int, message: str) -> None:
+    """Note a transient error (the task will retry); the run stays active."""
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE matengine.workflow_runs SET errors = errors || CAST(:e AS jsonb) "
+                 "WHERE id = :i"),
+            {"e": json.dumps([{"at": utcnow().isoformat(), "message": message,
+                               "transient": True}]), "i": run_id},
+        )

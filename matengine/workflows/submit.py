@@ -1,0 +1,112 @@
+"""Starting runs: on Celery workers when a broker is configured, else on an in-process worker
+thread (the embedded default), and following them until they end."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Engine
+
+from matengine.config import Settings, get_settings
+from matengine.errors import MatengineError
+from matengine.workflows import runs
+from matengine.workflows.engine import execute_inline
+from matengine.workflows.runs import Run
+
+
+class NoWorkerOnline(MatengineError):
+    status_code = 503
+
+
+def submit(
+    engine: Engine,
+    kind: str,
+    parameters: dict[str, Any],
+    *,
+    datastack: str | None = None,
+    table: str | None = None,
+    settings: Settings | None = None,
+) -> int:
+    """Record a run (taking its locks) and start it; returns the run id at once."""
+    import matengine.workflows.registry  # noqa: F401  (registers the workflow kinds)
+
+    settings = settings or get_settings()
+    run_id = runs.create_run(engine, kind, parameters, datastack=datastack, table_name=table)
+    if settings.broker_url:
+        from matengine.workflows.celery_app import configure, start_step
+
+        configure(settings)
+        start_step.delay(run_id, 0)
+    else:
+        threading.Thread(target=_inline, args=(engine, run_id), daemon=True,
+                         name=f"matengine-run-{run_id}").start()
+    return run_id
+
+
+def _inline(engine: Engine, run_id: int) -> None:
+    try:
+        execute_inline(engine, run_id)
+    except Exception:  # recorded on the run by execute_inline; nothing else to tell here
+        pass
+
+
+def workers_online(settings: Settings | None = None, wait: float | None = None) -> list[str]:
+    """Names of Celery workers that answer a ping within ``wait`` seconds ([] if none)."""
+    settings = settings or get_settings()
+    from matengine.workflows.celery_app import configure
+
+    app = configure(settings)
+    deadline = time.monotonic() + (settings.worker_wait if wait is None else wait)
+    while True:
+        replies = app.control.ping(timeout=1.0) or []
+        if replies:
+            return sorted(name for r in replies for name in r)
+        if time.monotonic() >= deadline:
+            return []
+
+
+def ensure_workers(settings: Settings | None = None) -> None:
+    settings = settings or get_settings()
+    if settings.broker_url and not workers_online(settings):
+        raise NoWorkerOnline(
+            f"no Celery worker answers on {settings.broker_url}: start one with "
+            "`matengine worker` (the run stays queued and starts when a worker comes up)")
+
+
+def wait_for(
+    engine: Engine, run_id: int, *, poll: float = 0.3,
+    on_progress: Callable[[Run], None] | None = None, timeout: float | None = None,
+) -> Run:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        run = runs.get_run(engine, run_id)
+        if on_progress:
+            on_progress(run)
+        if run.done:
+            return run
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"run {run_id} still {run.state} after {timeout} s")
+        time.sleep(poll)
+
+
+def resume(engine: Engine, run_id: int, settings: Settings | None = None) -> None:
+    """Start an active run again from where its chunk markers say it is."""
+    import matengine.workflows.registry  # noqa: F401
+
+    settings = settings or get_settings()
+    run = runs.get_run(engine, run_id)
+    if run.done:
+        raise MatengineError(f"run {run_id} already ended ({run.state})")
+    if settings.broker_url:
+        from matengine.workflows.celery_app import configure, start_step
+        from matengine.workflows.engine import _first_unfinished
+
+        configure(settings)
+        index = _first_unfinished(engine, run_id)
+        if index is not None:
+            start_step.delay(run_id, index)
+    else:
+        threading.Thread(target=_inline, args=(engine, run_id), daemon=True).start()

@@ -1,0 +1,146 @@
+"""What a bulk upload will write, worked out from ``column_mapping`` and the ``.npy`` headers,
+and the checks that refuse bad input before anything is written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from matengine.errors import InvalidInput
+from matengine.schemas import AnnotationSchema, Kind
+from matengine.workflows.npy_source import NpyFolder
+
+SCAN_ROWS = 1_000_000  # rows per read while validating whole files
+
+
+@dataclass(frozen=True)
+class Target:
+    """One logical column fed by ``file`` (column ``index`` of a 2-D file, or the whole file)."""
+
+    column: str  # logical name: id, size, pre_pt_position, pre_pt_root_id …
+    file: str
+    index: int | None
+    sql_type: str  # bigint / double precision / boolean / text / position
+    table: str  # "live" or "segmentation"
+
+
+def _logical_columns(schema: AnnotationSchema) -> dict[str, tuple[str, str, Kind | None]]:
+    """logical name -> (sql type, which table, field kind)."""
+    out: dict[str, tuple[str, str, Kind | None]] = {"id": ("bigint", "live", None)}
+    for f in schema.fields:
+        if f.is_point:
+            out[f"{f.name}_position"] = ("position", "live", f.kind)
+        else:
+            sql = {Kind.FLOAT: "double precision", Kind.INT: "bigint", Kind.REFERENCE: "bigint",
+                   Kind.STRING: "text", Kind.BOOL: "boolean"}[f.kind]
+            out[f.name] = (sql, "live", f.kind)
+    for c in schema.segmentation_columns():
+        out[c.name] = ("bigint", "segmentation", None)
+    return out
+
+
+_DTYPE_KINDS = {
+    "bigint": "iu",
+    "double precision": "iuf",
+    "position": "iuf",
+    "boolean": "b",
+    "text": "US",
+}
+
+
+def resolve_targets(
+    schema: AnnotationSchema, mapping: dict[str, Any], folder: NpyFolder
+) -> tuple[list[Target], int]:
+    """Check the mapping against the schema and the file headers; return targets and row count."""
+    if not isinstance(mapping, dict) or not mapping:
+        raise InvalidInput("column_mapping must be a non-empty object {file: column(s)}")
+    logical = _logical_columns(schema)
+    targets: list[Target] = []
+    lengths: dict[str, int] = {}
+    for file, cols in mapping.items():
+        names = cols if isinstance(cols, list) else [cols]
+        for c in names:
+            if c not in logical:
+                raise InvalidInput(
+                    f"column_mapping maps {file!r} to unknown column {c!r} of schema "
+                    f"{schema.name!r} (known: {', '.join(sorted(logical))})", field=c)
+        header = folder.header(file)
+        lengths[file] = header.rows
+        shape = header.shape
+        for j, c in enumerate(names):
+            sql_type, table, _ = logical[c]
+            if isinstance(cols, list):
+                if sql_type == "position":
+                    raise InvalidInput(f"{file}.npy: a position cannot be part of a list mapping; "
+                                       "give it its own (N, 3) file", field=c)
+                want, ok = f"(N, {len(names)})", len(shape) == 2 and shape[1] == len(names)
+            elif sql_type == "position":
+                want, ok = "(N, 3)", len(shape) == 2 and shape[1] == 3
+            else:
+                want, ok = "(N,)", len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)
+            if not ok:
+                raise InvalidInput(f"{file}.npy has shape {shape}; mapping it to {names} needs "
+                                   f"{want}", field=c)
+            if header.dtype.kind not in _DTYPE_KINDS[sql_type]:
+                raise InvalidInput(f"{file}.npy has dtype {header.dtype}, which cannot hold "
+                                   f"{c!r} ({sql_type})", field=c)
+            index = j if isinstance(cols, list) else None
+            targets.append(Target(c, file, index, sql_type, table))
+    if len(set(lengths.values())) > 1:
+        detail = ", ".join(f"{f}.npy: {n}" for f, n in lengths.items())
+        raise InvalidInput(f"files have different lengths ({detail})")
+    seen: set[str] = set()
+    for t in targets:
+        if t.column in seen:
+            raise InvalidInput(f"column {t.column!r} is mapped twice", field=t.column)
+        seen.add(t.column)
+    for f in schema.fields:
+        key = f"{f.name}_position" if f.is_point else f.name
+        if f.required and key not in seen:
+            raise InvalidInput(f"required column {key!r} of schema {schema.name!r} is not in "
+                               "column_mapping", field=key)
+    return targets, next(iter(lengths.values()))
+
+
+def scan_files(folder: NpyFolder, targets: list[Target], rows: int) -> dict[str, Any]:
+    """Read every mapped file once in slices: refuse negative, zero or duplicate ids and
+    non-finite coordinates, naming the file and row. Returns id range facts for the plan."""
+    facts: dict[str, Any] = {}
+    id_target = next((t for t in targets if t.column == "id"), None)
+    positions = [t for t in targets if t.sql_type == "position"]
+    all_ids = []
+    for start in range(0, rows, SCAN_ROWS):
+        stop = min(rows, start + SCAN_ROWS)
+        for t in positions:
+            block = folder.read_rows(t.file, start, stop)
+            bad = ~np.isfinite(block.astype(np.float64, copy=False)).all(axis=1)
+            if bad.any():
+                row = start + int(np.argmax(bad))
+                raise InvalidInput(f"{t.file}.npy row {row}: coordinate is NaN or infinite "
+                                   f"({block[row - start].tolist()})", row=row, field=t.column)
+        if id_target is not None:
+            ids = _column(folder.read_rows(id_target.file, start, stop), id_target.index)
+            bad = ids <= 0 if ids.dtype.kind == "i" else ids == 0
+            if bad.any():
+                row = start + int(np.argmax(bad))
+                raise InvalidInput(f"{id_target.file}.npy row {row}: id {ids[row - start]} is not "
+                                   "positive", row=row, field="id")
+            all_ids.append(ids.astype(np.int64))
+    if id_target is not None and all_ids:
+        ids = np.concatenate(all_ids)
+        order = np.argsort(ids, kind="stable")
+        dup = np.flatnonzero(ids[order][1:] == ids[order][:-1])
+        if dup.size:
+            row = int(order[dup[0] + 1])
+            raise InvalidInput(f"{id_target.file}.npy row {row}: duplicate id {ids[row]}",
+                               row=row, field="id")
+        facts.update(min_id=int(ids.min()), max_id=int(ids.max()))
+    return facts
+
+
+def _column(block: np.ndarray, index: int | None) -> np.ndarray:
+    if index is not None:
+        return block[:, index]
+    return block.reshape(len(block), -1)[:, 0] if block.ndim == 2 else block
