@@ -50,7 +50,9 @@ def _register() -> None:
     app.add_typer(annotations_cmd.app, name="annotations")
     app.command("demo")(demo_cmd.demo)
     app.command("upload")(workflow_cmd.upload)
-    app.add_typer(workflow_cmd.runs_app, name="runs")
+    app.command("runs")(workflow_cmd.runs_list)
+    app.command("cancel")(workflow_cmd.runs_cancel)
+    app.command("resume")(workflow_cmd.runs_resume)
     try:
         from matengine.cli.synth_cmd import synth
     except ImportError:  # pragma: no cover - synth lands with the segmentation work

@@ -89,19 +89,12 @@ def upload(
            detach=detach)
 
 
-runs_app = typer.Typer(help="Workflow runs.", invoke_without_command=True)
-
-
-@runs_app.callback()
 def runs_list(
-    ctx: typer.Context,
     run_id: int = typer.Argument(None, help="Show this run."),
     datastack: str = typer.Option(None, help="Only runs of this datastack."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """List recent runs, or show one."""
-    if ctx.invoked_subcommand:
-        return
+    """List recent workflow runs, or show one."""
     engine = get_engine()
     if run_id is not None:
         run = runs.get_run(engine, run_id).to_dict()
@@ -113,14 +106,12 @@ def runs_list(
                "chunks_total", "rows_done", "seconds"]))
 
 
-@runs_app.command("cancel")
 def runs_cancel(run_id: int) -> None:
     """Mark an active run CANCELLED and release its locks (its remaining tasks do nothing)."""
     runs.finish_run(get_engine(), run_id, "CANCELLED", "cancelled by the operator")
     console.print(f"run {run_id} cancelled")
 
 
-@runs_app.command("resume")
 def runs_resume(run_id: int, json_out: bool = JSON) -> None:
     """Re-enqueue what an active run still has to do (after workers were lost)."""
     from matengine.workflows.submit import resume
