@@ -121,3 +121,44 @@ def runs_resume(run_id: int, json_out: bool = JSON) -> None:
     emit(run.to_dict(), json_out, lambda: console.print(f"run {run_id}: {run.state}"))
     if run.state != "SUCCESS":
         raise typer.Exit(1)
+
+
+def _sync(kind: str, datastack: str, table: str | None, timestamp: str | None,
+          json_out: bool, detach: bool, days_to_expire: int | None = None) -> None:
+    from matengine.workflows.submit import sync_parameters
+
+    params = sync_parameters(get_engine(), kind, datastack, table=table, timestamp=timestamp,
+                             days_to_expire=days_to_expire)
+    # materialize/complete lock the whole datastack; a one-table sync locks that table
+    lock_table = table if kind in ("ingest", "update_roots") else None
+    launch(kind, params, datastack=datastack, table=lock_table, json_out=json_out, detach=detach)
+
+
+TABLE = typer.Option(None, "--table", help="Only this table (default: all).")
+TIMESTAMP = typer.Option(None, "--timestamp", help="ISO time (UTC if no zone); default now.")
+
+
+def ingest(datastack: str, table: str = TABLE, timestamp: str = TIMESTAMP,
+           json_out: bool = JSON, detach: bool = DETACH) -> None:
+    """Look up supervoxels and roots for annotations that lack them."""
+    _sync("ingest", datastack, table, timestamp, json_out, detach)
+
+
+def update_roots(datastack: str, table: str = TABLE, timestamp: str = TIMESTAMP,
+                 json_out: bool = JSON, detach: bool = DETACH) -> None:
+    """Replace root ids that expired since the table's last update, as of --timestamp."""
+    _sync("update_roots", datastack, table, timestamp, json_out, detach)
+
+
+def materialize(datastack: str, timestamp: str = TIMESTAMP,
+                days_to_expire: int = typer.Option(None, help="Days until the version expires."),
+                json_out: bool = JSON, detach: bool = DETACH) -> None:
+    """Freeze the datastack at --timestamp as a new version (ingests and updates roots first)."""
+    _sync("materialize", datastack, None, timestamp, json_out, detach, days_to_expire)
+
+
+def complete(datastack: str, timestamp: str = TIMESTAMP,
+             days_to_expire: int = typer.Option(None, help="Days until the version expires."),
+             json_out: bool = JSON, detach: bool = DETACH) -> None:
+    """Ingest → update roots → materialize, as one run."""
+    _sync("complete", datastack, None, timestamp, json_out, detach, days_to_expire)

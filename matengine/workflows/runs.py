@@ -181,6 +181,12 @@ def finish_run(engine: Engine, run_id: int, state: str, error: str | None = None
             {"e": json.dumps(errors)},
         )
         conn.execute(delete(m.run_locks).where(m.run_locks.c.run_id == run_id))
+        if state != "SUCCESS":  # a version this run was building will never be valid
+            conn.execute(
+                update(m.versions)
+                .where(m.versions.c.run_id == run_id, m.versions.c.status == "RUNNING")
+                .values(status="FAILED", error=error, finished=func.now())
+            )
 
 
 def record_error(engine: Engine, run_id: int, message: str) -> None:

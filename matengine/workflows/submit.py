@@ -110,3 +110,30 @@ def resume(engine: Engine, run_id: int, settings: Settings | None = None) -> Non
             start_step.delay(run_id, index)
     else:
         threading.Thread(target=_inline, args=(engine, run_id), daemon=True).start()
+
+
+SYNC_KINDS = ("ingest", "update_roots", "materialize", "complete")
+
+
+def sync_parameters(
+    engine: Engine, kind: str, datastack: str, *, table: str | None = None,
+    timestamp: str | None = None, days_to_expire: int | None = None,
+    chunk_rows: int | None = None,
+) -> dict[str, Any]:
+    """Parameters of an ingest / update-roots / materialize / complete run, checked."""
+    from matengine import catalog
+    from matengine.timeutil import to_utc, utcnow
+
+    if kind not in SYNC_KINDS:
+        raise MatengineError(f"unknown workflow {kind!r}")
+    catalog.get_datastack(engine, datastack)
+    if table is not None:
+        tables = [catalog.get_table(engine, datastack, table).table_name]
+    else:
+        tables = [t.table_name for t in catalog.list_tables(engine, datastack)]
+    when = to_utc(timestamp) if timestamp else utcnow()
+    params: dict[str, Any] = {"tables": tables, "timestamp": when.isoformat(),
+                              "chunk_rows": chunk_rows or get_settings().chunk_rows}
+    if days_to_expire is not None:
+        params["days_to_expire"] = days_to_expire
+    return params
