@@ -30,6 +30,8 @@ from matengine.segmentation.base import Segmentation
 from matengine.segmentation.errors import GrapheneRequestError, SegmentationSourceError
 from matengine.segmentation.timecodes import from_us, seconds_to_us, to_us, us_to_seconds
 
+_FAR_FUTURE = 253402300799.0  # 9999-12-31T23:59:59Z in POSIX seconds
+
 
 def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, httpx.TransportError):  # timeouts, refused/reset connections
@@ -188,7 +190,12 @@ class GrapheneClient:
         if len(roots) == 0:
             return {}
         ts = self._t(t)
-        graph = self.lineage_graph(roots.tolist(), ts, ts)
+        # One direction per request: PCG skips expanding a node already reached from the
+        # other direction, which can hide ancestors when several roots share a request.
+        # Past: no forward step (nothing is created before 0). Future: no backward step
+        # (nothing is created after year 9999).
+        graph = (self.lineage_graph(roots.tolist(), ts, 0.0) if backwards
+                 else self.lineage_graph(roots.tolist(), _FAR_FUTURE, ts))
         created = {int(n["id"]): seconds_to_us(n["timestamp"]) for n in graph["nodes"]}
         step: dict[int, list[int]] = {}
         for link in graph["links"]:

@@ -95,10 +95,10 @@ class LocalGraph:
     def candidate_delta_roots(self, t0_us: int, t1_us: int) -> tuple[np.ndarray, np.ndarray]:
         """What a PyChunkedGraph ``delta_roots`` returns: roots retired / created by every
         edit with ``t0 <= t <= t1`` -- a superset of the exact answer (a root born and
-        retired in the window is in both lists)."""
+        retired in the window is in both lists). The graph's creation counts as an edit
+        creating the initial roots, so windows starting before it stay exact."""
         ix = self.index
-        new_mask = (ix.root_created_op >= 0) & (ix.root_created >= t0_us) & (
-            ix.root_created <= t1_us)
+        new_mask = (ix.root_created >= t0_us) & (ix.root_created <= t1_us)
         old_mask = (ix.root_expired_op >= 0) & (ix.root_expired >= t0_us) & (
             ix.root_expired <= t1_us)
         return ix.root_ids[old_mask], ix.root_ids[new_mask]
