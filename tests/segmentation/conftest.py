@@ -6,14 +6,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from seg_suites import FLAT_TABLE, TOKEN
 
 from matengine.segmentation import Segmentation, open_segmentation
 from matengine.segmentation.serving import ThreadedServer, pcg_app
 from matengine.synth.generate import DatasetInfo, generate_dataset
 from matengine.synth.oracle import Oracle
-
-TOKEN = "0123abcdef"  # CloudVolume's graphene reader insists on a hex/base64 token
-FLAT_TABLE = "flat_seg"
 
 
 @pytest.fixture(scope="session")

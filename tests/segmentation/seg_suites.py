@@ -17,6 +17,8 @@ from matengine.synth.oracle import Oracle
 US = timedelta(microseconds=1)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 UNKNOWN = np.uint64(999_999_999_999)
+TOKEN = "0123abcdef"  # CloudVolume's graphene reader insists on a hex/base64 token
+FLAT_TABLE = "flat_seg"  # the flat segmentation's table name on the test server
 
 
 class OracleExpect:

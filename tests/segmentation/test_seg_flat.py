@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import FLAT_TABLE, TOKEN
-from seg_suites import FlatExpect, RootGraphSuite
+from seg_suites import FLAT_TABLE, TOKEN, FlatExpect, RootGraphSuite
 
 from matengine.segmentation import open_segmentation
 

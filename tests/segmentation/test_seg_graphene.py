@@ -10,9 +10,8 @@ from datetime import timedelta
 import httpx
 import numpy as np
 import pytest
-from conftest import TOKEN
 from fastapi import FastAPI, Request, Response
-from seg_suites import OracleExpect, RootGraphSuite
+from seg_suites import TOKEN, OracleExpect, RootGraphSuite
 
 from matengine.segmentation import GrapheneRequestError, SegmentationSourceError
 from matengine.segmentation.graphene import GrapheneClient, parse_graphene_url

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import FLAT_TABLE
-from seg_suites import SupervoxelSuite
+from seg_suites import FLAT_TABLE, SupervoxelSuite
 
 from matengine.segmentation import open_segmentation
 from matengine.segmentation.cloudvolume_lookup import CloudVolumeSupervoxels, points_to_voxels

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import TOKEN
+from seg_suites import TOKEN
 
 from matengine.segmentation import (
     RootGraph,
