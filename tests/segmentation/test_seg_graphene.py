@@ -5,7 +5,7 @@ routes."""
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import numpy as np
@@ -100,7 +100,7 @@ def flaky_server():
 def test_retries_on_5xx_and_sends_bearer_token(flaky_server):
     srv, state = flaky_server
     client = GrapheneClient(srv.url, "flaky", token="tok", backoff=0.01)
-    out = client.get_roots(np.array([4, 0, 9], np.uint64), __import__("datetime").datetime.now())
+    out = client.get_roots(np.array([4, 0, 9], np.uint64), datetime.now(UTC))
     assert out.tolist() == [5, 0, 10]
     assert state["calls"] == 3 and state["auth"] == "Bearer tok"
 
@@ -109,14 +109,14 @@ def test_4xx_is_not_retried(flaky_server):
     srv, _ = flaky_server
     client = GrapheneClient(srv.url, "flaky", backoff=0.01)
     with pytest.raises(GrapheneRequestError, match="HTTP 403") as info:
-        client.is_latest_roots(np.array([4], np.uint64), __import__("datetime").datetime.now())
+        client.is_latest_roots(np.array([4], np.uint64), datetime.now(UTC))
     assert info.value.status_code == 403
 
 
 def test_unreachable_server_raises_after_retries():
     client = GrapheneClient("http://127.0.0.1:9", "x", retries=2, backoff=0.01, timeout=1)
     with pytest.raises(GrapheneRequestError, match="roots_binary"):
-        client.get_roots(np.array([1], np.uint64), __import__("datetime").datetime.now())
+        client.get_roots(np.array([1], np.uint64), datetime.now(UTC))
 
 
 # ------------------------------------------------------------------ caveclient 8.2.1
