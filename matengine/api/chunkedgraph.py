@@ -1,0 +1,130 @@
+"""Chunkedgraph routes for every datastack (caveclient sends them to ``local_server``).
+
+* ``local://`` and ``precomputed://`` sources: answered here by the segmentation package's
+  PyChunkedGraph-compatible router (:func:`matengine.segmentation.server.make_pcg_router`).
+* ``graphene://`` sources on another host: proxied there, streaming both ways, with the
+  caller's token (or ``settings.segmentation_token`` when the caller sent none).
+
+Both need ``view`` on a datastack using that chunkedgraph table. The version routes
+(``/segmentation/api/version(s)``) describe the server, not data, and are public.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from matengine import catalog
+from matengine.api.info import pcg_names
+from matengine.auth import Principal, principal_from_request
+from matengine.catalog import Datastack
+from matengine.errors import MatengineError
+from matengine.query import graphs
+from matengine.segmentation import Segmentation
+
+_TABLE = re.compile(r"^/segmentation/(?:api/v1/table|table)/([^/]+)(?:/|$)")
+# hop-by-hop headers and those httpx/uvicorn set themselves
+_DROP = {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "upgrade",
+         "proxy-authorization", "te", "trailer", "authorization", "cookie"}
+
+
+def _datastacks_using(engine: Any, name: str) -> list[Datastack]:
+    return [d for d in catalog.list_datastacks(engine) if name in pcg_names(d)]
+
+
+def _require_view(principal: Principal, found: list[Datastack], name: str) -> None:
+    if not found:
+        return  # unknown table: the router answers 404
+    if not any(principal.allows(d.name, "view") for d in found):
+        principal.require(found[0].name, "view")
+
+
+def make_router(app: FastAPI) -> APIRouter:
+    """The PCG router over our local/flat datastacks, with the permission check added."""
+    from matengine.segmentation.server import make_pcg_router
+
+    def resolve(name: str) -> Segmentation:
+        settings = app.state.settings
+        for d in _datastacks_using(app.state.engine, name):
+            if not d.segmentation_source.startswith("graphene://"):
+                return graphs.segmentation(d.segmentation_source, settings.segmentation_token)
+        raise KeyError(name)
+
+    def check(request: Request) -> None:
+        name = request.path_params.get("name")
+        if name is None:
+            return
+        principal = principal_from_request(request)
+        _require_view(principal, _datastacks_using(app.state.engine, name), name)
+
+    router = APIRouter()
+    router.include_router(make_pcg_router(resolve), dependencies=[Depends(check)])
+    return router
+
+
+class GrapheneProxy:
+    """ASGI middleware: ``/segmentation/…/table/<name>/…`` of a graphene datastack is
+    forwarded to its server; everything else goes on to the app."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.client: httpx.AsyncClient | None = None
+
+    def _remote(self, engine: Any, name: str) -> tuple[list[Datastack], str] | None:
+        from matengine.segmentation.graphene import parse_graphene_url
+
+        found = _datastacks_using(engine, name)
+        remote = [d for d in found if d.segmentation_source.startswith("graphene://")]
+        if not remote or len(remote) != len(found):
+            return None
+        base, _ = parse_graphene_url(remote[0].segmentation_source)
+        return remote, base
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match = _TABLE.match(scope.get("path", "")) if scope["type"] == "http" else None
+        if match is None:
+            await self.app(scope, receive, send)
+            return
+        app = scope["app"]
+        remote = await run_in_threadpool(self._remote, app.state.engine, match.group(1))
+        if remote is None:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            principal = await run_in_threadpool(principal_from_request, request)
+            _require_view(principal, remote[0], match.group(1))
+            response = await self._forward(request, remote[1], app.state.settings)
+        except MatengineError as exc:
+            response = JSONResponse({"message": str(exc), "error": type(exc).__name__},
+                                    status_code=exc.status_code)
+        except httpx.HTTPError as exc:
+            response = JSONResponse({"message": f"chunkedgraph server unreachable: {exc}",
+                                     "error": "BadGateway"}, status_code=502)
+        await response(scope, receive, send)
+
+    async def _forward(self, request: Request, base: str, settings: Any) -> StreamingResponse:
+        from matengine.auth import token_from_request
+
+        if self.client is None:
+            self.client = httpx.AsyncClient(timeout=httpx.Timeout(300.0, connect=10.0))
+        token = token_from_request(request) or settings.segmentation_token
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+            headers["cookie"] = f"middle_auth_token={token}"
+        url = base + request.url.path
+        upstream_request = self.client.build_request(
+            request.method, url, params=list(request.query_params.multi_items()),
+            headers=headers, content=request.stream())
+        upstream = await self.client.send(upstream_request, stream=True)
+        out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _DROP}
+        return StreamingResponse(upstream.aiter_raw(), status_code=upstream.status_code,
+                                 headers=out_headers, background=BackgroundTask(upstream.aclose))

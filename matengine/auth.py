@@ -1,0 +1,226 @@
+"""Bearer tokens with per-datastack permissions, and the FastAPI dependencies that check them.
+
+A token is a random string shown once at creation; only its sha256 is stored (table
+``matengine.tokens``), so a leaked database does not leak usable tokens. Each token grants one
+permission on one datastack, or on every datastack (``"*"``). Permissions are ordered:
+``admin`` ⊃ ``edit`` ⊃ ``view``.
+
+caveclient sends the token as ``Authorization: Bearer <token>`` and as the cookie
+``middle_auth_token``; both are read here.
+
+Auth can be switched off for a demo bound to loopback only: :func:`principal_from_request`
+then refuses any request that did not arrive on a loopback address, so a server that was
+exposed by mistake still answers nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+from sqlalchemy import Engine, insert, select, update
+
+from matengine.db import metadata as m
+from matengine.errors import InvalidInput, MatengineError, NotFound
+from matengine.timeutil import utcnow
+
+PERMISSIONS = ("view", "edit", "admin")
+_RANK = {p: i + 1 for i, p in enumerate(PERMISSIONS)}
+ALL_DATASTACKS = "*"
+TOKEN_PREFIX = "me_"
+COOKIE_NAME = "middle_auth_token"
+# path parameter names under which routes carry a datastack (ours and the admin router's)
+DATASTACK_PARAMS = ("datastack_name", "datastack", "ds")
+
+
+class Unauthorized(MatengineError):
+    """No token, or a token we do not know (HTTP 401)."""
+
+    status_code = 401
+
+
+class Forbidden(MatengineError):
+    """A known token without the permission the request needs (HTTP 403)."""
+
+    status_code = 403
+
+
+def check_permission(permission: str) -> str:
+    if permission not in _RANK:
+        raise InvalidInput(f"unknown permission {permission!r}; use one of {', '.join(PERMISSIONS)}")
+    return permission
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the token's id and its one grant (or everything, when auth is off)."""
+
+    token_id: int | None
+    datastack: str
+    permission: str
+    auth_disabled: bool = False
+
+    def allows(self, datastack: str, permission: str) -> bool:
+        if self.datastack != ALL_DATASTACKS and self.datastack != datastack:
+            return False
+        return _RANK[self.permission] >= _RANK[check_permission(permission)]
+
+    def require(self, datastack: str, permission: str) -> None:
+        """Raise :class:`Forbidden` unless this caller holds ``permission`` on ``datastack``."""
+        if not self.allows(datastack, permission):
+            where = "every datastack" if datastack == ALL_DATASTACKS else f"datastack {datastack!r}"
+            raise Forbidden(f"this token does not grant {permission!r} on {where}")
+
+
+OPEN_PRINCIPAL = Principal(token_id=None, datastack=ALL_DATASTACKS, permission="admin",
+                           auth_disabled=True)
+
+
+# ------------------------------------------------------------------ token store
+def create_token(
+    engine: Engine, datastack: str, permission: str, description: str = ""
+) -> tuple[int, str]:
+    """Store a new token; returns ``(id, token)``. The token itself is never stored."""
+    check_permission(permission)
+    if datastack != ALL_DATASTACKS:
+        from matengine.catalog import get_datastack
+
+        get_datastack(engine, datastack)
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    with engine.begin() as conn:
+        token_id = conn.execute(
+            insert(m.tokens)
+            .values(token_sha256=hash_token(token), datastack=datastack, permission=permission,
+                    description=description)
+            .returning(m.tokens.c.id)
+        ).scalar_one()
+    return int(token_id), token
+
+
+def list_tokens(engine: Engine, *, include_revoked: bool = False) -> list[dict[str, Any]]:
+    t = m.tokens
+    stmt = select(t.c.id, t.c.datastack, t.c.permission, t.c.description, t.c.created,
+                  t.c.revoked).order_by(t.c.id)
+    if not include_revoked:
+        stmt = stmt.where(t.c.revoked.is_(None))
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).mappings().all()
+    return [
+        {**dict(r), "created": r["created"].isoformat(),
+         "revoked": r["revoked"].isoformat() if r["revoked"] else None}
+        for r in rows
+    ]
+
+
+def revoke_token(engine: Engine, token_id: int) -> None:
+    with engine.begin() as conn:
+        done = conn.execute(
+            update(m.tokens).where(m.tokens.c.id == int(token_id), m.tokens.c.revoked.is_(None))
+            .values(revoked=utcnow())
+        ).rowcount
+    if not done:
+        raise NotFound(f"no active token with id {token_id}")
+
+
+def authenticate(engine: Engine, token: str) -> Principal:
+    """The principal of ``token``; :class:`Unauthorized` if unknown or revoked."""
+    t = m.tokens
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(t.c.id, t.c.datastack, t.c.permission)
+            .where(t.c.token_sha256 == hash_token(token), t.c.revoked.is_(None))
+        ).first()
+    if row is None or row.permission not in _RANK:
+        raise Unauthorized("unknown or revoked token")
+    return Principal(token_id=row.id, datastack=row.datastack, permission=row.permission)
+
+
+# ------------------------------------------------------------------ requests
+def token_from_request(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    cookie = request.cookies.get(COOKIE_NAME)
+    return cookie or None
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def principal_from_request(request: Request) -> Principal:
+    """Authenticate the request (cached on it, so several dependencies cost one lookup)."""
+    cached = getattr(request.state, "principal", None)
+    if isinstance(cached, Principal):
+        return cached
+    app_state = request.app.state
+    if not getattr(app_state, "auth_enabled", True):
+        # auth off is only for a loopback-bound demo: refuse anything that reached us otherwise
+        server = request.scope.get("server") or (None, None)
+        client = request.scope.get("client") or (None, None)
+        if not (is_loopback(server[0]) and is_loopback(client[0])):
+            raise Forbidden("auth is disabled on this server, so it answers loopback requests only")
+        principal = OPEN_PRINCIPAL
+    else:
+        token = token_from_request(request)
+        if not token:
+            raise Unauthorized(
+                "no token: send 'Authorization: Bearer <token>' (create one with "
+                "'matengine token create')"
+            )
+        principal = authenticate(app_state.engine, token)
+    request.state.principal = principal
+    return principal
+
+
+def datastack_from_path(request: Request, param: str | None = None) -> str | None:
+    params = request.path_params
+    if param is not None:
+        return params.get(param)
+    for name in DATASTACK_PARAMS:
+        if name in params:
+            return str(params[name])
+    return None
+
+
+def get_principal(request: Request) -> Principal:
+    """Dependency: the authenticated caller, without any permission check."""
+    return principal_from_request(request)
+
+
+def require_permission(
+    permission: str, *, datastack_param: str | None = None
+) -> Callable[[Request], Principal]:
+    """Dependency factory: ``Depends(require_permission("admin"))``.
+
+    The datastack is read from the route's path (``datastack_param``, else the first of
+    ``datastack_name``/``datastack``/``ds`` present). A route without one needs the
+    permission on every datastack (a ``"*"`` token): the safe default for global routes.
+    Handlers that learn the datastack from the body check it with ``principal.require``.
+    """
+    check_permission(permission)
+
+    def dependency(request: Request) -> Principal:
+        principal = principal_from_request(request)
+        datastack = datastack_from_path(request, datastack_param)
+        principal.require(datastack or ALL_DATASTACKS, permission)
+        return principal
+
+    return dependency

@@ -1,0 +1,368 @@
+"""The query engine: a version table, or the live tables at any timestamp, read in batches.
+
+:func:`version_query` and :func:`live_query` check the request and everything that can be
+refused (unknown names, bad values, roots invalid at T, missing lookups) *before* any row
+is sent, and return a :class:`QueryResult` whose batches are read lazily, one bounded batch
+at a time, on a connection held only while they are being read. The REST routes stream
+those batches as Arrow IPC; the CLI writes them to files.
+
+Row cap (``settings.query_row_limit``): never silent. Whether a result is cut is known
+before the first byte (a probe reads one row past the cap), and announced as a warning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from sqlalchemy import Engine
+
+from matengine import catalog
+from matengine.config import Settings, get_settings
+from matengine.db.identifiers import version_schema
+from matengine.errors import InvalidInput
+from matengine.query import graphs, meta
+from matengine.query.columns import OutColumn, TableColumns, arrow_schema, table_columns
+from matengine.query.live import RootCorrector, post_filter_mask
+from matengine.query.reader import Batch, Fetch, read_batches
+from matengine.query.spec import Filter, QuerySpec, parse_query
+from matengine.query.sqlbuild import (
+    Binder,
+    Source,
+    filter_sql,
+    live_source,
+    output_fetch,
+    root_candidates_sql,
+    select_tail,
+    time_rule,
+    version_source,
+)
+from matengine.schemas import get_schema
+from matengine.segmentation.base import RootGraph
+from matengine.timeutil import to_utc, utcnow
+
+FUTURE_SLACK = timedelta(seconds=5)
+
+
+@dataclass
+class LiveTarget:
+    table: catalog.AnnotationTable
+    timestamp: datetime
+    graph: RootGraph
+    allow_invalid_root_ids: bool
+
+
+@dataclass
+class QueryPlan:
+    engine: Engine
+    table: str
+    cols: TableColumns
+    spec: QuerySpec
+    resolution: tuple[float, float, float]
+    scale: tuple[float, float, float] | None
+    make_source: Any  # Callable[[Binder], Source]
+    where: list[Any]  # Callables[[Source, Binder], str]
+    limit: int | None  # user limit, cut to the cap
+    live: LiveTarget | None = None
+    root_prefilters: list[Filter] = field(default_factory=list)
+    post_filters: list[Filter] = field(default_factory=list)
+
+
+@dataclass
+class QueryResult:
+    """A checked query; iterate :meth:`record_batches` to read it."""
+
+    plan: QueryPlan
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def columns(self) -> list[OutColumn]:
+        return self.plan.spec.select
+
+    @property
+    def schema(self) -> pa.Schema:
+        return arrow_schema(self.columns)
+
+    @property
+    def resolution(self) -> tuple[float, float, float]:
+        return self.plan.resolution
+
+    @property
+    def column_names(self) -> dict[str, dict[str, str]]:
+        return {self.plan.table: {c.name: c.name for c in self.columns}}
+
+    def record_batches(self) -> Iterator[pa.RecordBatch]:
+        schema = self.schema
+        for batch in _stream(self.plan, self.columns):
+            yield to_record_batch(batch, self.columns, schema)
+
+    def to_table(self) -> pa.Table:
+        return pa.Table.from_batches(list(self.record_batches()), schema=self.schema)
+
+
+def to_record_batch(batch: Batch, cols: list[OutColumn], schema: pa.Schema) -> pa.RecordBatch:
+    arrays = [
+        pa.array(batch.values[c.name], type=c.arrow_type, mask=batch.nulls.get(c.name))
+        for c in cols
+    ]
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+# ------------------------------------------------------------------ streaming
+def _points_to_correct(plan: QueryPlan, wanted: list[OutColumn]) -> list[str]:
+    if plan.live is None:
+        return []
+    names = {c.name for c in wanted} | {f.column.name for f in plan.post_filters}
+    return [pt for pt in plan.cols.bound_points if f"{pt}_root_id" in names]
+
+
+def _stream(plan: QueryPlan, wanted: list[OutColumn], stop_after: int | None = None
+            ) -> Iterator[Batch]:
+    """Batches of the ``wanted`` columns; stops after ``stop_after`` rows if given."""
+    by_name = plan.cols.by_name()
+    points = _points_to_correct(plan, wanted)
+    fetch_cols = list(wanted)
+    for pt in points:
+        for name in (f"{pt}_supervoxel_id", f"{pt}_root_id"):
+            if by_name[name] not in fetch_cols:
+                fetch_cols.append(by_name[name])
+    for f in plan.post_filters:
+        if f.column not in fetch_cols:
+            fetch_cols.append(f.column)
+    in_python = bool(plan.post_filters)
+    limit = plan.limit if stop_after is None else stop_after
+    raw = plan.engine.raw_connection()
+    finished = False
+    try:
+        conn = raw.driver_connection
+        binder = Binder()
+        if plan.live is not None:
+            # one snapshot for roots_last_updated and the rows it describes
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        source: Source = plan.make_source(binder)
+        where = [w(source, binder) for w in plan.where]
+        corrector = None
+        if plan.live is not None and (points or plan.root_prefilters):
+            corrector = _corrector(conn, plan.live)
+            for f in plan.root_prefilters:
+                values = f.value if f.op == "in" else [f.value]
+                cands = corrector.candidates(values, allow_invalid=plan.live.allow_invalid_root_ids)
+                if corrector.last_updated is not None:
+                    svid = by_name[f.column.name[: -len("root_id")] + "supervoxel_id"]
+                    where.append(root_candidates_sql(f.column, svid, source, cands, binder))
+        fetches: list[Fetch] = [output_fetch(c, source, plan.scale, binder) for c in fetch_cols]
+        tail = select_tail(source, where, binder,
+                           limit=None if in_python else limit,
+                           offset=0 if in_python else plan.spec.offset)
+        skip = plan.spec.offset if in_python else 0
+        remaining = limit
+        for batch in read_batches(conn, tail, binder.params, fetches):
+            if corrector is not None and points:
+                corrector.correct(batch, points)
+            if in_python:
+                mask = np.ones(len(batch), bool)
+                for f in plan.post_filters:
+                    mask &= post_filter_mask(batch, f.op, f.column.name, f.value)
+                batch = batch.take(mask)
+                if skip:
+                    dropped = min(skip, len(batch))
+                    batch, skip = batch.take(slice(dropped, None)), skip - dropped
+            if remaining is not None and len(batch) > remaining:
+                batch = batch.take(slice(0, remaining))
+            if len(batch):
+                yield Batch({k: v for k, v in batch.values.items()}, batch.nulls)
+            if remaining is not None:
+                remaining -= len(batch)
+                if remaining <= 0:
+                    break
+        finished = True
+    finally:
+        try:
+            raw.rollback()  # read-only: nothing to keep; also ends a cancelled COPY cleanly
+            raw.close()
+        except Exception:
+            if finished:
+                raise
+            raw.invalidate()  # a connection left mid-stream is dropped, never reused
+
+
+def _corrector(conn: Any, live: LiveTarget) -> RootCorrector:
+    row = conn.execute(
+        "SELECT roots_last_updated FROM matengine.annotation_tables "
+        "WHERE datastack = %s AND table_name = %s",
+        (live.table.datastack, live.table.table_name),
+    ).fetchone()
+    last = to_utc(row[0]) if row and row[0] is not None else None
+    return RootCorrector.create(live.graph, live.timestamp, last)
+
+
+def _count(plan: QueryPlan, n: int) -> int:
+    """Rows of the result after the offset, counted up to ``n`` (ids only)."""
+    id_col = plan.cols.by_name()["id"]
+    return sum(len(b) for b in _stream(plan, [id_col], stop_after=n))
+
+
+# ------------------------------------------------------------------ planning
+def _scale(table_res: tuple[float, float, float], desired: tuple[float, float, float] | None
+           ) -> tuple[tuple[float, float, float], tuple[float, float, float] | None]:
+    if desired is None:
+        return table_res, None
+    scale = tuple(t / d for t, d in zip(table_res, desired, strict=True))
+    return desired, (None if all(s == 1.0 for s in scale) else scale)  # type: ignore[return-value]
+
+
+def _filters_sql(filters: list[Filter]) -> list[Any]:
+    return [lambda src, b, f=f: filter_sql(f, src, b) for f in filters]
+
+
+def _cap(spec: QuerySpec, settings: Settings) -> tuple[int | None, int | None]:
+    """(limit to apply, cap that may cut the result or None)."""
+    cap = settings.query_row_limit
+    if cap is None:
+        return spec.limit, None
+    if spec.limit is not None and spec.limit <= cap:
+        return spec.limit, None
+    return cap, cap
+
+
+def _finish(plan: QueryPlan, cap: int | None, warnings: list[str]) -> QueryResult:
+    if cap is not None and _count(plan, cap + 1) > cap:
+        warnings.append(f'201 - "Limited query to {cap} rows')
+    return QueryResult(plan, warnings)
+
+
+def _sample_percent(random_sample: int | None, rows: int) -> float | None:
+    if random_sample is None:
+        return None
+    return min(100.0, 100.0 * random_sample / max(rows, 1))
+
+
+def version_query(engine: Engine, datastack: str, version: int, table: str,
+                  body: Mapping[str, Any], *, settings: Settings | None = None,
+                  random_sample: int | None = None) -> QueryResult:
+    """Query table ``table`` of version ``version`` (a frozen, indexed, merged table)."""
+    settings = settings or get_settings()
+    meta.get_version(engine, datastack, version)
+    vt = meta.version_table(engine, datastack, version, table)
+    cols = table_columns(get_schema(vt.schema_type))
+    spec = parse_query(body, table, cols, random_sample=random_sample)
+    resolution, scale = _scale(vt.voxel_resolution, spec.desired_resolution)
+    limit, cap = _cap(spec, settings)
+    schema_name = version_schema(datastack, version)
+    pct = _sample_percent(spec.random_sample, vt.row_count)
+    plan = QueryPlan(
+        engine, table, cols, spec, resolution, scale,
+        make_source=lambda b: version_source(schema_name, table, pct, b),
+        where=_filters_sql(spec.filters), limit=limit,
+    )
+    notice = _notice(engine, datastack, table)
+    return _finish(plan, cap, [notice] if notice else [])
+
+
+def _notice(engine: Engine, datastack: str, table: str) -> str | None:
+    from sqlalchemy import select
+
+    from matengine.db import metadata as m
+
+    t = m.annotation_tables
+    with engine.connect() as conn:
+        text = conn.execute(
+            select(t.c.notice_text).where(t.c.datastack == datastack, t.c.table_name == table)
+        ).scalar()
+    return f'299 - "Table Owner Notice on {table}: {text}"' if text else None
+
+
+def live_query(engine: Engine, datastack: str, table: str, timestamp: Any,
+               body: Mapping[str, Any], *, settings: Settings | None = None,
+               allow_missing_lookups: bool = False, allow_invalid_root_ids: bool = False,
+               random_sample: int | None = None, graph: RootGraph | None = None) -> QueryResult:
+    """Query the live table at ``timestamp``, exactly by the time rule (DESIGN §3)."""
+    settings = settings or get_settings()
+    try:
+        ts = to_utc(timestamp)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidInput(f"expected an ISO timestamp, got {timestamp!r}", field="timestamp") \
+            from None
+    if ts > utcnow() + FUTURE_SLACK:
+        raise InvalidInput(f"{ts.isoformat()} is in the future: rows and roots there are not "
+                           "known yet", field="timestamp")
+    tbl = catalog.get_table(engine, datastack, table)
+    ds = catalog.get_datastack(engine, datastack)
+    cols = table_columns(tbl.schema)
+    spec = parse_query(body, table, cols, random_sample=random_sample)
+    resolution, scale = _scale(tbl.voxel_resolution, spec.desired_resolution)
+    limit, cap = _cap(spec, settings)
+    seg_q = tbl.names.segmentation_q if tbl.schema.bound_points else None
+    if graph is None and tbl.schema.bound_points:
+        graph = graphs.root_graph(ds.segmentation_source, settings.segmentation_token)
+    root_filters = [f for f in spec.filters if f.on_root]
+    plain = [f for f in spec.filters if not f.on_root]
+    pct = _sample_percent(spec.random_sample, _estimate_rows(engine, tbl))
+    target = LiveTarget(tbl, ts, graph, allow_invalid_root_ids) if graph is not None else None
+    plan = QueryPlan(
+        engine, table, cols, spec, resolution, scale,
+        make_source=lambda b: live_source(tbl.names.live_q, seg_q, pct, b),
+        where=[lambda src, b: time_rule(b, ts), *_filters_sql(plain)], limit=limit,
+        live=target,
+        root_prefilters=[f for f in root_filters if f.op in ("in", "equal")],
+        post_filters=root_filters,
+    )
+    warnings: list[str] = []
+    if target is not None:
+        for f in plan.root_prefilters:  # refuse roots invalid at T before streaming
+            RootCorrector(graph, ts, None, None).candidates(
+                f.value if f.op == "in" else [f.value], allow_invalid=allow_invalid_root_ids)
+        missing = _missing_lookups(plan, tbl, ts) if not plan.root_prefilters else 0
+        if missing and not allow_missing_lookups:
+            raise MissingLookups(
+                f"{missing} annotation(s) of {table!r} at {ts.isoformat()} have no supervoxel "
+                "lookup yet (run ingest); pass allow_missing_lookups=True to get them with "
+                "supervoxel and root id 0")
+        if missing:
+            warnings.append(f'299 - "{missing} annotation(s) lack supervoxel/root lookups; '
+                            'their ids are 0"')
+    notice = _notice(engine, datastack, table)
+    if notice:
+        warnings.append(notice)
+    return _finish(plan, cap, warnings)
+
+
+class MissingLookups(InvalidInput):
+    status_code = 406
+
+
+def _scalar(engine: Engine, sql: str, params: Mapping[str, Any]) -> Any:
+    """One value from SQL with psycopg-style placeholders (the form :mod:`sqlbuild` writes)."""
+    raw = engine.raw_connection()
+    try:
+        row = raw.driver_connection.execute(sql, params or None).fetchone()
+        raw.rollback()
+        return row[0] if row else None
+    finally:
+        raw.close()
+
+
+def _estimate_rows(engine: Engine, tbl: catalog.AnnotationTable) -> int:
+    n = _scalar(engine, "SELECT reltuples::bigint FROM pg_class WHERE oid = CAST(%(t)s AS regclass)",
+                {"t": f"{tbl.datastack}.{tbl.table_name}"})
+    return max(int(n or 0), 1)
+
+
+def _missing_lookups(plan: QueryPlan, tbl: catalog.AnnotationTable, ts: datetime) -> int:
+    """Rows of the result (non-root filters only) whose points have no supervoxel yet."""
+    from matengine.db.identifiers import quote
+
+    pending = " OR ".join(f"s.{quote(pt + '_supervoxel_id')} IS NULL"
+                          for pt in tbl.schema.bound_points)
+    binder = Binder()
+    # inner join: every live row has a segmentation row from its insert on, and the join
+    # lets PostgreSQL use the partial index of rows waiting for ingest
+    src = Source(f"FROM {tbl.names.live_q} AS a JOIN {tbl.names.segmentation_q} AS s "
+                 "ON s.id = a.id", live=True)
+    where = [w(src, binder) for w in plan.where] + [pending]
+    tail = select_tail(src, where, binder, limit=100_000, order=False)
+    return int(_scalar(plan.engine, f"SELECT count(*) FROM (SELECT 1 {tail}) q", binder.params))

@@ -1,0 +1,120 @@
+"""Read-only views of versions and their tables, as the query engine and the API need them.
+
+A version is answerable when its status is AVAILABLE and it is marked valid; an EXPIRED one
+is listed with ``expired=True`` but its tables are gone (HTTP 410).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, or_, select
+
+from matengine.db import metadata as m
+from matengine.errors import MatengineError, NotFound
+from matengine.timeutil import utcnow
+
+AVAILABLE = "AVAILABLE"
+EXPIRED = "EXPIRED"
+
+
+class Gone(MatengineError):
+    status_code = 410
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    datastack: str
+    version: int
+    time_stamp: datetime
+    status: str
+    valid: bool
+    expires_on: datetime | None
+    created: datetime
+
+    @property
+    def expired(self) -> bool:
+        return self.status == EXPIRED or (
+            self.expires_on is not None and self.expires_on <= utcnow())
+
+    @property
+    def queryable(self) -> bool:
+        return self.status == AVAILABLE and self.valid and not self.expired
+
+
+@dataclass(frozen=True)
+class VersionTable:
+    datastack: str
+    version: int
+    table_name: str
+    schema_type: str
+    row_count: int
+    voxel_resolution: tuple[float, float, float]
+    reference_table: str | None
+    description: str
+
+
+def _version(row: Any) -> VersionInfo:
+    return VersionInfo(row.datastack, int(row.version), row.time_stamp, row.status,
+                       bool(row.valid), row.expires_on, row.created)
+
+
+def list_versions(engine: Engine, datastack: str, *, expired: bool = False) -> list[VersionInfo]:
+    """Queryable versions, oldest first; with ``expired`` also the expired ones."""
+    v = m.versions
+    stmt = select(v).where(v.c.datastack == datastack).order_by(v.c.version)
+    if expired:
+        stmt = stmt.where(or_(v.c.status == EXPIRED, (v.c.status == AVAILABLE) & v.c.valid))
+    else:
+        stmt = stmt.where(v.c.status == AVAILABLE, v.c.valid)
+    with engine.connect() as conn:
+        rows = [_version(r) for r in conn.execute(stmt)]
+    return rows if expired else [r for r in rows if not r.expired]
+
+
+def get_version(engine: Engine, datastack: str, version: int, *, queryable: bool = True
+                ) -> VersionInfo:
+    v = m.versions
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(v).where(v.c.datastack == datastack, v.c.version == int(version))
+        ).first()
+    if row is None:
+        raise NotFound(f"datastack {datastack!r} has no version {version}")
+    info = _version(row)
+    if queryable and not info.queryable:
+        if info.expired:
+            raise Gone(f"version {version} of {datastack!r} has expired")
+        raise NotFound(f"version {version} of {datastack!r} is not available "
+                       f"(status {info.status})")
+    return info
+
+
+def _table(row: Any) -> VersionTable:
+    return VersionTable(row.datastack, int(row.version), row.table_name, row.schema_type,
+                        int(row.row_count), tuple(row.voxel_resolution), row.reference_table,
+                        row.description)
+
+
+def version_tables(engine: Engine, datastack: str, version: int) -> list[VersionTable]:
+    t = m.version_tables
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(t).where(t.c.datastack == datastack, t.c.version == int(version))
+            .order_by(t.c.table_name)
+        ).all()
+    return [_table(r) for r in rows]
+
+
+def version_table(engine: Engine, datastack: str, version: int, table: str) -> VersionTable:
+    t = m.version_tables
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(t).where(t.c.datastack == datastack, t.c.version == int(version),
+                            t.c.table_name == table)
+        ).first()
+    if row is None:
+        raise NotFound(f"version {version} of {datastack!r} has no table {table!r}")
+    return _table(row)

@@ -1,0 +1,179 @@
+"""Read query rows from PostgreSQL in column batches of bounded size.
+
+The fast path runs ``COPY (SELECT …) TO STDOUT (FORMAT binary)`` and parses it with numpy:
+when every selected value has a fixed width, every row has the same byte length, so a batch
+of rows is one structured-array view (no Python object per value). Nulls would break the
+fixed width, so a nullable column is sent as ``COALESCE(col, 0)`` plus a ``col IS NULL``
+flag. Columns of variable width (text) take the slow path, a server-side (named) cursor.
+Both read ``batch_rows`` rows at a time, so memory is bounded whatever the result size.
+
+COPY cannot take server-side parameters; psycopg binds the values client-side with its own
+literal quoting (never string formatting of ours).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import psycopg
+
+from matengine.query.columns import ColKind
+
+BATCH_ROWS = 65_536
+_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+# COPY binary timestamps count µs from 2000-01-01; batches carry µs since the Unix epoch
+_PG_EPOCH_US = 946_684_800_000_000
+_WIDTH = {ColKind.INT: ">i8", ColKind.FLOAT: ">f8", ColKind.BOOL: "u1", ColKind.TIME: ">i8"}
+_DEFAULT = {ColKind.INT: "0", ColKind.FLOAT: "0::float8", ColKind.BOOL: "false",
+            ColKind.TIME: "'2000-01-01 00:00:00+00'::timestamptz"}
+_NUMPY = {ColKind.INT: np.int64, ColKind.FLOAT: np.float64, ColKind.BOOL: np.bool_,
+          ColKind.TIME: np.int64}
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """One fetched value: ``expr`` is SQL we built from validated, quoted names.
+
+    ``nullable`` values travel with a null flag; others are sent as ``COALESCE(expr, 0)``
+    (or false/epoch), so a stray null can never break the fixed row width.
+    """
+
+    key: str
+    expr: str
+    kind: ColKind
+    nullable: bool = True
+
+
+@dataclass
+class Batch:
+    """Column arrays of one batch. Absent from ``nulls`` means no nulls in that column."""
+
+    values: dict[str, np.ndarray]
+    nulls: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.values.values()))) if self.values else 0
+
+    def take(self, index: np.ndarray | slice) -> Batch:
+        return Batch({k: v[index] for k, v in self.values.items()},
+                     {k: v[index] for k, v in self.nulls.items()})
+
+
+def fixed_width(fetches: list[Fetch]) -> bool:
+    return all(f.kind in _WIDTH for f in fetches)
+
+
+def _copy_select(fetches: list[Fetch]) -> str:
+    items = []
+    for f in fetches:
+        items.append(f"COALESCE({f.expr}, {_DEFAULT[f.kind]})")
+        if f.nullable:
+            items.append(f"(({f.expr}) IS NULL)")
+    return ", ".join(items)
+
+
+def _row_dtype(fetches: list[Fetch]) -> np.dtype:
+    parts: list[tuple[str, str]] = [("n", ">i2")]
+    for i, f in enumerate(fetches):
+        parts += [(f"l{i}", ">i4"), (f"v{i}", _WIDTH[f.kind])]
+        if f.nullable:
+            parts += [(f"ln{i}", ">i4"), (f"n{i}", "u1")]
+    return np.dtype(parts)
+
+
+def _parse_rows(raw: bytes, dtype: np.dtype, fetches: list[Fetch]) -> Batch:
+    rows = np.frombuffer(raw, dtype=dtype)
+    batch = Batch({})
+    for i, f in enumerate(fetches):
+        values = rows[f"v{i}"].astype(_NUMPY[f.kind])
+        if f.kind is ColKind.TIME:
+            values += _PG_EPOCH_US
+        batch.values[f.key] = values
+        if f.nullable:
+            mask = rows[f"n{i}"].astype(bool)
+            if mask.any():
+                batch.nulls[f.key] = mask
+    return batch
+
+
+def copy_batches(
+    conn: psycopg.Connection, select_sql: str, params: Mapping[str, Any], fetches: list[Fetch],
+    batch_rows: int = BATCH_ROWS,
+) -> Iterator[Batch]:
+    """Batches of ``SELECT <fetches> <select_sql>`` (``select_sql`` starts at FROM)."""
+    dtype = _row_dtype(fetches)
+    row_size = dtype.itemsize
+    statement = f"COPY (SELECT {_copy_select(fetches)} {select_sql}) TO STDOUT (FORMAT binary)"
+    buf = bytearray()
+    header_done = False
+    with conn.cursor() as cur, cur.copy(statement, params or None) as copy:
+        while True:
+            data = copy.read()
+            if data:
+                buf += data
+            if not header_done:
+                if len(buf) < 19 or len(buf) < 19 + struct.unpack(">i", buf[15:19])[0]:
+                    if data:
+                        continue
+                    raise RuntimeError("truncated COPY binary header")
+                if bytes(buf[:11]) != _SIGNATURE:
+                    raise RuntimeError("unexpected COPY binary header")
+                del buf[: 19 + struct.unpack(">i", buf[15:19])[0]]
+                header_done = True
+            n = len(buf) // row_size
+            if not data:  # end of data: what is left is the 2-byte trailer
+                if n:
+                    yield _parse_rows(bytes(buf[: n * row_size]), dtype, fetches)
+                if bytes(buf[n * row_size:]) not in (b"", b"\xff\xff"):
+                    raise RuntimeError("truncated COPY binary stream")
+                return
+            if n >= batch_rows:
+                yield _parse_rows(bytes(buf[: n * row_size]), dtype, fetches)
+                del buf[: n * row_size]
+
+
+def _to_us(value: datetime) -> int:
+    delta = value.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def cursor_batches(
+    conn: psycopg.Connection, select_sql: str, params: Mapping[str, Any], fetches: list[Fetch],
+    batch_rows: int = BATCH_ROWS,
+) -> Iterator[Batch]:
+    """Slow path for columns of variable width: a server-side cursor, ``batch_rows`` at a time."""
+    items = ", ".join(f.expr for f in fetches)
+    with conn.cursor(name="matengine_query") as cur:
+        cur.itersize = batch_rows
+        cur.execute(f"SELECT {items} {select_sql}", params or None)
+        while True:
+            rows = cur.fetchmany(batch_rows)
+            if not rows:
+                return
+            batch = Batch({})
+            for i, f in enumerate(fetches):
+                raw = [r[i] for r in rows]
+                mask = np.fromiter((v is None for v in raw), bool, len(raw))
+                if f.kind is ColKind.TEXT:
+                    values = np.array(["" if v is None else v for v in raw], dtype=object)
+                elif f.kind is ColKind.TIME:
+                    values = np.array([0 if v is None else _to_us(v) for v in raw], np.int64)
+                else:
+                    values = np.array([0 if v is None else v for v in raw], _NUMPY[f.kind])
+                batch.values[f.key] = values
+                if mask.any():
+                    batch.nulls[f.key] = mask
+            yield batch
+
+
+def read_batches(
+    conn: psycopg.Connection, select_sql: str, params: Mapping[str, Any], fetches: list[Fetch],
+    batch_rows: int = BATCH_ROWS,
+) -> Iterator[Batch]:
+    reader = copy_batches if fixed_width(fetches) else cursor_batches
+    return reader(conn, select_sql, params, fetches, batch_rows)
