@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     chunk_rows: int = 200_000
     # seconds before a Redis broker redelivers an unacknowledged task (a killed worker's)
     visibility_timeout: int = 900
+    # the Celery queue matengine's tasks go to (one per deployment sharing a broker)
+    queue: str = "matengine"
     # how long a command waits for a worker to answer before saying none is online
     worker_wait: float = 8.0
     # query row limit announced to clients; None = no limit

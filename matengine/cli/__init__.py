@@ -42,7 +42,7 @@ def _global(
 
 
 def _register() -> None:
-    from matengine.cli import annotations_cmd, catalog_cmd, db_cmd, demo_cmd, workflow_cmd
+    from matengine.cli import annotations_cmd, catalog_cmd, db_cmd, demo_cmd, ops_cmd, workflow_cmd
 
     app.add_typer(db_cmd.app, name="db")
     app.add_typer(catalog_cmd.datastack_app, name="datastack")
@@ -55,6 +55,12 @@ def _register() -> None:
     app.command("materialize")(workflow_cmd.materialize)
     app.command("complete")(workflow_cmd.complete)
     app.command("runs")(workflow_cmd.runs_list)
+    app.command("versions")(ops_cmd.versions)
+    app.command("remove-expired")(ops_cmd.remove_expired)
+    app.command("schedule")(ops_cmd.schedule)
+    app.command("worker")(ops_cmd.worker)
+    app.command("beat")(ops_cmd.beat)
+    app.command("doctor")(ops_cmd.doctor)
     app.command("cancel")(workflow_cmd.runs_cancel)
     app.command("resume")(workflow_cmd.runs_resume)
     try:

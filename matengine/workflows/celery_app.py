@@ -29,17 +29,18 @@ TRANSIENT = (
     ConnectionError,
     TimeoutError,
 )
-QUEUE = "matengine"
 
 app = Celery("matengine")
 
 
-def configure(settings: Settings | None = None) -> Celery:
+def configure(settings: Settings | None = None, target: Celery | None = None) -> Celery:
+    """Apply settings to the worker-side ``app`` (or to ``target``)."""
     settings = settings or get_settings()
-    app.conf.update(
+    target = target or app
+    target.conf.update(
         broker_url=settings.broker_url,
         result_backend=settings.result_backend,
-        task_default_queue=QUEUE,
+        task_default_queue=settings.queue,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
@@ -55,7 +56,27 @@ def configure(settings: Settings | None = None) -> Celery:
             "matengine-scheduler-tick": {"task": "matengine.tick", "schedule": 60.0},
         },
     )
-    return app
+    return target
+
+
+_clients: dict[tuple[str | None, str | None, str], Celery] = {}
+
+
+def client(settings: Settings | None = None) -> Celery:
+    """An app for sending tasks and control messages with these settings. Kept apart from the
+    worker-side ``app``, whose connection pool is fixed at first use, so one process can talk
+    to several brokers (tests, tools)."""
+    settings = settings or get_settings()
+    key = (settings.broker_url, settings.result_backend, settings.queue)
+    if key not in _clients:
+        _clients[key] = configure(settings, Celery("matengine-client", set_as_current=False))
+    return _clients[key]
+
+
+def send(name: str, *args: object, settings: Settings | None = None) -> None:
+    """Enqueue task ``name`` (``matengine.start_step`` …) from outside a worker."""
+    settings = settings or get_settings()
+    client(settings).send_task(name, args=args, queue=settings.queue)
 
 
 @worker_process_init.connect
@@ -100,6 +121,8 @@ def start_step(run_id: int, index: int) -> int:
     from matengine.workflows import engine as wf
 
     engine = get_engine()
+    if wf.run_is_over(engine, run_id):
+        return 0
     pending = wf.plan_step(engine, run_id, index)
     if not pending:
         if wf.claim_finish(engine, run_id, index) or wf.step_state(engine, run_id, index) == "FINISHING":
@@ -131,9 +154,8 @@ def finish_step(run_id: int, index: int) -> None:
 @app.task(name="matengine.tick")
 def tick() -> list[int]:
     """Every minute (celery beat): start due scheduled runs and remove expired versions."""
-    from matengine.workflows.schedule import run_due
-
     from matengine.db.connection import get_engine
+    from matengine.workflows.schedule import run_due
 
     return run_due(get_engine())
 

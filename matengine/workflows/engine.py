@@ -99,6 +99,8 @@ def plan_step(engine: Engine, run_id: int, index: int) -> list[int]:
     An empty list with the step claimed for finishing means: call :func:`finish_step` now.
     """
     ctx, step = _context(engine, run_id, index)
+    if ctx.run.done:
+        return []
     with engine.begin() as conn:
         runs.mark_running(conn, run_id, step.key)
     row = _step_row(engine, run_id, index)
@@ -222,6 +224,11 @@ def _first_unfinished(engine: Engine, run_id: int) -> int | None:
         if i not in done:
             return i
     return None
+
+
+def run_is_over(engine: Engine, run_id: int) -> bool:
+    """A cancelled or failed run's leftover tasks do nothing."""
+    return runs.get_run(engine, run_id).done
 
 
 def step_state(engine: Engine, run_id: int, index: int) -> str | None:

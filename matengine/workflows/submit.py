@@ -36,10 +36,9 @@ def submit(
     settings = settings or get_settings()
     run_id = runs.create_run(engine, kind, parameters, datastack=datastack, table_name=table)
     if settings.broker_url:
-        from matengine.workflows.celery_app import configure, start_step
+        from matengine.workflows.celery_app import send
 
-        configure(settings)
-        start_step.delay(run_id, 0)
+        send("matengine.start_step", run_id, 0, settings=settings)
     else:
         threading.Thread(target=_inline, args=(engine, run_id), daemon=True,
                          name=f"matengine-run-{run_id}").start()
@@ -56,9 +55,9 @@ def _inline(engine: Engine, run_id: int) -> None:
 def workers_online(settings: Settings | None = None, wait: float | None = None) -> list[str]:
     """Names of Celery workers that answer a ping within ``wait`` seconds ([] if none)."""
     settings = settings or get_settings()
-    from matengine.workflows.celery_app import configure
+    from matengine.workflows.celery_app import client
 
-    app = configure(settings)
+    app = client(settings)
     deadline = time.monotonic() + (settings.worker_wait if wait is None else wait)
     while True:
         replies = app.control.ping(timeout=1.0) or []
@@ -101,13 +100,12 @@ def resume(engine: Engine, run_id: int, settings: Settings | None = None) -> Non
     if run.done:
         raise MatengineError(f"run {run_id} already ended ({run.state})")
     if settings.broker_url:
-        from matengine.workflows.celery_app import configure, start_step
+        from matengine.workflows.celery_app import send
         from matengine.workflows.engine import _first_unfinished
 
-        configure(settings)
         index = _first_unfinished(engine, run_id)
         if index is not None:
-            start_step.delay(run_id, index)
+            send("matengine.start_step", run_id, index, settings=settings)
     else:
         threading.Thread(target=_inline, args=(engine, run_id), daemon=True).start()
 

@@ -1,0 +1,120 @@
+"""Operator commands: versions, remove-expired, schedules, worker, beat, doctor."""
+
+from __future__ import annotations
+
+import time
+
+import typer
+
+from matengine.cli.output import console, emit, print_table
+from matengine.config import get_settings
+from matengine.db.connection import get_engine
+
+JSON = typer.Option(False, "--json", help="Print JSON.")
+
+
+def versions(datastack: str = typer.Argument(None, help="Only this datastack."),
+             json_out: bool = JSON) -> None:
+    """List versions: number, timestamp, status, expiry, tables, rows."""
+    from matengine.versions import list_versions
+
+    rows = [v.to_dict() for v in list_versions(get_engine(), datastack)]
+    shown = [dict(r, tables=", ".join(f"{t}:{n}" for t, n in r["tables"].items()))
+             for r in rows]
+    emit(rows, json_out, lambda: print_table(
+        shown, ["datastack", "version", "time_stamp", "status", "expires_on", "tables", "rows"]))
+
+
+def remove_expired(datastack: str = typer.Argument(None, help="Only this datastack."),
+                   dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would go."),
+                   keep: int = typer.Option(None, help="Valid versions always kept (default "
+                                            "from settings)."),
+                   json_out: bool = JSON) -> None:
+    """Drop versions past their expiry (never the latest valid ones)."""
+    from matengine.versions import remove_expired as remove
+
+    done = [r.__dict__ for r in remove(get_engine(), datastack, dry_run=dry_run, keep=keep)]
+    emit({"dry_run": dry_run, "removed": done}, json_out, lambda: print_table(
+        done, ["datastack", "version", "reason"],
+        title="would remove" if dry_run else "removed"))
+
+
+def schedule(datastack: str,
+             cron: str = typer.Argument(None, help="Crontab 'm h dom mon dow'; omit to clear."),
+             json_out: bool = JSON) -> None:
+    """Set (or clear) a datastack's periodic `complete` schedule, run by `matengine beat`."""
+    from matengine import catalog
+    from matengine.workflows.schedule import parse_schedule
+
+    if cron:
+        parse_schedule(cron)
+    ds = catalog.set_schedule(get_engine(), datastack, cron)
+    emit(ds.to_dict(), json_out, lambda: console.print(f"{datastack}: schedule {ds.schedule}"))
+
+
+def _celery_app():
+    from matengine.workflows.celery_app import configure
+
+    settings = get_settings()
+    if not settings.broker_url:
+        raise typer.BadParameter("no broker configured: set MATENGINE_BROKER_URL or "
+                                 "--broker-url (the embedded default runs workflows in-process)")
+    return configure(settings)
+
+
+def worker(concurrency: int = typer.Option(2, help="Worker processes."),
+           loglevel: str = typer.Option("INFO", help="Log level.")) -> None:
+    """Start a Celery worker for matengine's workflows."""
+    _celery_app().worker_main(["worker", f"--loglevel={loglevel}", "-Q", get_settings().queue,
+                               f"--concurrency={concurrency}", "-E"])
+
+
+def beat(loglevel: str = typer.Option("INFO", help="Log level.")) -> None:
+    """Start celery beat: periodic materialization and version removal."""
+    _celery_app().start(["beat", f"--loglevel={loglevel}"])
+
+
+def doctor(json_out: bool = JSON) -> None:
+    """Check database, broker, result backend and workers with a small group + chord."""
+    from celery import chord, group
+    from sqlalchemy import text
+
+    settings = get_settings()
+    report: dict[str, str] = {}
+    try:
+        with get_engine().connect() as conn:
+            report["database"] = "ok: " + conn.execute(text("SELECT version()")).scalar_one()[:40]
+    except Exception as exc:
+        report["database"] = f"FAILED: {exc}"
+    if not settings.broker_url:
+        report["broker"] = "none configured: workflows run on an in-process worker"
+    else:
+        from matengine.workflows.celery_app import client
+        from matengine.workflows.submit import workers_online
+
+        app = client(settings)
+        ping, total = app.signature("matengine.ping"), app.signature("matengine.sum")
+        try:
+            with app.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=2)
+            report["broker"] = f"ok: {settings.broker_url}"
+        except Exception as exc:
+            report["broker"] = f"FAILED: {exc}"
+        names = workers_online(settings)
+        report["workers"] = f"ok: {', '.join(names)}" if names else "FAILED: no worker online"
+        if not settings.result_backend:
+            report["result_backend"] = "none configured (workflows do not need one)"
+        elif names:
+            t0 = time.perf_counter()
+            try:
+                got = chord(group(ping.clone((i,)) for i in range(10)))(total).get(timeout=30)
+                ok = got == sum(range(10))
+                report["group+chord"] = (f"ok in {time.perf_counter() - t0:.2f} s" if ok
+                                         else f"FAILED: got {got}")
+                report["result_backend"] = f"ok: {settings.result_backend}"
+            except Exception as exc:
+                report["group+chord"] = f"FAILED: {exc}"
+    emit(report, json_out, lambda: print_table(
+        [{"check": k, "result": v} for k, v in report.items()], ["check", "result"]))
+    if any(v.startswith("FAILED") for v in report.values()):
+        raise typer.Exit(1)

@@ -1,0 +1,74 @@
+"""Real Celery workers in subprocesses, on the machine's Redis and RabbitMQ."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+
+BROKERS = {
+    "redis": "redis://127.0.0.1:6379/9",
+    "rabbitmq": "amqp://guest:guest@127.0.0.1:5672//",
+}
+
+
+def worker_env(database_url: str, broker: str, queue: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MATENGINE_")}
+    env.update(MATENGINE_DATABASE_URL=database_url, MATENGINE_BROKER_URL=broker,
+               MATENGINE_QUEUE=queue, MATENGINE_VISIBILITY_TIMEOUT="5")
+    return env
+
+
+class Worker:
+    def __init__(self, env: dict[str, str], concurrency: int = 2):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "matengine", "worker", "--concurrency", str(concurrency),
+             "--loglevel", "WARNING"],
+            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool processes: no chance to ack or clean up."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            self.kill()
+
+
+@contextmanager
+def broker_settings(database_url: str, broker: str):
+    """Point this process's settings at ``broker`` with a queue of its own."""
+    from matengine.config import _overrides, configure, get_settings
+
+    queue = f"matengine_test_{uuid.uuid4().hex[:8]}"
+    saved = dict(_overrides)
+    configure(broker_url=broker, queue=queue, database_url=database_url,
+              visibility_timeout=5)
+    try:
+        yield worker_env(database_url, broker, queue)
+    finally:
+        _overrides.clear()
+        _overrides.update(saved)
+        get_settings.cache_clear()
+
+
+def wait_until(predicate, timeout: float = 60, poll: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise TimeoutError("condition not met in time")
