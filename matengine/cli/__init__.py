@@ -63,6 +63,11 @@ def _register() -> None:
     app.command("doctor")(ops_cmd.doctor)
     app.command("cancel")(workflow_cmd.runs_cancel)
     app.command("resume")(workflow_cmd.runs_resume)
+    from matengine.cli import query_cmd, serve_cmd, token_cmd
+
+    app.command("serve")(serve_cmd.serve)
+    app.command("query")(query_cmd.query)
+    app.add_typer(token_cmd.app, name="token")
     try:
         from matengine.cli.synth_cmd import synth
     except ImportError:  # pragma: no cover - synth lands with the segmentation work

@@ -87,8 +87,11 @@ class RootCorrector:
         wanted = _ids(roots)
         if not len(wanted):
             return []
-        valid = np.asarray(
-            self.graph.is_latest_roots(wanted.astype(np.uint64), self.timestamp), bool)
+        # 0 is "no segmentation", not a root: always a valid filter value, matched as stored
+        valid = wanted == 0
+        if (~valid).any():
+            valid[~valid] = np.asarray(self.graph.is_latest_roots(
+                wanted[~valid].astype(np.uint64), self.timestamp), bool)
         if not valid.all():
             if not allow_invalid:
                 bad = wanted[~valid][:10].tolist()
@@ -99,7 +102,7 @@ class RootCorrector:
             wanted = wanted[valid]
         if self.last_updated is None or self.timestamp == self.last_updated or not len(wanted):
             return wanted.tolist()
-        u = wanted.astype(np.uint64)
+        u = wanted[wanted != 0].astype(np.uint64)
         if self.timestamp > self.last_updated:
             related = self.graph.get_past_ids(u, self.last_updated)
         else:

@@ -89,6 +89,8 @@ def coerce_value(col: OutColumn, value: Any, where: str) -> Any:
             raise InvalidInput(f"expected a finite number, got {value!r}", field=where)
         return number
     if kind is ColKind.BOOL:
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            value = value.strip().lower() == "true"  # from the command line
         if not isinstance(value, bool):
             raise InvalidInput(f"expected true or false, got {value!r}", field=where)
         return value

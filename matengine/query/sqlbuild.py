@@ -102,7 +102,9 @@ def root_candidates_sql(root: OutColumn, svid: OutColumn, source: Source, candid
                         binder: Binder) -> str:
     """Live prefilter of a root filter: stored root among the candidates, or not looked up."""
     r, s = source.ref(root), source.ref(svid)
-    return f"({r} = ANY({binder.bind(candidates, 'bigint[]')}) OR ({r} IS NULL AND {s} IS NOT NULL))"
+    # a null root is looked up at T when its supervoxel is known, and is sent as 0 otherwise
+    unknown = f"{r} IS NULL" if 0 in candidates else f"({r} IS NULL AND {s} IS NOT NULL)"
+    return f"({r} = ANY({binder.bind(candidates, 'bigint[]')}) OR {unknown})"
 
 
 def select_tail(source: Source, where: list[str], binder: Binder, *, limit: int | None = None,

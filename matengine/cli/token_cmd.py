@@ -1,0 +1,50 @@
+"""``matengine token create|list|revoke``: bearer tokens for the REST API.
+
+A token is printed once, at creation; only its sha256 is stored.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from matengine import auth
+from matengine.cli.output import console, emit, print_table
+from matengine.db.connection import get_engine
+
+app = typer.Typer(help="API tokens with per-datastack view/edit/admin permissions.",
+                  no_args_is_help=True)
+
+
+@app.command()
+def create(
+    datastack: str = typer.Option(..., "--datastack", help="Datastack name, or * for all."),
+    permission: str = typer.Option(..., "--permission", help="view, edit or admin."),
+    description: str = typer.Option("", "--description", help="Who or what it is for."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Create a token and print it (it is not shown again)."""
+    token_id, token = auth.create_token(get_engine(), datastack, permission, description)
+    emit({"id": token_id, "token": token, "datastack": datastack, "permission": permission},
+         json_out, lambda: console.print(token, highlight=False, soft_wrap=True))
+
+
+@app.command("list")
+def list_(
+    all_: bool = typer.Option(False, "--all", help="Include revoked tokens."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List tokens (ids and grants, never the tokens themselves)."""
+    rows = auth.list_tokens(get_engine(), include_revoked=all_)
+    emit(rows, json_out, lambda: print_table(
+        rows, ["id", "datastack", "permission", "description", "created", "revoked"],
+        title="tokens"))
+
+
+@app.command()
+def revoke(
+    token_id: int = typer.Argument(..., help="Id shown by 'token list'."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Revoke a token: it is refused from the next request on."""
+    auth.revoke_token(get_engine(), token_id)
+    emit({"revoked": token_id}, json_out, lambda: console.print(f"revoked token {token_id}"))
