@@ -24,8 +24,10 @@ def test_demo_runs_on_embedded_postgres(tmp_path):
         result = _matengine(home, "demo", "--json")
         assert result.returncode == 0, result.stderr
         summary = json.loads(result.stdout)
-        assert summary["database"] == "embedded"
-        assert summary["verified"] is True
+        assert summary["database"] == "embedded" and summary["workers"] == "in-process"
+        assert summary["verified"] is True, summary["problems"]
+        assert summary["versions"] == [1, 2]
+        assert summary["rows"]["v1.synapses"] == 5000 and summary["live_query_rows"] > 0
         status = json.loads(_matengine(home, "db", "status", "--json").stdout)
         assert status["mode"] == "embedded" and status["running"] is True
         # a socket inside MATENGINE_HOME, not the system server on 127.0.0.1:5432

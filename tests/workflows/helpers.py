@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from matengine import catalog
 from matengine.db.identifiers import quote, version_schema
-from matengine.schemas import get_schema
+from matengine.synth.verify import differences, read_columns
 from matengine.workflows import runs
 from matengine.workflows.engine import execute_inline
 from matengine.workflows.submit import sync_parameters
@@ -54,34 +54,7 @@ def load_dataset(engine: Engine, datastack: str, info) -> None:
 
 def read_table(engine: Engine, table_q: str, schema_name: str, seg_q: str | None = None,
                where: str = "true", params: dict | None = None) -> dict[str, np.ndarray]:
-    """A table as oracle-shaped columns sorted by id: positions (n, 3), ids as uint64."""
-    schema = get_schema(schema_name)
-    sel = ["a.id"]
-    for f in schema.fields:
-        if f.is_point:
-            sel += [f"a.{quote(f'{f.name}_position_{a}')}" for a in "xyz"]
-        else:
-            sel.append(f"a.{quote(f.name)}")
-    seg_cols = [c.name for c in schema.segmentation_columns()]
-    src = "a" if seg_q is None else "s"
-    sel += [f"{src}.{quote(c)}" for c in seg_cols]
-    join = f"JOIN {seg_q} s ON s.id = a.id" if seg_q else ""
-    with engine.connect() as conn:
-        rows = conn.execute(text(f"SELECT {', '.join(sel)} FROM {table_q} a {join} "
-                                 f"WHERE {where} ORDER BY a.id"), params or {}).all()
-    out: dict[str, np.ndarray] = {"id": np.array([r[0] for r in rows], np.int64)}
-    i = 1
-    for f in schema.fields:
-        if f.is_point:
-            out[f"{f.name}_position"] = np.array([r[i:i + 3] for r in rows], np.float64)
-            i += 3
-        else:
-            out[f.name] = np.array([r[i] for r in rows])
-            i += 1
-    for c in seg_cols:
-        out[c] = np.array([r[i] for r in rows], np.int64).view(np.uint64)
-        i += 1
-    return out
+    return read_columns(engine, table_q, schema_name, seg_q, where, params)
 
 
 def read_version(engine: Engine, datastack: str, version: int, table: str):
@@ -90,19 +63,8 @@ def read_version(engine: Engine, datastack: str, version: int, table: str):
 
 
 def assert_same_rows(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
-    assert got["id"].tolist() == np.asarray(want["id"]).astype(np.int64).tolist()
-    for col, expected in want.items():
-        if col == "id":
-            continue
-        actual = got[col]
-        if np.asarray(expected).dtype.kind == "f" or col.endswith("_position"):
-            np.testing.assert_allclose(actual.astype(float), np.asarray(expected, float),
-                                       err_msg=col)
-        elif col.endswith(("_root_id", "_supervoxel_id")):
-            bad = np.flatnonzero(actual != np.asarray(expected).astype(np.uint64))
-            assert bad.size == 0, f"{col}: {bad.size} rows differ, first id {got['id'][bad[0]]}"
-        else:
-            assert actual.tolist() == np.asarray(expected).tolist(), col
+    problems = differences(got, want)
+    assert not problems, "; ".join(problems)
 
 
 def make_datastack(engine: Engine, name: str, info) -> None:
