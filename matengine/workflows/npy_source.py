@@ -79,8 +79,21 @@ class NpyFolder:
             raise InvalidInput(f"{path} holds Python objects; use a numeric or fixed-width "
                                "string dtype", field=name)
         header = NpyHeader(name, tuple(shape), dtype, f.tell())
+        need = header.offset + header.rows * header.row_bytes
+        # a short probe was the whole file; otherwise ask the store (one HEAD-like request)
+        size = len(head) if len(head) < _HEADER_PROBE else self._size(path)
+        if size is not None and size < need:
+            raise InvalidInput(f"{path} is shorter than its header says: shape {header.shape} "
+                               f"of {dtype} needs {need} bytes, the file has {size}", field=name)
         self._headers[name] = header
         return header
+
+    def _size(self, path: str) -> int | None:
+        try:
+            size = self.files.size(path)
+        except Exception:  # a store that cannot tell: rows are still length-checked when read
+            return None
+        return None if size is None else int(size)
 
     def read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
         """Rows ``[start, stop)`` of ``name.npy`` as an array of shape ``(stop-start, …)``."""
