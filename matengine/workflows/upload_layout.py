@@ -127,6 +127,13 @@ def scan_files(folder: NpyFolder, targets: list[Target], rows: int) -> dict[str,
                 row = start + int(np.argmax(bad))
                 raise InvalidInput(f"{id_target.file}.npy row {row}: id {ids[row - start]} is not "
                                    "positive", row=row, field="id")
+            if ids.dtype.kind == "u":  # would wrap to a negative bigint
+                big = ids > np.iinfo(np.int64).max
+                if big.any():
+                    row = start + int(np.argmax(big))
+                    raise InvalidInput(f"{id_target.file}.npy row {row}: id {ids[row - start]} "
+                                       f"is larger than the largest id ({np.iinfo(np.int64).max})",
+                                       row=row, field="id")
             all_ids.append(ids.astype(np.int64))
     if id_target is not None and all_ids:
         ids = np.concatenate(all_ids)
