@@ -25,7 +25,7 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
-from matengine.api import annotation, chunkedgraph, info, materialize, schema_service
+from matengine.api import annotation, chunkedgraph, dashboard, info, materialize, metrics, schema_service
 from matengine.api.deps import install_error_handlers
 from matengine.config import Settings, get_settings
 
@@ -73,5 +73,7 @@ def create_app(settings: Settings | None = None, *, auth_enabled: bool = True,
             raise
     else:
         app.include_router(admin.router)
+    app.include_router(dashboard.router)
+    app.include_router(metrics.make_router(app))
     app.add_middleware(chunkedgraph.GrapheneProxy)
     return app
