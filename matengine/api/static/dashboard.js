@@ -239,15 +239,15 @@
       "aria-label": "run durations" });
     const iw = W - M.l - M.r, ih = H - M.t - M.b;
     const yMax = Math.max(1, ...done.map((r) => r.seconds)) * 1.1;
-    const bw = iw / done.length;
+    const slot = iw / done.length, bw = Math.min(slot, 36);
     axes(svg, yMax, (v) => fmtSeconds(v), []);
     const kinds = [];
     done.forEach((r, i) => {
       if (!kinds.includes(r.kind)) kinds.push(r.kind);
       const bh = (r.seconds / yMax) * ih;
-      const x = M.l + i * bw + bw * 0.12;
+      const x = M.l + i * slot + (slot - bw) / 2 + bw * 0.12;
       svg.append(s("rect", { x: x, y: M.t + ih - bh, width: bw * 0.76, height: Math.max(bh, 1),
-        fill: colorOf("kind:" + r.kind), class: r.state === "SUCCESS" ? "bar" : "bar failed" },
+        fill: colorOf("kind:" + r.kind), class: r.state === "SUCCESS" ? "run-bar" : "run-bar failed" },
         s("title", {}, `run ${r.id} ${r.kind} on ${r.datastack || "–"}: ${fmtSeconds(r.seconds)}, ` +
           `${fmtInt(r.rows_done)} rows, ${r.state}`)));
       if (done.length <= 16 || i % Math.ceil(done.length / 16) === 0) {
