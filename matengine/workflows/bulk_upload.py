@@ -27,7 +27,13 @@ from matengine.timeutil import to_utc
 from matengine.workflows.engine import Step, StepContext, workflow
 from matengine.workflows.npy_source import NpyFolder
 from matengine.workflows.runs import Run
-from matengine.workflows.upload_layout import Target, _column, resolve_targets, scan_files
+from matengine.workflows.upload_layout import (
+    Target,
+    _column,
+    resolve_targets,
+    scan_files,
+    text_values,
+)
 
 LARGE_LOAD = 1_000_000  # rows into an empty table above which indexes are built after the load
 
@@ -128,7 +134,7 @@ class UploadStep(Step):
                     live.append((f"{t.column}_{name}", block[:, axis].astype(np.float64),
                                  "double precision"))
             elif t.sql_type == "text":
-                texts.append((t.column, _column(block, t.index)))
+                texts.append((t.column, text_values(_column(block, t.index))))
             else:
                 col = _column(block, t.index)
                 (seg if t.table == "segmentation" else live).append((t.column, col, t.sql_type))

@@ -105,14 +105,18 @@ def resolve_targets(
 
 
 def scan_files(folder: NpyFolder, targets: list[Target], rows: int) -> dict[str, Any]:
-    """Read every mapped file once in slices: refuse negative, zero or duplicate ids and
-    non-finite coordinates, naming the file and row. Returns id range facts for the plan."""
+    """Read every mapped file once in slices: refuse negative, zero or duplicate ids,
+    non-finite coordinates and text PostgreSQL cannot store, naming the file and row. Returns
+    id range facts for the plan."""
     facts: dict[str, Any] = {}
     id_target = next((t for t in targets if t.column == "id"), None)
     positions = [t for t in targets if t.sql_type == "position"]
+    texts = [t for t in targets if t.sql_type == "text"]
     all_ids = []
     for start in range(0, rows, SCAN_ROWS):
         stop = min(rows, start + SCAN_ROWS)
+        for t in texts:
+            _check_text(t, _column(folder.read_rows(t.file, start, stop), t.index), start)
         for t in positions:
             block = folder.read_rows(t.file, start, stop)
             bad = ~np.isfinite(block.astype(np.float64, copy=False)).all(axis=1)
@@ -145,6 +149,38 @@ def scan_files(folder: NpyFolder, targets: list[Target], rows: int) -> dict[str,
                                row=row, field="id")
         facts.update(min_id=int(ids.min()), max_id=int(ids.max()))
     return facts
+
+
+def _check_text(t: Target, values: np.ndarray, start: int) -> None:
+    """What a text column refuses, found before the first write: NUL characters, and bytes
+    (``S`` dtype) that are not UTF-8 or strings UTF-8 cannot encode (lone surrogates)."""
+    raw = values.dtype.kind == "S"
+    # numpy pads strings with NULs and str.find ignores them: look at the code units instead;
+    # a NUL with a non-NUL after it in the same string is a real one
+    unit = np.dtype(np.uint8 if raw else np.uint32)
+    codes = np.ascontiguousarray(values).view(unit)
+    filled = codes.reshape(len(values), values.dtype.itemsize // unit.itemsize) != 0
+    later = np.logical_or.accumulate(filled[:, ::-1], axis=1)[:, ::-1]
+    bad = (~filled[:, :-1] & later[:, 1:]).any(axis=1)
+    if bad.any():
+        row = start + int(np.argmax(bad))
+        raise InvalidInput(f"{t.file}.npy row {row}: text for {t.column!r} contains a NUL "
+                           "character, which PostgreSQL text cannot hold", row=row, field=t.column)
+    try:
+        np.char.decode(values, "utf-8") if raw else np.char.encode(values, "utf-8")
+    except UnicodeError:
+        for i, v in enumerate(values.tolist()):
+            try:
+                v.decode("utf-8") if raw else v.encode("utf-8")
+            except UnicodeError as exc:
+                row = start + i
+                raise InvalidInput(f"{t.file}.npy row {row}: text for {t.column!r} is not valid "
+                                   f"UTF-8 ({exc.reason})", row=row, field=t.column) from None
+
+
+def text_values(values: np.ndarray) -> np.ndarray:
+    """Strings to COPY: ``S`` (bytes) columns are UTF-8 text, decoded (checked by the scan)."""
+    return np.char.decode(values, "utf-8") if values.dtype.kind == "S" else values
 
 
 def _column(block: np.ndarray, index: int | None) -> np.ndarray:
