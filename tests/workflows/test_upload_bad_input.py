@@ -301,6 +301,77 @@ def test_ids_already_in_the_table_beyond_the_first_scan_block(engine, existing, 
             "id.npy row 234567: id 3 already exists in table 'syn'", fast=False)
 
 
+# ------------------------------------------------------------------ text PostgreSQL cannot hold
+
+CELL_MAPPING = {"id": "id", "pt": "pt_position", "cell_type": "cell_type",
+                "system": "classification_system"}
+
+
+def cell_arrays(first_id: int = 1, **changes) -> dict[str, Any]:
+    arrays = {"id": np.arange(first_id, first_id + N, dtype=np.int64),
+              "pt": np.ones((N, 3)) * np.arange(N)[:, None],
+              "cell_type": np.array(["basket", "pyramidal"] * (N // 2)),
+              "system": np.array(["morphological"] * N)}
+    for name, (row, value) in changes.items():
+        arr = arrays[name]
+        if isinstance(value, bytes):
+            arr = arr.astype("S")
+        arr[row] = value
+        arrays[name] = arr
+    return arrays
+
+
+TEXT_CASES = {
+    "NUL in text": ({"cell_type": (30, "ba\x00sket")},
+                    "cell_type.npy row 30: text for 'cell_type' contains a NUL character"),
+    "NUL in bytes": ({"cell_type": (3, b"\x00x")},
+                     "cell_type.npy row 3: text for 'cell_type' contains a NUL character"),
+    "bytes not UTF-8": ({"cell_type": (17, b"\xffbad")},
+                        "cell_type.npy row 17: text for 'cell_type' is not valid UTF-8"),
+    "lone surrogate": ({"system": (21, "morpho\ud800")},
+                       "system.npy row 21: text for 'classification_system' is not valid UTF-8"),
+}
+
+
+@pytest.mark.parametrize("append", [False, True], ids=["new table", "existing table"])
+@pytest.mark.parametrize("case", list(TEXT_CASES))
+def test_text_checks_fail_the_run_before_anything_is_written(engine, datastack, tmp_path, case,
+                                                             append):
+    changes, fragment = TEXT_CASES[case]
+    if append:
+        first = write_folder(tmp_path / "first", cell_arrays(1))
+        run_inline(engine, "bulk_upload",
+                   params(datastack, first, CELL_MAPPING, schema="cell_type_local"),
+                   datastack=datastack, table="syn")
+    folder = write_folder(tmp_path / "bad", cell_arrays(N + 1, **changes))
+    attempt(engine, params(datastack, folder, CELL_MAPPING, schema="cell_type_local"), fragment,
+            fast=False)
+    assert _present(engine, datastack) == append
+
+
+# ------------------------------------------------------------------ near misses that must load
+
+def test_unusual_but_valid_files_load_exactly(engine, datastack, tmp_path):
+    """Checks refuse only what is wrong: big-endian, narrow and unsigned types, (N, 1) columns,
+    integer positions and bytes strings all load as their values."""
+    arrays = {
+        "id": np.arange(7, 7 + N, dtype=">u4"),
+        "pt": (np.arange(N * 3).reshape(N, 3) * 2).astype(np.int16),
+        "cell_type": np.array([b"basket", b"chandelier"] * (N // 2)),
+        "system": np.array(["morpholog\u00efcal"] * N)[:, None],
+    }
+    folder = write_folder(tmp_path / "odd", arrays)
+    run_inline(engine, "bulk_upload",
+               params(datastack, folder, CELL_MAPPING, schema="cell_type_local", table="cells"),
+               datastack=datastack, table="cells")
+    t = catalog.get_table(engine, datastack, "cells")
+    got = read_table(engine, t.names.live_q, "cell_type_local", t.names.segmentation_q)
+    assert got["id"].tolist() == list(range(7, 7 + N))
+    assert got["pt_position"].tolist() == arrays["pt"].astype(float).tolist()
+    assert got["cell_type"].tolist() == ["basket", "chandelier"] * (N // 2)
+    assert got["classification_system"].tolist() == ["morpholog\u00efcal"] * N
+
+
 # ------------------------------------------------------------------ request checks
 
 def test_unknown_datastack(engine, tmp_path):
