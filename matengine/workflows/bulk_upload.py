@@ -137,6 +137,9 @@ class UploadStep(Step):
                 texts.append((t.column, text_values(_column(block, t.index))))
             else:
                 col = _column(block, t.index)
+                if col.dtype.kind == "u" and col.dtype.itemsize < 8:
+                    # widen by value: the COPY reinterprets unsigned as signed of the same width
+                    col = col.astype(np.int64)
                 (seg if t.table == "segmentation" else live).append((t.column, col, t.sql_type))
         driver = conn.connection.driver_connection
         with driver.cursor() as cur:
