@@ -359,10 +359,15 @@ def test_unusual_but_valid_files_load_exactly(engine, datastack, tmp_path):
         "pt": (np.arange(N * 3).reshape(N, 3) * 2).astype(np.int16),
         "cell_type": np.array([b"basket", b"chandelier"] * (N // 2)),
         "system": np.array(["morpholog\u00efcal"] * N)[:, None],
+        # narrow unsigned ids above the signed range of their width
+        "sv": np.arange(N, dtype=np.uint32) + np.uint32(3_000_000_000),
+        "root": np.arange(N, dtype=">u2") + np.uint16(40_000),
     }
     folder = write_folder(tmp_path / "odd", arrays)
+    mapping = {**CELL_MAPPING, "sv": "pt_supervoxel_id", "root": "pt_root_id"}
     run_inline(engine, "bulk_upload",
-               params(datastack, folder, CELL_MAPPING, schema="cell_type_local", table="cells"),
+               params(datastack, folder, mapping, schema="cell_type_local", table="cells",
+                      roots_timestamp=ROOTS_TS),
                datastack=datastack, table="cells")
     t = catalog.get_table(engine, datastack, "cells")
     got = read_table(engine, t.names.live_q, "cell_type_local", t.names.segmentation_q)
@@ -370,6 +375,8 @@ def test_unusual_but_valid_files_load_exactly(engine, datastack, tmp_path):
     assert got["pt_position"].tolist() == arrays["pt"].astype(float).tolist()
     assert got["cell_type"].tolist() == ["basket", "chandelier"] * (N // 2)
     assert got["classification_system"].tolist() == ["morpholog\u00efcal"] * N
+    assert got["pt_supervoxel_id"].tolist() == arrays["sv"].tolist()
+    assert got["pt_root_id"].tolist() == arrays["root"].tolist()
 
 
 # ------------------------------------------------------------------ request checks
