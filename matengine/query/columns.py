@@ -102,7 +102,10 @@ def table_columns(schema: AnnotationSchema) -> TableColumns:
             logical = f"{f.name}_position"
             for axis, letter in enumerate("xyz"):
                 name = f"{logical}_{letter}"
-                cols.append(OutColumn(name, logical, ColKind.FLOAT, "a", name, axis=axis))
+                # positions are required by every writer (finite numbers), so they travel
+                # without a null flag: a third less data for a synapse row
+                cols.append(OutColumn(name, logical, ColKind.FLOAT, "a", name, nullable=False,
+                                      axis=axis))
             if f.kind is Kind.BOUND_POINT:
                 for suffix in ("supervoxel_id", "root_id"):
                     name = f"{f.name}_{suffix}"

@@ -24,7 +24,7 @@ import psycopg
 
 from matengine.query.columns import ColKind
 
-BATCH_ROWS = 65_536
+BATCH_ROWS = 16_384
 _SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 # COPY binary timestamps count µs from 2000-01-01; batches carry µs since the Unix epoch
 _PG_EPOCH_US = 946_684_800_000_000
@@ -109,32 +109,37 @@ def copy_batches(
     dtype = _row_dtype(fetches)
     row_size = dtype.itemsize
     statement = f"COPY (SELECT {_copy_select(fetches)} {select_sql}) TO STDOUT (FORMAT binary)"
-    buf = bytearray()
+    rest = b""
     header_done = False
     with conn.cursor() as cur, cur.copy(statement, params or None) as copy:
+        read = copy.read
         while True:
-            data = copy.read()
-            if data:
-                buf += data
+            # PostgreSQL sends one message per row: gather a batch's worth, then parse it
+            # whole, whatever the message boundaries (leftover bytes carry over)
+            parts: list[bytes | memoryview] = [rest]
+            append = parts.append
+            ended = False
+            for _ in range(batch_rows):
+                data = read()
+                if not data:
+                    ended = True
+                    break
+                append(data)
+            buf = b"".join(parts)
             if not header_done:
-                if len(buf) < 19 or len(buf) < 19 + struct.unpack(">i", buf[15:19])[0]:
-                    if data:
-                        continue
-                    raise RuntimeError("truncated COPY binary header")
-                if bytes(buf[:11]) != _SIGNATURE:
+                if len(buf) < 19 or buf[:11] != _SIGNATURE:
                     raise RuntimeError("unexpected COPY binary header")
-                del buf[: 19 + struct.unpack(">i", buf[15:19])[0]]
+                start = 19 + struct.unpack(">i", buf[15:19])[0]
+                buf = buf[start:]
                 header_done = True
             n = len(buf) // row_size
-            if not data:  # end of data: what is left is the 2-byte trailer
-                if n:
-                    yield _parse_rows(bytes(buf[: n * row_size]), dtype, fetches)
-                if bytes(buf[n * row_size:]) not in (b"", b"\xff\xff"):
+            if n:
+                yield _parse_rows(buf[: n * row_size], dtype, fetches)
+            rest = buf[n * row_size:]
+            if ended:
+                if rest not in (b"", b"\xff\xff"):  # what is left is the 2-byte trailer
                     raise RuntimeError("truncated COPY binary stream")
                 return
-            if n >= batch_rows:
-                yield _parse_rows(bytes(buf[: n * row_size]), dtype, fetches)
-                del buf[: n * row_size]
 
 
 def _to_us(value: datetime) -> int:
