@@ -42,6 +42,13 @@ def check_request(engine: Engine, params: dict[str, Any]) -> None:
     """The cheap checks, done before a run is even recorded (so the caller hears at once)."""
     catalog.get_datastack(engine, params["datastack"])
     schema = get_schema(params["schema"])
+    for key in ("roots_timestamp", "created"):  # used only after rows are written
+        if params.get(key):
+            try:
+                to_utc(params[key])
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise InvalidInput(f"{key} {params[key]!r} is not a time (ISO 8601, e.g. "
+                                   f"2024-05-01T12:00:00Z): {exc}", field=key) from None
     try:
         table = catalog.get_table(engine, params["datastack"], params["table"])
     except NotFound:
