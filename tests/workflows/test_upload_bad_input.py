@@ -413,6 +413,16 @@ def test_roots_valid_at_another_time_than_the_tables(engine, datastack, tmp_path
     attempt(engine, p, "table 'syn' holds roots valid at 2024-01-01T00:00:00+00:00", fast=True)
 
 
+@pytest.mark.parametrize("key", ["roots_timestamp", "created"])
+def test_unparsable_times(engine, datastack, tmp_path, key):
+    folder = write_folder(tmp_path / "f", good_arrays())
+    mapping = {**MAPPING, "roots": ["pre_pt_root_id", "post_pt_root_id"]}
+    p = params(datastack, folder, mapping, roots_timestamp=ROOTS_TS)
+    p[key] = "last tuesday"
+    attempt(engine, p, f"{key} 'last tuesday' is not a time", fast=True)
+    assert not _present(engine, datastack)
+
+
 def test_empty_mapping(engine, datastack, tmp_path):
     folder = write_folder(tmp_path / "f", good_arrays())
     attempt(engine, params(datastack, folder, {}, column_mapping={}),
