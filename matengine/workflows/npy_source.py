@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-from cloudfiles import CloudFiles
+from cloudfiles import CloudFiles, paths
 
 from matengine.errors import InvalidInput
 
@@ -36,6 +36,15 @@ class NpyFolder:
     """A folder of ``NAME.npy`` files at ``url``."""
 
     def __init__(self, url: str):
+        if not isinstance(url, str) or not url.strip():
+            raise InvalidInput("source must be a folder URL (file://, gs://, s3://, http(s)://)",
+                               field="source")
+        scheme, sep, rest = url.partition("://")
+        if sep and paths.get_protocol(url) is None:  # else cloud-files reads it as a local path
+            raise InvalidInput(f"source {url!r}: unsupported protocol {scheme!r} (use file://, "
+                               "gs://, s3:// or http(s)://)", field="source")
+        if sep and not rest.strip("/"):
+            raise InvalidInput(f"source {url!r} names no bucket or folder", field="source")
         self.url = url.rstrip("/")
         self._headers: dict[str, NpyHeader] = {}
 
