@@ -10,6 +10,7 @@ indexes are dropped for large loads into an empty table and rebuilt in ``finish`
 from __future__ import annotations
 
 from datetime import datetime
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ from matengine import catalog
 from matengine.catalog import AnnotationTable
 from matengine.db.annotation_tables import build_indexes, drop_indexes
 from matengine.db.copy import binary_copy_buffer, timestamptz_value
-from matengine.db.identifiers import quote
+from matengine.db.identifiers import quote, validate_name
 from matengine.db.locks import hold_write_barrier_shared
 from matengine.errors import InvalidInput, NotFound
 from matengine.schemas import get_schema
@@ -41,7 +42,13 @@ LARGE_LOAD = 1_000_000  # rows into an empty table above which indexes are built
 def check_request(engine: Engine, params: dict[str, Any]) -> None:
     """The cheap checks, done before a run is even recorded (so the caller hears at once)."""
     catalog.get_datastack(engine, params["datastack"])
+    validate_name(params["table"], "table name")
     schema = get_schema(params["schema"])
+    size = params.get("chunk_rows")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, Integral)
+                             or size < 1):
+        raise InvalidInput(f"chunk_rows must be a positive integer, not {size!r}",
+                           field="chunk_rows")
     for key in ("roots_timestamp", "created"):  # used only after rows are written
         if params.get(key):
             try:
