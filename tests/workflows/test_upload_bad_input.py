@@ -423,6 +423,29 @@ def test_unparsable_times(engine, datastack, tmp_path, key):
     assert not _present(engine, datastack)
 
 
+BAD_PARAMS = {
+    "hostile table name": ({"table": 'syn"; DROP TABLE matengine.workflow_runs; --'},
+                           "invalid table name 'syn\"; DROP TABLE"),
+    "negative chunk_rows": ({"chunk_rows": -5}, "chunk_rows must be a positive integer, not -5"),
+    "text chunk_rows": ({"chunk_rows": "many"},
+                        "chunk_rows must be a positive integer, not 'many'"),
+    "unsupported protocol": ({"source": "ftp://host/folder"},
+                             "source 'ftp://host/folder': unsupported protocol 'ftp'"),
+    "no bucket": ({"source": "gs://"}, "source 'gs://' names no bucket or folder"),
+    "folder that does not exist": ({"source": "file:///no/such/folder"},
+                                   "missing file id.npy in file:///no/such/folder"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_PARAMS))
+def test_bad_parameters(engine, datastack, tmp_path, case):
+    change, fragment = BAD_PARAMS[case]
+    folder = write_folder(tmp_path / "f", good_arrays())
+    p = {**params(datastack, folder), **change}
+    attempt(engine, p, fragment, fast=True)
+    assert catalog.list_tables(engine, datastack) == []
+
+
 def test_empty_mapping(engine, datastack, tmp_path):
     folder = write_folder(tmp_path / "f", good_arrays())
     attempt(engine, params(datastack, folder, {}, column_mapping={}),
