@@ -22,6 +22,7 @@ import pytest
 from typer.testing import CliRunner
 
 from matengine import catalog
+from matengine.errors import InvalidInput
 from matengine.workflows.bulk_upload import check_request
 
 from .helpers import TABLE_SCHEMAS, assert_same_rows, read_table, run_inline, upload_params
@@ -35,10 +36,39 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _npy_files(synth) -> dict[str, Path]:
-    """``table/name.npy`` -> local path, for both synth tables."""
-    return {f"{t}/{p.name}": p for t in TABLE_SCHEMAS
-            for p in sorted((synth.directory / t).glob("*.npy"))}
+@pytest.fixture(scope="module")
+def tree(synth, tmp_path_factory) -> Path:
+    """What every bucket holds: both synth tables, and ``broken/``, the synapse files with
+    ``sizes.npy`` cut short (bigger than the header probe, so only the store knows its size)."""
+    root = tmp_path_factory.mktemp("bucket")
+    for folder in (*TABLE_SCHEMAS, "broken"):
+        source = synth.directory / ("synapses" if folder == "broken" else folder)
+        (root / folder).mkdir()
+        for path in source.glob("*.npy"):
+            (root / folder / path.name).write_bytes(path.read_bytes())
+    sizes = root / "broken" / "sizes.npy"
+    sizes.write_bytes(sizes.read_bytes()[:-100])
+    return root
+
+
+def _npy_files(tree: Path) -> dict[str, Path]:
+    """``folder/name.npy`` -> local path."""
+    return {str(p.relative_to(tree)): p for p in sorted(tree.glob("*/*.npy"))}
+
+
+def refuses_bad_files(engine, datastack: str, synth, source_of) -> None:
+    """Through any store: a missing file and a truncated one are named by check_request."""
+    p = upload_params(datastack, synth.directory, "synapses", synth.start.isoformat(), None)
+    p["source"] = source_of("synapses")
+    p["column_mapping"] = {**p["column_mapping"], "nothere": "size"}
+    p["column_mapping"].pop("sizes")
+    with pytest.raises(InvalidInput, match=re.escape(f"missing file nothere.npy in {p['source']}")):
+        check_request(engine, p)
+    p = upload_params(datastack, synth.directory, "synapses", synth.start.isoformat(), None)
+    p["source"] = source_of("broken")
+    with pytest.raises(InvalidInput, match="sizes.npy is shorter than its header says"):
+        check_request(engine, p)
+    assert catalog.list_tables(engine, datastack) == []
 
 
 def upload_and_compare(engine, datastack: str, synth, oracle, source_of) -> None:
@@ -60,8 +90,10 @@ def upload_and_compare(engine, datastack: str, synth, oracle, source_of) -> None
 
 # ------------------------------------------------------------------ file:// through the CLI
 
-def test_upload_from_file_url_through_the_cli(engine, datastack, synth, oracle):
+def test_upload_from_file_url_through_the_cli(engine, datastack, synth, oracle, tree):
     from matengine.cli import app
+
+    refuses_bad_files(engine, datastack, synth, lambda folder: f"file://{tree / folder}")
 
     runner = CliRunner()
     for table, schema in TABLE_SCHEMAS.items():
@@ -90,7 +122,7 @@ def test_upload_from_file_url_through_the_cli(engine, datastack, synth, oracle):
 # ------------------------------------------------------------------ gs:// on a GCS emulator
 
 @pytest.fixture(scope="module")
-def gcs_bucket(synth):
+def gcs_bucket(tree):
     from gcp_storage_emulator.server import create_server
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
@@ -102,7 +134,7 @@ def gcs_bucket(synth):
     endpoint = f"http://127.0.0.1:{port}"
     client = storage.Client(project="test", credentials=AnonymousCredentials(),
                             client_options={"api_endpoint": endpoint})
-    for key, path in _npy_files(synth).items():
+    for key, path in _npy_files(tree).items():
         client.bucket(bucket).blob(f"synth/{key}").upload_from_filename(str(path))
     yield endpoint, bucket
     server.stop()
@@ -114,14 +146,15 @@ def test_upload_from_gs(engine, datastack, synth, oracle, gcs_bucket, monkeypatc
     # STORAGE_EMULATOR_HOST, with anonymous credentials
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", endpoint)
     monkeypatch.setenv("HOME", str(tmp_path))
-    upload_and_compare(engine, datastack, synth, oracle,
-                       lambda table: f"gs://{bucket}/synth/{table}")
+    source_of = lambda folder: f"gs://{bucket}/synth/{folder}"  # noqa: E731
+    refuses_bad_files(engine, datastack, synth, source_of)
+    upload_and_compare(engine, datastack, synth, oracle, source_of)
 
 
 # ------------------------------------------------------------------ s3:// on a moto server
 
 @pytest.fixture(scope="module")
-def s3_bucket(synth):
+def s3_bucket(tree):
     import boto3
     from moto.server import ThreadedMotoServer
 
@@ -133,7 +166,7 @@ def s3_bucket(synth):
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                       aws_access_key_id="test", aws_secret_access_key="test")
     s3.create_bucket(Bucket=bucket)
-    for key, path in _npy_files(synth).items():
+    for key, path in _npy_files(tree).items():
         s3.upload_file(str(path), bucket, f"synth/{key}")
     yield endpoint, bucket
     server.stop()
@@ -150,8 +183,9 @@ def test_upload_from_s3(engine, datastack, synth, oracle, s3_bucket, monkeypatch
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
-    upload_and_compare(engine, datastack, synth, oracle,
-                       lambda table: f"s3://{endpoint}/{bucket}/synth/{table}")
+    source_of = lambda folder: f"s3://{endpoint}/{bucket}/synth/{folder}"  # noqa: E731
+    refuses_bad_files(engine, datastack, synth, source_of)
+    upload_and_compare(engine, datastack, synth, oracle, source_of)
 
 
 # ------------------------------------------------------------------ http:// with byte ranges
@@ -226,9 +260,9 @@ class RangeHandler(SimpleHTTPRequestHandler):
 
 
 @pytest.fixture
-def http_root(synth):
+def http_root(tree):
     server = ThreadingHTTPServer(("127.0.0.1", 0),
-                                 functools.partial(RangeHandler, directory=str(synth.directory)))
+                                 functools.partial(RangeHandler, directory=str(tree)))
     server.served = []
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
@@ -256,6 +290,8 @@ def test_upload_from_http_reads_byte_ranges(engine, datastack, synth, oracle, ht
     from matengine.workflows.npy_source import _HEADER_PROBE
 
     url, served = http_root
+    refuses_bad_files(engine, datastack, synth, lambda folder: f"{url}/{folder}")
+    served.clear()
     upload_and_compare(engine, datastack, synth, oracle, lambda table: f"{url}/{table}")
 
     gets = [s for s in served if s.method == "GET"]
