@@ -20,6 +20,7 @@ from matengine.auth import Principal, require_permission
 from matengine.db.identifiers import validate_name
 from matengine.errors import InvalidInput, MatengineError, NotFound
 from matengine.query import live_query, meta, version_query
+from matengine.query.join import join_query
 from matengine.timeutil import caveclient_format
 
 MATERIALIZE_VERSION = "5.26.4"
@@ -166,9 +167,14 @@ def add_routes(prefix: str) -> None:
                               ipc_compress=flag(ipc_compress, True))
 
     @router.post(base + "/version/{version}/query", dependencies=[view])
-    def join_query(datastack_name: str, version: int) -> None:
-        raise NotImplementedYet(
-            "join queries are not supported yet; query each table and join client-side")
+    def join(datastack_name: str, version: int, request: Request,
+             body: dict[str, Any] = Body(default_factory=dict),
+             return_pyarrow: str | None = None, arrow_format: str | None = None,
+             ipc_compress: str | None = None) -> StreamingResponse:
+        result = join_query(engine_of(request), datastack_name, version, body,
+                            settings=settings_of(request))
+        return query_response(result, request, arrow=flag(return_pyarrow, True),
+                              ipc_compress=flag(ipc_compress, True))
 
     @router.post(base + "/query")
     def live_live(datastack_name: str, request: Request,

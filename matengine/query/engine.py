@@ -32,6 +32,7 @@ from matengine.query.reader import Batch, Fetch, read_batches
 from matengine.query.spec import Filter, QuerySpec, parse_query
 from matengine.query.sqlbuild import (
     Binder,
+    Scales,
     Source,
     filter_sql,
     live_source,
@@ -63,13 +64,14 @@ class QueryPlan:
     cols: TableColumns
     spec: QuerySpec
     resolution: tuple[float, float, float]
-    scale: tuple[float, float, float] | None
+    scales: Scales
     make_source: Any  # Callable[[Binder], Source]
     where: list[Any]  # Callables[[Source, Binder], str]
     limit: int | None  # user limit, cut to the cap
     live: LiveTarget | None = None
     root_prefilters: list[Filter] = field(default_factory=list)
     post_filters: list[Filter] = field(default_factory=list)
+    names: dict[str, dict[str, str]] | None = None  # column_names header of joins
 
 
 @dataclass
@@ -93,6 +95,8 @@ class QueryResult:
 
     @property
     def column_names(self) -> dict[str, dict[str, str]]:
+        if self.plan.names is not None:
+            return self.plan.names
         return {self.plan.table: {c.name: c.name for c in self.columns}}
 
     def record_batches(self) -> Iterator[pa.RecordBatch]:
@@ -154,7 +158,7 @@ def _stream(plan: QueryPlan, wanted: list[OutColumn], stop_after: int | None = N
                 if corrector.last_updated is not None:
                     svid = by_name[f.column.name[: -len("root_id")] + "supervoxel_id"]
                     where.append(root_candidates_sql(f.column, svid, source, cands, binder))
-        fetches: list[Fetch] = [output_fetch(c, source, plan.scale, binder) for c in fetch_cols]
+        fetches: list[Fetch] = [output_fetch(c, source, plan.scales, binder) for c in fetch_cols]
         tail = select_tail(source, where, binder,
                            limit=None if in_python else limit,
                            offset=0 if in_python else plan.spec.offset)
@@ -202,24 +206,31 @@ def _corrector(conn: Any, live: LiveTarget) -> RootCorrector:
 
 def _count(plan: QueryPlan, n: int) -> int:
     """Rows of the result after the offset, counted up to ``n`` (ids only)."""
-    id_col = plan.cols.by_name()["id"]
+    id_col = plan.cols.columns[0]  # the (first) table's id
     return sum(len(b) for b in _stream(plan, [id_col], stop_after=n))
 
 
 # ------------------------------------------------------------------ planning
-def _scale(table_res: tuple[float, float, float], desired: tuple[float, float, float] | None
-           ) -> tuple[tuple[float, float, float], tuple[float, float, float] | None]:
-    if desired is None:
-        return table_res, None
+def scale_of(table_res: tuple[float, float, float], desired: tuple[float, float, float]
+             ) -> tuple[float, float, float] | None:
+    """Factors turning positions in ``table_res`` voxels into ``desired`` ones (None: same)."""
     scale = tuple(t / d for t, d in zip(table_res, desired, strict=True))
-    return desired, (None if all(s == 1.0 for s in scale) else scale)  # type: ignore[return-value]
+    return None if all(s == 1.0 for s in scale) else scale  # type: ignore[return-value]
 
 
-def _filters_sql(filters: list[Filter]) -> list[Any]:
+def _scale(table_res: tuple[float, float, float], desired: tuple[float, float, float] | None
+           ) -> tuple[tuple[float, float, float], Scales]:
+    if desired is None:
+        return table_res, {}
+    scale = scale_of(table_res, desired)
+    return desired, {"a": scale, "s": scale}
+
+
+def filters_sql(filters: list[Filter]) -> list[Any]:
     return [lambda src, b, f=f: filter_sql(f, src, b) for f in filters]
 
 
-def _cap(spec: QuerySpec, settings: Settings) -> tuple[int | None, int | None]:
+def cap_of(spec: QuerySpec, settings: Settings) -> tuple[int | None, int | None]:
     """(limit to apply, cap that may cut the result or None)."""
     cap = settings.query_row_limit
     if cap is None:
@@ -229,7 +240,7 @@ def _cap(spec: QuerySpec, settings: Settings) -> tuple[int | None, int | None]:
     return cap, cap
 
 
-def _finish(plan: QueryPlan, cap: int | None, warnings: list[str]) -> QueryResult:
+def finish(plan: QueryPlan, cap: int | None, warnings: list[str]) -> QueryResult:
     if cap is not None and _count(plan, cap + 1) > cap:
         warnings.append(f'201 - "Limited query to {cap} rows')
     return QueryResult(plan, warnings)
@@ -250,20 +261,20 @@ def version_query(engine: Engine, datastack: str, version: int, table: str,
     vt = meta.version_table(engine, datastack, version, table)
     cols = table_columns(get_schema(vt.schema_type))
     spec = parse_query(body, table, cols, random_sample=random_sample)
-    resolution, scale = _scale(vt.voxel_resolution, spec.desired_resolution)
-    limit, cap = _cap(spec, settings)
+    resolution, scales = _scale(vt.voxel_resolution, spec.desired_resolution)
+    limit, cap = cap_of(spec, settings)
     schema_name = version_schema(datastack, version)
     pct = _sample_percent(spec.random_sample, vt.row_count)
     plan = QueryPlan(
-        engine, table, cols, spec, resolution, scale,
+        engine, table, cols, spec, resolution, scales,
         make_source=lambda b: version_source(schema_name, table, pct, b),
-        where=_filters_sql(spec.filters), limit=limit,
+        where=filters_sql(spec.filters), limit=limit,
     )
-    notice = _notice(engine, datastack, table)
-    return _finish(plan, cap, [notice] if notice else [])
+    notice = notice_of(engine, datastack, table)
+    return finish(plan, cap, [notice] if notice else [])
 
 
-def _notice(engine: Engine, datastack: str, table: str) -> str | None:
+def notice_of(engine: Engine, datastack: str, table: str) -> str | None:
     from sqlalchemy import select
 
     from matengine.db import metadata as m
@@ -294,8 +305,8 @@ def live_query(engine: Engine, datastack: str, table: str, timestamp: Any,
     ds = catalog.get_datastack(engine, datastack)
     cols = table_columns(tbl.schema)
     spec = parse_query(body, table, cols, random_sample=random_sample)
-    resolution, scale = _scale(tbl.voxel_resolution, spec.desired_resolution)
-    limit, cap = _cap(spec, settings)
+    resolution, scales = _scale(tbl.voxel_resolution, spec.desired_resolution)
+    limit, cap = cap_of(spec, settings)
     seg_q = tbl.names.segmentation_q if tbl.schema.bound_points else None
     if graph is None and tbl.schema.bound_points:
         graph = graphs.root_graph(ds.segmentation_source, settings.segmentation_token)
@@ -304,9 +315,9 @@ def live_query(engine: Engine, datastack: str, table: str, timestamp: Any,
     pct = _sample_percent(spec.random_sample, _estimate_rows(engine, tbl))
     target = LiveTarget(tbl, ts, graph, allow_invalid_root_ids) if graph is not None else None
     plan = QueryPlan(
-        engine, table, cols, spec, resolution, scale,
+        engine, table, cols, spec, resolution, scales,
         make_source=lambda b: live_source(tbl.names.live_q, seg_q, pct, b),
-        where=[lambda src, b: time_rule(b, ts), *_filters_sql(plain)], limit=limit,
+        where=[lambda src, b: time_rule(b, ts), *filters_sql(plain)], limit=limit,
         live=target,
         root_prefilters=[f for f in root_filters if f.op in ("in", "equal")],
         post_filters=root_filters,
@@ -325,10 +336,10 @@ def live_query(engine: Engine, datastack: str, table: str, timestamp: Any,
         if missing:
             warnings.append(f'299 - "{missing} annotation(s) lack supervoxel/root lookups; '
                             'their ids are 0"')
-    notice = _notice(engine, datastack, table)
+    notice = notice_of(engine, datastack, table)
     if notice:
         warnings.append(notice)
-    return _finish(plan, cap, warnings)
+    return finish(plan, cap, warnings)
 
 
 class MissingLookups(InvalidInput):

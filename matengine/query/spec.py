@@ -9,7 +9,7 @@ listed ourselves.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,8 +159,11 @@ def _filter(cols: TableColumns, key: str, op: str, name: Any, value: Any) -> Fil
     return Filter(op, name, (col,), coerce_value(col, value, where))
 
 
-def parse_filters(body: Mapping[str, Any], table: str, cols: TableColumns) -> list[Filter]:
-    """Filters of ``table`` from a request body (each filter dict nested by table name)."""
+def parse_filters(body: Mapping[str, Any], table: str, cols: TableColumns, *,
+                  tables: Collection[str] = ()) -> list[Filter]:
+    """Filters of ``table`` from a request body (each filter dict nested by table name);
+    ``tables``: every table of the query (a join), whose filters are parsed separately."""
+    allowed = {table, *tables}
     out: list[Filter] = []
     for key, op in FILTER_KEYS.items():
         by_table = body.get(key)
@@ -169,10 +172,10 @@ def parse_filters(body: Mapping[str, Any], table: str, cols: TableColumns) -> li
         if not isinstance(by_table, Mapping):
             raise InvalidInput("expected {table: {column: value}}", field=key)
         for tname, conds in by_table.items():
-            if tname != table:
-                raise InvalidInput(f"unknown table {tname!r} (this query reads {table!r})",
-                                   field=key)
-            if conds is None:
+            if tname not in allowed:
+                raise InvalidInput(f"unknown table {tname!r} (this query reads "
+                                   f"{', '.join(sorted(allowed))})", field=key)
+            if conds is None or tname != table:
                 continue
             if not isinstance(conds, Mapping):
                 raise InvalidInput("expected {column: value}", field=_where(key, tname))
@@ -180,19 +183,21 @@ def parse_filters(body: Mapping[str, Any], table: str, cols: TableColumns) -> li
     return out
 
 
-def parse_select(value: Any, table: str, cols: TableColumns, key: str = "select_columns"
-                 ) -> list[OutColumn]:
-    """Wire columns for ``select_columns`` (a list, or ``{table: [...]}``); all if absent."""
+def parse_select(value: Any, table: str, cols: TableColumns, key: str = "select_columns", *,
+                 tables: Collection[str] = ()) -> list[OutColumn]:
+    """Wire columns for ``select_columns`` (a list, or ``{table: [...]}``); all if absent.
+    In a join (``tables`` given) a table left out of the mapping contributes nothing."""
     if value is None:
         return list(cols.columns)
     if isinstance(value, Mapping):
-        unknown = [t for t in value if t != table]
+        allowed = {table, *tables}
+        unknown = [t for t in value if t not in allowed]
         if unknown:
-            raise InvalidInput(f"unknown table {unknown[0]!r} (this query reads {table!r})",
-                               field=key)
+            raise InvalidInput(f"unknown table {unknown[0]!r} (this query reads "
+                               f"{', '.join(sorted(allowed))})", field=key)
         value = value.get(table)
         if value is None:
-            return list(cols.columns)
+            return [] if tables else list(cols.columns)
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise InvalidInput(f"expected a list of column names, got {value!r}", field=key)
     chosen: list[OutColumn] = []

@@ -34,14 +34,19 @@ class Binder:
 
 @dataclass(frozen=True)
 class Source:
-    """Where rows come from: a version table (``a`` only) or a live table joined to its
-    segmentation table (``a`` + ``s``)."""
+    """Where rows come from: a version table (``a`` only), a live table joined to its
+    segmentation table (``a`` + ``s``), or version tables joined to each other (``j0``,
+    ``j1``: a column's ``source`` names its table)."""
 
     from_sql: str
     live: bool
+    order_by: str = "a.id"
 
     def ref(self, col: OutColumn) -> str:
-        alias = "s" if self.live and col.source == "s" else "a"
+        if col.source.startswith("j"):
+            alias = col.source
+        else:
+            alias = "s" if self.live and col.source == "s" else "a"
         return f"{alias}.{quote(col.db_column)}"
 
 
@@ -68,12 +73,15 @@ def time_rule(binder: Binder, timestamp: Any) -> str:
     return f"a.created <= {t} AND (a.deleted IS NULL OR a.deleted > {t})"
 
 
-def output_fetch(col: OutColumn, source: Source, scale: tuple[float, float, float] | None,
-                 binder: Binder) -> Fetch:
+Scales = dict[str, tuple[float, float, float] | None]  # by column source: position factors
+
+
+def output_fetch(col: OutColumn, source: Source, scales: Scales, binder: Binder) -> Fetch:
     if source.live and col.name == "valid":
         # a row in the state at T was valid at T, whatever happened to it later
         return Fetch(col.name, "true", col.kind, nullable=False)
     expr = source.ref(col)
+    scale = scales.get(col.source)
     if col.axis is not None and scale is not None and scale[col.axis] != 1.0:
         expr = f"({expr} * {binder.bind(scale[col.axis], 'float8')})"
     return Fetch(col.name, expr, col.kind, nullable=col.nullable and not col.zero_for_null)
@@ -114,7 +122,7 @@ def select_tail(source: Source, where: list[str], binder: Binder, *, limit: int 
     if where:
         sql += " WHERE " + " AND ".join(f"({w})" for w in where)
     if order:
-        sql += " ORDER BY a.id"
+        sql += f" ORDER BY {source.order_by}"
     if limit is not None:
         sql += f" LIMIT {binder.bind(int(limit), 'bigint')}"
     if offset:
