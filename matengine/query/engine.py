@@ -257,8 +257,7 @@ def version_query(engine: Engine, datastack: str, version: int, table: str,
                   random_sample: int | None = None) -> QueryResult:
     """Query table ``table`` of version ``version`` (a frozen, indexed, merged table)."""
     settings = settings or get_settings()
-    meta.get_version(engine, datastack, version)
-    vt = meta.version_table(engine, datastack, version, table)
+    vt, notice_text = meta.queryable_table(engine, datastack, version, table)
     cols = table_columns(get_schema(vt.schema_type))
     spec = parse_query(body, table, cols, random_sample=random_sample)
     resolution, scales = _scale(vt.voxel_resolution, spec.desired_resolution)
@@ -270,8 +269,7 @@ def version_query(engine: Engine, datastack: str, version: int, table: str,
         make_source=lambda b: version_source(schema_name, table, pct, b),
         where=filters_sql(spec.filters), limit=limit,
     )
-    notice = notice_of(engine, datastack, table)
-    return finish(plan, cap, [notice] if notice else [])
+    return finish(plan, cap, [notice(table, notice_text)] if notice_text else [])
 
 
 def notice_of(engine: Engine, datastack: str, table: str) -> str | None:
@@ -284,7 +282,12 @@ def notice_of(engine: Engine, datastack: str, table: str) -> str | None:
         text = conn.execute(
             select(t.c.notice_text).where(t.c.datastack == datastack, t.c.table_name == table)
         ).scalar()
-    return f'299 - "Table Owner Notice on {table}: {text}"' if text else None
+    return notice(table, text) if text else None
+
+
+def notice(table: str, text: str) -> str:
+    """A table owner's notice as a Warning header value (caveclient logs it)."""
+    return f'299 - "Table Owner Notice on {table}: {text}"'
 
 
 def live_query(engine: Engine, datastack: str, table: str, timestamp: Any,

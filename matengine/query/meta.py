@@ -118,3 +118,35 @@ def version_table(engine: Engine, datastack: str, version: int, table: str) -> V
     if row is None:
         raise NotFound(f"version {version} of {datastack!r} has no table {table!r}")
     return _table(row)
+
+
+def queryable_table(engine: Engine, datastack: str, version: int, table: str
+                    ) -> tuple[VersionTable, str | None]:
+    """The table of a queryable version, and its owner's notice, in one round trip (the
+    checks every query makes before its first row)."""
+    v, t, a = m.versions, m.version_tables, m.annotation_tables
+    stmt = (
+        select(v, t.c.table_name, t.c.schema_type, t.c.row_count,
+               t.c.voxel_resolution, t.c.reference_table, t.c.description, a.c.notice_text)
+        .select_from(
+            v.outerjoin(t, (t.c.datastack == v.c.datastack) & (t.c.version == v.c.version)
+                        & (t.c.table_name == table))
+            .outerjoin(a, (a.c.datastack == v.c.datastack) & (a.c.table_name == table)))
+        .where(v.c.datastack == datastack, v.c.version == int(version))
+    )
+    with engine.connect() as conn:
+        row = conn.execute(stmt).first()
+    if row is None:
+        raise NotFound(f"datastack {datastack!r} has no version {version}")
+    info = _version(row)
+    if not info.queryable:
+        if info.expired:
+            raise Gone(f"version {version} of {datastack!r} has expired")
+        raise NotFound(f"version {version} of {datastack!r} is not available "
+                       f"(status {info.status})")
+    if row.table_name is None:
+        raise NotFound(f"version {version} of {datastack!r} has no table {table!r}")
+    vt = VersionTable(datastack, int(version), row.table_name, row.schema_type,
+                      int(row.row_count), tuple(row.voxel_resolution), row.reference_table,
+                      row.description)
+    return vt, row.notice_text
