@@ -45,9 +45,9 @@
     const a = Math.abs(sec);
     let out;
     if (a < 60) out = a.toFixed(a < 10 ? 1 : 0) + " s";
-    else if (a < 3600) out = Math.floor(a / 60) + " min " + Math.round(a % 60) + " s";
-    else if (a < 86400) out = Math.floor(a / 3600) + " h " + Math.round((a % 3600) / 60) + " min";
-    else out = Math.floor(a / 86400) + " d " + Math.round((a % 86400) / 3600) + " h";
+    else if (a < 3600) out = Math.floor(a / 60) + " min " + Math.floor(a % 60) + " s";
+    else if (a < 86400) out = Math.floor(a / 3600) + " h " + Math.floor((a % 3600) / 60) + " min";
+    else out = Math.floor(a / 86400) + " d " + Math.floor((a % 86400) / 3600) + " h";
     return sec < 0 ? "-" + out : out;
   }
 
@@ -199,18 +199,20 @@
   }
 
   function chartVersions(versions) {
-    const pts = versions.filter((v) => v.status !== "FAILED")
+    // published versions only: a running one has partial counts, expired ones no tables left
+    const pts = versions.filter((v) => v.status === "AVAILABLE")
       .map((v) => ({ ds: v.datastack, v: v.version, t: Date.parse(v.time_stamp), rows: v.rows, status: v.status }));
-    if (!pts.length) return empty("No versions yet.");
+    if (!pts.length) return empty("No available version yet.");
     const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img",
       "aria-label": "rows per version over time" });
     const iw = W - M.l - M.r, ih = H - M.t - M.b;
     let t0 = Math.min(...pts.map((p) => p.t)), t1 = Math.max(...pts.map((p) => p.t));
     if (t1 === t0) { t0 -= 3600e3; t1 += 3600e3; }
     const yMax = Math.max(1, ...pts.map((p) => p.rows)) * 1.1;
-    const X = (t) => M.l + ((t - t0) / (t1 - t0)) * iw;
+    const pad = 24;  // keep end points and their labels off the axes
+    const X = (t) => M.l + pad + ((t - t0) / (t1 - t0)) * (iw - 2 * pad);
     const Y = (r) => M.t + ih - (r / yMax) * ih;
-    axes(svg, yMax, (v) => fmtInt(Math.round(v)), [[M.l, fmtShortDate(t0)], [M.l + iw, fmtShortDate(t1)]]);
+    axes(svg, yMax, (v) => fmtInt(Math.round(v)), [[X(t0), fmtShortDate(t0)], [X(t1), fmtShortDate(t1)]]);
     const byDs = {};
     for (const p of pts) (byDs[p.ds] = byDs[p.ds] || []).push(p);
     let legendX = M.l;
@@ -220,9 +222,8 @@
       svg.append(s("polyline", { points: list.map((p) => X(p.t) + "," + Y(p.rows)).join(" "),
         fill: "none", stroke: color, "stroke-width": 2 }));
       for (const p of list) {
-        svg.append(s("circle", { cx: X(p.t), cy: Y(p.rows), r: 4, fill: p.status === "AVAILABLE" ? color : "#fff",
-          stroke: color, "stroke-width": 2 },
-          s("title", {}, `${ds} v${p.v}: ${fmtInt(p.rows)} rows at ${fmtTime(new Date(p.t).toISOString())} (${p.status})`)));
+        svg.append(s("circle", { cx: X(p.t), cy: Y(p.rows), r: 4, fill: color },
+          s("title", {}, `${ds} v${p.v}: ${fmtInt(p.rows)} rows at ${fmtTime(new Date(p.t).toISOString())}`)));
         svg.append(s("text", { x: X(p.t), y: Y(p.rows) - 8, "text-anchor": "middle", class: "point-label" }, "v" + p.v));
       }
       svg.append(s("rect", { x: legendX, y: H - 14, width: 10, height: 10, fill: color }));
