@@ -1,0 +1,300 @@
+"""Benchmark: keeping segmentation columns in sync, beside the baselines, in one run.
+
+* **ingest**: N rows uploaded without supervoxel/root columns; the ``ingest`` workflow looks
+  up the supervoxel of 2N points (pre and post) and their roots. Baseline: one cutout per
+  point (``lookup_one_cutout_per_point``) on a subsample, extrapolated -- the supervoxel read
+  alone, without root lookups or database writes, so the ratio is conservative.
+* **update roots** after edits that expired ~0.1%, 1% and 10% of the roots valid at the
+  table's time L0: the ``update_roots`` workflow from L0 to T_k (the table is reset to L0
+  between runs). Baseline: a full re-lookup of every row -- read every supervoxel (binary
+  COPY), ``get_roots`` of all of them at T_k, COPY the answers into a staging table and one
+  ``UPDATE … FROM`` of the whole table. Both end states are compared.
+* **update roots with 0 edits** since L: its cost does not depend on the row count (it asks
+  the graph which roots expired, gets none, and moves L).
+
+Usage: ``python -m bench.bench_sync --rows 1M [--json]`` (from the repository root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, text
+
+from bench import (
+    DATASTACK,
+    TABLE,
+    add_datastack,
+    checkpoint,
+    dataset,
+    human,
+    open_engine,
+    parse_rows,
+    rate,
+    result_row,
+    run_workflow,
+    scratch_database,
+    set_roots_time,
+    table_names,
+    upload_params,
+    vacuum_analyze,
+)
+
+BASELINE_POINTS = 2000
+FRACTIONS = (0.001, 0.01, 0.10)
+ZERO_EDIT_TARGET_S = 1.0
+_COPY_HEADER = 19  # signature (11) + flags (4) + extension length (4)
+
+
+# ---------------------------------------------------------------------------- helpers
+def read_bigints(engine: Engine, query: str, ncols: int) -> np.ndarray:
+    """(n, ncols) int64 of a query whose columns are non-null bigints, by binary COPY."""
+    raw = engine.raw_connection()
+    try:
+        with raw.driver_connection.cursor() as cur, \
+                cur.copy(f"COPY ({query}) TO STDOUT (FORMAT binary)") as copy:
+            data = b"".join(bytes(block) for block in copy)
+        raw.commit()
+    finally:
+        raw.close()
+    fields = [("n", ">i2")]
+    for j in range(ncols):
+        fields += [(f"l{j}", ">i4"), (f"v{j}", ">i8")]
+    rows = np.frombuffer(data, np.dtype(fields), offset=_COPY_HEADER,
+                         count=(len(data) - _COPY_HEADER - 2) // np.dtype(fields).itemsize)
+    if len(rows) and any((rows[f"l{j}"] != 8).any() for j in range(ncols)):
+        raise ValueError("NULL in a column read as bigint")
+    return np.stack([rows[f"v{j}"].astype(np.int64) for j in range(ncols)], axis=1)
+
+
+def roots_checksum(engine: Engine, seg_q: str) -> tuple[int, int]:
+    with engine.connect() as conn:
+        a, b = conn.execute(text(
+            f"SELECT coalesce(sum(pre_pt_root_id % 1000003 + 7 * (id % 13)), 0), "
+            f"coalesce(sum(post_pt_root_id % 999983 + 11 * (id % 17)), 0) FROM {seg_q}")).one()
+    return int(a), int(b)
+
+
+def fraction_times(graph, start: datetime, edit_times: list[datetime],
+                   fractions=FRACTIONS) -> dict[float, tuple[datetime, float, int]]:
+    """For each wanted fraction k: the first edit time T at which >= k of the roots valid at
+    ``start`` have expired -> (T, actual fraction, expired roots)."""
+    from matengine.segmentation.timecodes import to_us
+
+    ix = graph.index
+    s = to_us(start)
+    valid0 = int(((ix.root_created <= s) & (ix.root_expired > s)).sum())
+    out = {}
+    for k in fractions:
+        lo, hi = 0, len(edit_times) - 1
+        while lo < hi:  # expired-at-T grows with T: binary search the edit index
+            mid = (lo + hi) // 2
+            expired, _ = graph.get_delta_roots(start, edit_times[mid])
+            if len(expired) >= k * valid0:
+                hi = mid
+            else:
+                lo = mid + 1
+        expired, _ = graph.get_delta_roots(start, edit_times[lo])
+        out[k] = (edit_times[lo], round(len(expired) / max(valid0, 1), 5), len(expired))
+    return out
+
+
+# ---------------------------------------------------------------------------- ingest
+def bench_ingest(engine: Engine, info, rows: int, baseline_points: int) -> dict[str, Any]:
+    from matengine.segmentation import open_segmentation
+    from matengine.segmentation.cloudvolume_lookup import lookup_one_cutout_per_point
+
+    upload = run_workflow(engine, "bulk_upload", upload_params(info, with_segmentation=False),
+                          table=TABLE)
+    checkpoint(engine)
+    params = {"tables": [TABLE], "timestamp": info.initial_timestamp.isoformat()}
+    ours = run_workflow(engine, "ingest", params, table=TABLE)
+    names = table_names(engine)
+    # correctness: the ingested ids equal the generator's
+    sample = min(rows, 5000)
+    got = read_bigints(engine, f"SELECT pre_pt_supervoxel_id, post_pt_supervoxel_id, "
+                               f"pre_pt_root_id, post_pt_root_id FROM {names.segmentation_q} "
+                               f"WHERE id <= {sample} ORDER BY id", 4)
+    folder = info.tables["synapses"]
+    want_sv = np.load(folder / "sv_ids_ordered.npy", mmap_mode="r")[:sample].view(np.int64)
+    want_root = np.load(folder / "root_ids_ordered.npy", mmap_mode="r")[:sample].view(np.int64)
+    agrees = bool(np.array_equal(got[:, :2], want_sv) and np.array_equal(got[:, 2:], want_root))
+
+    seg = open_segmentation(info.graph_url)
+    pts = np.load(folder / "presyn_coords.npy", mmap_mode="r")
+    pick = np.random.default_rng(0).choice(rows, min(rows, baseline_points), replace=False)
+    sub = np.asarray(pts[np.sort(pick)], np.float64)
+    t = time.perf_counter()
+    lookup_one_cutout_per_point(seg.supervoxels, sub, info.annotation_resolution)
+    base_s = time.perf_counter() - t
+    points = 2 * rows
+    return {"points": points, "seconds": ours["seconds"], "points_per_s": rate(points,
+                                                                                ours["seconds"]),
+            "baseline_points": len(sub), "baseline_seconds": round(base_s, 3),
+            "baseline_points_per_s": rate(len(sub), base_s), "agrees": agrees,
+            "upload_seconds": upload["seconds"], "run": ours}
+
+
+# ---------------------------------------------------------------------------- update roots
+def _reset(engine: Engine, seg_q: str, when: datetime) -> None:
+    """Put the L0 roots back (only rows that differ) and the table's time to L0."""
+    with engine.begin() as conn:
+        conn.execute(text(
+            f"UPDATE {seg_q} s SET pre_pt_root_id = b.pre, post_pt_root_id = b.post "
+            f"FROM bench_roots_l0 b WHERE s.id = b.id AND "
+            "(s.pre_pt_root_id <> b.pre OR s.post_pt_root_id <> b.post)"))
+    set_roots_time(engine, when)
+    vacuum_analyze(engine, seg_q)
+    checkpoint(engine)
+
+
+def full_relookup(engine: Engine, info, seg_q: str, when: datetime) -> dict[str, Any]:
+    """The baseline: every row's roots looked up again and written in one UPDATE."""
+    from matengine.db.copy import binary_copy_buffer
+    from matengine.segmentation import open_segmentation
+
+    t0 = time.perf_counter()
+    graph = open_segmentation(info.graph_url).roots
+    t_read = time.perf_counter()
+    data = read_bigints(engine, f"SELECT id, pre_pt_supervoxel_id, post_pt_supervoxel_id "
+                                f"FROM {seg_q}", 3)
+    t_lookup = time.perf_counter()
+    sv = data[:, 1:].view(np.uint64)
+    roots = graph.get_roots(sv.ravel(), when).reshape(sv.shape)
+    t_write = time.perf_counter()
+    raw = engine.raw_connection()
+    try:
+        cur = raw.driver_connection.cursor()
+        cur.execute("CREATE TEMP TABLE bench_fresh (id bigint, pre bigint, post bigint) "
+                    "ON COMMIT DROP")
+        with cur.copy("COPY bench_fresh (id, pre, post) FROM STDIN (FORMAT binary)") as copy:
+            copy.write(binary_copy_buffer([(data[:, 0], "bigint"), (roots[:, 0], "bigint"),
+                                           (roots[:, 1], "bigint")]))
+        cur.execute(f"UPDATE {seg_q} s SET pre_pt_root_id = f.pre, post_pt_root_id = f.post "
+                    "FROM bench_fresh f WHERE s.id = f.id")
+        updated = cur.rowcount
+        cur.execute("UPDATE matengine.annotation_tables SET roots_last_updated = %s "
+                    "WHERE datastack = %s AND table_name = %s", (when, DATASTACK, TABLE))
+        raw.commit()
+    finally:
+        raw.close()
+    end = time.perf_counter()
+    return {"seconds": round(end - t0, 3), "open_graph_s": round(t_read - t0, 3),
+            "read_s": round(t_lookup - t_read, 3), "get_roots_s": round(t_write - t_lookup, 3),
+            "write_s": round(end - t_write, 3), "rows_updated": updated}
+
+
+def bench_update_roots(engine: Engine, info, fractions=FRACTIONS,
+                       baseline_each: bool = False) -> dict[str, Any]:
+    from matengine.segmentation import open_segmentation
+
+    names = table_names(engine)
+    seg_q = names.segmentation_q
+    l0 = info.initial_timestamp
+    graph = open_segmentation(info.graph_url).roots
+    times = fraction_times(graph, l0, info.edit_timestamps, fractions)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS bench_roots_l0"))
+        conn.execute(text(f"CREATE TABLE bench_roots_l0 AS SELECT id, pre_pt_root_id AS pre, "
+                          f"post_pt_root_id AS post FROM {seg_q}"))
+        conn.execute(text("ALTER TABLE bench_roots_l0 ADD PRIMARY KEY (id)"))
+    vacuum_analyze(engine, seg_q, "bench_roots_l0")
+    checkpoint(engine)
+    cases = []
+    for k, (when, actual, expired) in times.items():
+        _reset(engine, seg_q, l0)
+        ours = run_workflow(engine, "update_roots",
+                            {"tables": [TABLE], "timestamp": when.isoformat()}, table=TABLE)
+        cases.append({"fraction": k, "actual_fraction": actual, "expired_roots": expired,
+                      "timestamp": when.isoformat(), "seconds": ours["seconds"],
+                      "rows_touched": ours["rows"], "ours_checksum": roots_checksum(engine, seg_q),
+                      "run": ours})
+
+    # 0 edits: from the last state to a time before the next edit
+    last = datetime.fromisoformat(cases[-1]["timestamp"])
+    later = [t for t in info.edit_timestamps if t > last]
+    quiet = last + (later[0] - last) / 2 if later else last + timedelta(seconds=1)
+    checkpoint(engine)
+    zero = run_workflow(engine, "update_roots", {"tables": [TABLE], "timestamp": quiet.isoformat()},
+                        table=TABLE)
+
+    # baselines last: their whole-table UPDATE leaves the table twice its size
+    for case in (cases if baseline_each else cases[-1:]):
+        _reset(engine, seg_q, l0)
+        base = full_relookup(engine, info, seg_q, datetime.fromisoformat(case["timestamp"]))
+        base["checksum"] = roots_checksum(engine, seg_q)
+        case["baseline"] = base
+        case["agrees"] = base["checksum"] == case["ours_checksum"]
+    shared = cases[-1]["baseline"]
+    for case in cases:
+        case.setdefault("baseline", {"seconds": shared["seconds"], "reused_from": cases[-1]["fraction"]})
+    return {"cases": cases, "zero_edits": {"seconds": zero["seconds"], "run": zero,
+                                           "timestamp": quiet.isoformat()}}
+
+
+# ---------------------------------------------------------------------------- run
+def run(rows: int | str = 1_000_000, *, workdir: str | Path | None = None, info=None,
+        baseline_points: int = BASELINE_POINTS, fractions=FRACTIONS, baseline_each: bool = False,
+        seed: int = 0) -> dict[str, Any]:
+    rows = parse_rows(rows)
+    with tempfile.TemporaryDirectory(dir=workdir, prefix="bench_sync_") as tmp:
+        if info is None:
+            info = dataset(Path(tmp) / "ds", rows, seed=seed)
+        with scratch_database("sync") as url:
+            engine = open_engine(url)
+            add_datastack(engine, info)
+            ingest = bench_ingest(engine, info, rows, baseline_points)
+            upd = bench_update_roots(engine, info, fractions, baseline_each)
+    ing_ratio = ingest["points_per_s"] / ingest["baseline_points_per_s"]
+    out_rows = [
+        result_row(f"ingest {human(ingest['points'])} points (sv + root) vs cutout per point",
+                   ingest["points_per_s"], ingest["baseline_points_per_s"], "points/s",
+                   ratio_value=round(ing_ratio, 1), target=">= 100x", met=ing_ratio >= 100,
+                   note=f"baseline on {ingest['baseline_points']} points, lookup only; "
+                        f"ids agree with generator: {ingest['agrees']}"),
+        result_row("ingest rate", ingest["points_per_s"], None, "points/s",
+                   target=">= 50k points/s", met=ingest["points_per_s"] >= 50_000),
+    ]
+    for case in upd["cases"]:
+        base_s = case["baseline"]["seconds"]
+        r = round(base_s / case["seconds"], 1) if case["seconds"] else None
+        out_rows.append(result_row(
+            f"update roots, {case['actual_fraction'] * 100:.2g}% of roots expired "
+            f"({case['rows_touched']:,} rows) vs full re-lookup", case["seconds"], base_s, "s",
+            ratio_value=r, target="cost ~ affected rows",
+            note=f"ratio = baseline/ours; agrees: {case.get('agrees', 'n/a')}"))
+    zs = upd["zero_edits"]["seconds"]
+    out_rows.append(result_row(f"update roots, 0 edits, {human(rows)} rows", zs, None, "s",
+                               target=f"< {ZERO_EDIT_TARGET_S:g} s at 10M",
+                               met=zs < ZERO_EDIT_TARGET_S,
+                               note="independent of row count (no row is read)"))
+    return {"benchmark": "sync", "rows": out_rows, "n_rows": rows, "ingest": ingest,
+            "update_roots": upd}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", default="1M")
+    p.add_argument("--baseline-each", action="store_true",
+                   help="run the full re-lookup for every fraction (default: the largest only)")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    result = run(args.rows, baseline_each=args.baseline_each)
+    from bench.report import print_table
+
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print_table(result["rows"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
