@@ -248,7 +248,7 @@ def tile_dataset(src: Path, dst: Path, factor: int, block: int = 1_000_000) -> P
 def run(rows: int | str = 1_000_000, *, workdir: str | Path | None = None, info=None,
         sample: int = EXECUTEMANY_SAMPLE, rss_factor: int = 3, seed: int = 0) -> dict[str, Any]:
     rows = parse_rows(rows)
-    sample = min(sample, rows)
+    sample = min(sample, max(1000, rows // 4))
     with tempfile.TemporaryDirectory(dir=workdir, prefix="bench_upload_") as tmp:
         t = time.perf_counter()
         if info is None:

@@ -42,7 +42,15 @@ def _global(
 
 
 def _register() -> None:
-    from matengine.cli import annotations_cmd, catalog_cmd, db_cmd, demo_cmd, ops_cmd, workflow_cmd
+    from matengine.cli import (
+        annotations_cmd,
+        bench_cmd,
+        catalog_cmd,
+        db_cmd,
+        demo_cmd,
+        ops_cmd,
+        workflow_cmd,
+    )
 
     app.add_typer(db_cmd.app, name="db")
     app.add_typer(catalog_cmd.datastack_app, name="datastack")
@@ -63,6 +71,7 @@ def _register() -> None:
     app.command("doctor")(ops_cmd.doctor)
     app.command("cancel")(workflow_cmd.runs_cancel)
     app.command("resume")(workflow_cmd.runs_resume)
+    app.command("bench")(bench_cmd.bench)
     from matengine.cli import query_cmd, serve_cmd, token_cmd
 
     app.command("serve")(serve_cmd.serve)
