@@ -63,9 +63,16 @@ def _celery_app():
 
 
 def worker(concurrency: int = typer.Option(2, help="Worker processes."),
-           loglevel: str = typer.Option("INFO", help="Log level.")) -> None:
+           loglevel: str = typer.Option("INFO", help="Log level."),
+           name: str = typer.Option(None, help="Node name (default: QUEUE.PID@HOST, unique, "
+                                    "so several workers can share a machine and a broker).")
+           ) -> None:
     """Start a Celery worker for matengine's workflows."""
-    _celery_app().worker_main(["worker", f"--loglevel={loglevel}", "-Q", get_settings().queue,
+    import os
+
+    queue = get_settings().queue
+    node = name or f"{queue}.{os.getpid()}@%h"
+    _celery_app().worker_main(["worker", f"--loglevel={loglevel}", "-Q", queue, "-n", node,
                                f"--concurrency={concurrency}", "-E"])
 
 

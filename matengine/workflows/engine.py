@@ -44,11 +44,10 @@ class StepContext:
     def segmentation(self):
         from matengine.catalog import get_datastack
         from matengine.config import get_settings
-        from matengine.segmentation import open_segmentation
+        from matengine.workflows.segmentation_cache import cached_segmentation
 
         ds = get_datastack(self.engine, self.run.datastack)
-        return open_segmentation(ds.segmentation_source,
-                                 token=get_settings().segmentation_token)
+        return cached_segmentation(ds.segmentation_source, get_settings().segmentation_token)
 
 
 class Step(ABC):

@@ -149,7 +149,8 @@ class UpdateRootsStep(Step):
                 f"{self.target.isoformat()}; versions go forward in time")
         expired, _new = ctx.segmentation.roots.get_delta_roots(last, self.target)
         expired = np.unique(np.asarray(expired, np.uint64)).astype(np.int64)
-        return [expired[i:i + ROOT_SLICE].tolist() for i in range(0, len(expired), ROOT_SLICE)]
+        size = int(ctx.params.get("roots_per_chunk") or ROOT_SLICE)
+        return [expired[i:i + size].tolist() for i in range(0, len(expired), size)]
 
     def run_chunk(self, ctx: StepContext, conn: Connection, spec: Any) -> int:
         table = _table(conn, self.datastack, self.table)

@@ -69,9 +69,11 @@ def test_worker_killed_mid_upload_run_completes_exactly(engine, database_url, bi
     params["chunk_rows"] = 2_000  # 100 chunks
     with broker_settings(database_url, BROKERS["rabbitmq"]) as env:
         first = Worker(env, concurrency=1)
-        run_id = submit(engine, "bulk_upload", params, datastack=name, table="synapses")
-        wait_until(lambda: runs.get_run(engine, run_id).chunks_done >= 5, timeout=60)
-        first.kill()
+        try:
+            run_id = submit(engine, "bulk_upload", params, datastack=name, table="synapses")
+            wait_until(lambda: runs.get_run(engine, run_id).chunks_done >= 5, timeout=60)
+        finally:
+            first.kill()
         at_kill = runs.get_run(engine, run_id)
         assert at_kill.chunks_done < at_kill.chunks_total, "the run ended before the kill"
         second = Worker(env, concurrency=2)

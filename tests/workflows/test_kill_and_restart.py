@@ -1,0 +1,71 @@
+"""Reliability (DESIGN §9): a worker SIGKILLed mid update-roots and mid materialize, and a
+PostgreSQL restart mid-run — the run completes and equals the oracle."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from matengine import catalog
+from matengine.synth.generate import generate_dataset
+from matengine.synth.oracle import Oracle
+from matengine.timeutil import utcnow
+from matengine.workflows import runs
+from matengine.workflows.submit import submit, sync_parameters, wait_for
+
+from .helpers import assert_same_rows, load_dataset, make_datastack, read_version
+from .workers import BROKERS, Worker, broker_settings, wait_until
+
+
+@pytest.fixture(scope="module")
+def edit_heavy(tmp_path_factory):
+    now = utcnow().replace(microsecond=0)
+    return generate_dataset(tmp_path_factory.mktemp("kill"), synapses=40_000, cells=10,
+                            supervoxels=4000, edits=600, seed=9,
+                            start=now - timedelta(days=2), span=timedelta(days=1))
+
+
+def _kill_when(engine, run_id, step_prefix: str, min_chunks: int):
+    def reached():
+        run = runs.get_run(engine, run_id)
+        return any(s["chunks_done"] >= min_chunks for s in run.steps
+                   if s["key"].startswith(step_prefix))
+    try:
+        wait_until(reached, timeout=60, poll=0.01)
+    except TimeoutError:
+        run = runs.get_run(engine, run_id)
+        raise AssertionError(f"never reached {step_prefix}: {run.state} {run.errors} "
+                             f"{[(s['key'], s['chunks_done'], s['chunks_total']) for s in run.steps]}"
+                             ) from None
+
+
+@pytest.mark.parametrize("step", ["update_roots", "merge"])
+def test_worker_killed_mid_step_run_completes_exactly(engine, database_url, edit_heavy, step):
+    name = f"k{step[:2]}_{uuid.uuid4().hex[:6]}"
+    make_datastack(engine, name, edit_heavy)
+    load_dataset(engine, name, edit_heavy)
+    when = edit_heavy.end
+    params = sync_parameters(engine, "complete", name, timestamp=when.isoformat(),
+                             chunk_rows=500)
+    params["roots_per_chunk"] = 10
+    with broker_settings(database_url, BROKERS["rabbitmq"]) as env:
+        first = Worker(env, concurrency=1)
+        try:
+            run_id = submit(engine, "complete", params, datastack=name)
+            _kill_when(engine, run_id, step, 2)
+        finally:
+            first.kill()
+        at_kill = runs.get_run(engine, run_id)
+        assert not at_kill.done, "the run ended before the kill"
+        second = Worker(env, concurrency=2)
+        try:
+            run = wait_for(engine, run_id, timeout=180)
+        finally:
+            second.stop()
+    assert run.state == "SUCCESS", run.errors
+    oracle = Oracle(edit_heavy.directory)
+    for table in ("synapses", "cells"):
+        assert_same_rows(read_version(engine, name, 1, table), oracle.table_at(table, when))
+    catalog.drop_datastack(engine, name)
