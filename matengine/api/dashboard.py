@@ -33,6 +33,7 @@ from matengine.api.deps import engine_of
 from matengine.auth import (
     ALL_DATASTACKS,
     COOKIE_NAME,
+    Forbidden,
     Principal,
     Unauthorized,
     authenticate,
@@ -242,6 +243,9 @@ def dashboard(request: Request) -> Response:
     except Unauthorized as exc:
         has_token = bool(request.headers.get("authorization") or request.cookies.get(COOKIE_NAME))
         return _login_page(request, str(exc) if has_token else "", 401 if has_token else 200)
+    except Forbidden as exc:  # auth off, reached from outside loopback
+        return HTMLResponse(f"<!doctype html><title>matengine</title><p>{html.escape(str(exc))}</p>",
+                            status_code=403, headers=SECURITY_HEADERS)
     state = dashboard_state(engine_of(request), principal, _counts(request))
     logout = ("" if principal.auth_disabled else
               '<form method="post" action="/dashboard/logout" class="logout">'
