@@ -53,6 +53,8 @@ def test_reference_table_is_merged_with_its_target(joined, loaded):
     np.testing.assert_allclose(pos, want)
     plain = client.materialize.query_table("syn_tags", merge_reference=False)
     assert set(plain.columns) == {"id", "created", "valid", "target_id", "tag"}
+    live = client.materialize.live_live_query("syn_tags", datetime.now(UTC), metadata=False)
+    assert sorted(live["id"]) == sorted(tag_ids)  # a table without points: no roots to map
 
 
 def test_join_query_with_filters_and_select(joined):

@@ -9,6 +9,7 @@ import logging
 import numpy as np
 import pytest
 import requests
+from sqlalchemy import text
 
 from .helpers import assert_frame_matches, days, expected_synapses
 
@@ -101,3 +102,30 @@ def test_query_table_with_timestamp(client, loaded, offset):
     df = client.materialize.query_table("synapses", timestamp=t,
                                         filter_in_dict={"pre_pt_root_id": [root]})
     assert (df.pre_pt_root_id == root).all() and len(df) > 0
+
+
+def test_only_rows_with_changed_roots_are_looked_up(engine, loaded):
+    """The correction asks the graph about the rows whose stored root changed, not all rows."""
+    from matengine import catalog
+    from matengine.query.graphs import root_graph
+    from matengine.query.live import RootCorrector
+    from matengine.query.reader import Batch
+
+    table = catalog.get_table(engine, loaded.datastack, "synapses")
+    with engine.connect() as conn:
+        rows = np.array(conn.execute(text(
+            f"SELECT pre_pt_supervoxel_id, pre_pt_root_id FROM {table.names.segmentation_q} "
+            "ORDER BY id")).all(), np.int64)
+    graph = root_graph(loaded.info.graph_url)
+    last = table.roots_last_updated
+    for t in (loaded.start + days(3), last, loaded.start + days(28)):
+        corrector = RootCorrector.create(graph, t, last)
+        batch = Batch({"pre_pt_supervoxel_id": rows[:, 0].copy(),
+                       "pre_pt_root_id": rows[:, 1].copy()})
+        looked_up = corrector.correct(batch, ["pre_pt"])
+        stale = np.isin(rows[:, 1], corrector.stale) & (rows[:, 0] != 0)
+        assert looked_up == stale.sum() < len(rows)
+        want = np.asarray(loaded.oracle.roots_at(rows[:, 0].astype(np.uint64), t), np.uint64)
+        assert (batch.values["pre_pt_root_id"] == want.astype(np.int64)).all()
+        if t == last:
+            assert looked_up == 0

@@ -30,6 +30,19 @@ def test_info_and_versions(client, loaded):
     assert md["reference_table"] is None and md["schema"] == "synapse"
     want = expected_synapses(loaded.rows, loaded.oracle, loaded.versions[1])
     assert client.materialize.get_annotation_count("synapses", version=1) == len(want)
+    assert [m["version"] for m in client.materialize.get_versions_metadata()] == [1, 2]
+    tables = client.materialize.get_tables_metadata(version=2)
+    assert [t["table_name"] for t in tables] == ["synapses"]
+
+
+def test_client_pinned_to_a_version(server, loaded):
+    from caveclient import CAVEclient
+
+    pinned = CAVEclient(loaded.datastack, server_address=server.url, version=1,
+                        auth_token=server.tokens["view"], write_server_cache=False)
+    assert pinned.timestamp == loaded.versions[1]
+    df = pinned.materialize.query_table("synapses", split_positions=True)
+    assert_frame_matches(df, expected_synapses(loaded.rows, loaded.oracle, loaded.versions[1]))
 
 
 @pytest.mark.parametrize("version", [1, 2])
