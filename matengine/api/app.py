@@ -11,6 +11,9 @@ Mounted:
 ``/segmentation/...``               :mod:`matengine.api.chunkedgraph` (local graphs served,
                                     graphene sources proxied)
 ``/admin/...``                      :mod:`matengine.api.admin` (if importable)
+``/`` and ``/dashboard/...``        :mod:`matengine.api.dashboard`
+``/metrics``                        :mod:`matengine.api.metrics`
+``/docs``, ``/openapi.json``        FastAPI
 ==================================  ==============================================
 
 Trailing-slash redirects are off: caveclient treats any redirect as a failed login.
