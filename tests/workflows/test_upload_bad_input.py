@@ -133,17 +133,32 @@ def attempt(engine, p: dict, fragment: str | tuple[str, ...], *, fast: bool) -> 
     return Outcome(message, run, markers, run.steps)
 
 
-@pytest.fixture
-def existing(engine, datastack, tmp_path):
-    """``datastack`` holding table ``syn`` with ids 1..N (no roots)."""
-    folder = write_folder(tmp_path / "first", good_arrays(1))
-    run_inline(engine, "bulk_upload", params(datastack, folder), datastack=datastack, table="syn")
-    return datastack
+@pytest.fixture(scope="module")
+def ds(engine, tmp_path_factory):
+    """One datastack for the module, holding ``syn`` (synapse) and ``cells``
+    (cell_type_local), ids 1..N. Every attempt must leave it as it was, so the tests can share
+    it; an upload meant to create a table names one of its own (:func:`fresh`)."""
+    name = f"bad_{uuid.uuid4().hex[:8]}"
+    catalog.add_datastack(engine, name, segmentation_source="precomputed://file:///nowhere/seg",
+                          voxel_resolution=(4, 4, 40))
+    root = tmp_path_factory.mktemp("bad_input")
+    run_inline(engine, "bulk_upload", params(name, write_folder(root / "syn", good_arrays(1))),
+               datastack=name, table="syn")
+    run_inline(engine, "bulk_upload",
+               params(name, write_folder(root / "cells", cell_arrays(1)), CELL_MAPPING,
+                      schema="cell_type_local", table="cells"),
+               datastack=name, table="cells")
+    yield name
+    catalog.drop_datastack(engine, name)
 
 
-def _present(engine, datastack: str) -> bool:
+def fresh() -> str:
+    return f"t_{uuid.uuid4().hex[:8]}"
+
+
+def _present(engine, datastack: str, table: str) -> bool:
     try:
-        catalog.get_table(engine, datastack, "syn")
+        catalog.get_table(engine, datastack, table)
     except NotFound:
         return False
     return True
@@ -210,7 +225,7 @@ HEADER_CASES = {
 
 
 def _case_params(datastack: str, tmp_path: Path, files: dict, mapping_change: dict,
-                 first_id: int) -> dict:
+                 first_id: int, table: str = "syn") -> dict:
     arrays = {**good_arrays(first_id), **files}
     folder = write_folder(tmp_path / f"bad_{uuid.uuid4().hex[:6]}", arrays)
     mapping = dict(MAPPING)
@@ -219,20 +234,21 @@ def _case_params(datastack: str, tmp_path: Path, files: dict, mapping_change: di
             mapping.pop(k)
         else:
             mapping[k] = v
-    return params(datastack, folder, mapping)
+    return params(datastack, folder, mapping, table=table)
 
 
 @pytest.mark.parametrize("case", list(HEADER_CASES))
-def test_header_checks_refuse_a_new_table(engine, datastack, tmp_path, case):
+def test_header_checks_refuse_a_new_table(engine, ds, tmp_path, case):
     files, change, fragment = HEADER_CASES[case]
-    attempt(engine, _case_params(datastack, tmp_path, files, change, 1), fragment, fast=True)
-    assert not _present(engine, datastack)
+    table = fresh()
+    attempt(engine, _case_params(ds, tmp_path, files, change, 1, table), fragment, fast=True)
+    assert not _present(engine, ds, table)
 
 
 @pytest.mark.parametrize("case", list(HEADER_CASES))
-def test_header_checks_leave_an_existing_table_alone(engine, existing, tmp_path, case):
+def test_header_checks_leave_an_existing_table_alone(engine, ds, tmp_path, case):
     files, change, fragment = HEADER_CASES[case]
-    attempt(engine, _case_params(existing, tmp_path, files, change, N + 1), fragment, fast=True)
+    attempt(engine, _case_params(ds, tmp_path, files, change, N + 1), fragment, fast=True)
 
 
 # ------------------------------------------------------------------ data checks (in plan)
@@ -265,28 +281,28 @@ DATA_CASES = list(_data_cases(1))
 
 
 @pytest.mark.parametrize("case", DATA_CASES)
-def test_data_checks_fail_the_run_before_a_new_table_exists(engine, datastack, tmp_path, case):
+def test_data_checks_fail_the_run_before_a_new_table_exists(engine, ds, tmp_path, case):
     files, fragment = _data_cases(1)[case]
-    p = _case_params(datastack, tmp_path, files, {}, 1)
-    attempt(engine, p, fragment, fast=False)
-    assert not _present(engine, datastack)
+    table = fresh()
+    attempt(engine, _case_params(ds, tmp_path, files, {}, 1, table), fragment, fast=False)
+    assert not _present(engine, ds, table)
 
 
 @pytest.mark.parametrize("case", DATA_CASES)
-def test_data_checks_leave_an_existing_table_alone(engine, existing, tmp_path, case):
+def test_data_checks_leave_an_existing_table_alone(engine, ds, tmp_path, case):
     files, fragment = _data_cases(N + 1)[case]
-    attempt(engine, _case_params(existing, tmp_path, files, {}, N + 1), fragment, fast=False)
+    attempt(engine, _case_params(ds, tmp_path, files, {}, N + 1), fragment, fast=False)
 
 
-def test_ids_already_in_the_table(engine, existing, tmp_path):
+def test_ids_already_in_the_table(engine, ds, tmp_path):
     ids = np.arange(1000, 1000 + N, dtype=np.int64)
     ids[12] = 17  # the table has ids 1..N
-    p = _case_params(existing, tmp_path, {"id": ids}, {}, N + 1)
+    p = _case_params(ds, tmp_path, {"id": ids}, {}, N + 1)
     out = attempt(engine, p, "id.npy row 12: id 17 already exists in table 'syn'", fast=False)
     assert "row 12, field 'id'" in out.run.errors[0]["message"]
 
 
-def test_ids_already_in_the_table_beyond_the_first_scan_block(engine, existing, tmp_path):
+def test_ids_already_in_the_table_beyond_the_first_scan_block(engine, ds, tmp_path):
     """The overlap is searched block by block: one far from the start is still named."""
     n = 250_000
     folder = write_folder(tmp_path / "big", {
@@ -297,7 +313,7 @@ def test_ids_already_in_the_table_beyond_the_first_scan_block(engine, existing, 
     np.save(folder / "id.npy", ids)
     mapping = {"id": "id", "pre": "pre_pt_position", "ctr": "ctr_pt_position",
                "post": "post_pt_position"}
-    attempt(engine, params(existing, folder, mapping, chunk_rows=100_000),
+    attempt(engine, params(ds, folder, mapping, chunk_rows=100_000),
             "id.npy row 234567: id 3 already exists in table 'syn'", fast=False)
 
 
@@ -335,23 +351,19 @@ TEXT_CASES = {
 
 @pytest.mark.parametrize("append", [False, True], ids=["new table", "existing table"])
 @pytest.mark.parametrize("case", list(TEXT_CASES))
-def test_text_checks_fail_the_run_before_anything_is_written(engine, datastack, tmp_path, case,
+def test_text_checks_fail_the_run_before_anything_is_written(engine, ds, tmp_path, case,
                                                              append):
     changes, fragment = TEXT_CASES[case]
-    if append:
-        first = write_folder(tmp_path / "first", cell_arrays(1))
-        run_inline(engine, "bulk_upload",
-                   params(datastack, first, CELL_MAPPING, schema="cell_type_local"),
-                   datastack=datastack, table="syn")
+    table = "cells" if append else fresh()
     folder = write_folder(tmp_path / "bad", cell_arrays(N + 1, **changes))
-    attempt(engine, params(datastack, folder, CELL_MAPPING, schema="cell_type_local"), fragment,
-            fast=False)
-    assert _present(engine, datastack) == append
+    attempt(engine, params(ds, folder, CELL_MAPPING, schema="cell_type_local", table=table),
+            fragment, fast=False)
+    assert _present(engine, ds, table) == append
 
 
 # ------------------------------------------------------------------ near misses that must load
 
-def test_unusual_but_valid_files_load_exactly(engine, datastack, tmp_path):
+def test_unusual_but_valid_files_load_exactly(engine, ds, tmp_path):
     """Checks refuse only what is wrong: big-endian, narrow and unsigned types, (N, 1) columns,
     integer positions and bytes strings all load as their values."""
     arrays = {
@@ -365,11 +377,12 @@ def test_unusual_but_valid_files_load_exactly(engine, datastack, tmp_path):
     }
     folder = write_folder(tmp_path / "odd", arrays)
     mapping = {**CELL_MAPPING, "sv": "pt_supervoxel_id", "root": "pt_root_id"}
+    table = fresh()
     run_inline(engine, "bulk_upload",
-               params(datastack, folder, mapping, schema="cell_type_local", table="cells",
+               params(ds, folder, mapping, schema="cell_type_local", table=table,
                       roots_timestamp=ROOTS_TS),
-               datastack=datastack, table="cells")
-    t = catalog.get_table(engine, datastack, "cells")
+               datastack=ds, table=table)
+    t = catalog.get_table(engine, ds, table)
     got = read_table(engine, t.names.live_q, "cell_type_local", t.names.segmentation_q)
     assert got["id"].tolist() == list(range(7, 7 + N))
     assert got["pt_position"].tolist() == arrays["pt"].astype(float).tolist()
@@ -387,40 +400,45 @@ def test_unknown_datastack(engine, tmp_path):
     attempt(engine, params(name, folder), f"unknown datastack {name!r}", fast=True)
 
 
-def test_unknown_schema(engine, datastack, tmp_path):
+def test_unknown_schema(engine, ds, tmp_path):
     folder = write_folder(tmp_path / "f", good_arrays())
-    attempt(engine, params(datastack, folder, schema="synapes"), "unknown schema 'synapes'",
-            fast=True)
-    assert not _present(engine, datastack)
+    table = fresh()
+    attempt(engine, params(ds, folder, schema="synapes", table=table),
+            "unknown schema 'synapes'", fast=True)
+    assert not _present(engine, ds, table)
 
 
-def test_schema_mismatch_with_the_existing_table(engine, existing, tmp_path):
+def test_schema_mismatch_with_the_existing_table(engine, ds, tmp_path):
     folder = write_folder(tmp_path / "cells", {
         "id": np.arange(100, 100 + N, dtype=np.int64), "pt": np.ones((N, 3)),
         "cell_type": np.array(["basket"] * N)})
-    p = params(existing, folder, {"id": "id", "pt": "pt_position", "cell_type": "cell_type"},
+    p = params(ds, folder, {"id": "id", "pt": "pt_position", "cell_type": "cell_type"},
                schema="cell_type_local")
     attempt(engine, p, "table 'syn' has schema 'synapse', not 'cell_type_local'", fast=True)
 
 
-def test_roots_valid_at_another_time_than_the_tables(engine, datastack, tmp_path):
+def test_roots_valid_at_another_time_than_the_tables(engine, ds, tmp_path):
     folder = write_folder(tmp_path / "first", good_arrays(1))
     mapping = {**MAPPING, "roots": ["pre_pt_root_id", "post_pt_root_id"]}
-    run_inline(engine, "bulk_upload", params(datastack, folder, mapping, roots_timestamp=ROOTS_TS),
-               datastack=datastack, table="syn")
+    table = fresh()
+    run_inline(engine, "bulk_upload",
+               params(ds, folder, mapping, roots_timestamp=ROOTS_TS, table=table),
+               datastack=ds, table=table)
     folder2 = write_folder(tmp_path / "second", good_arrays(N + 1))
-    p = params(datastack, folder2, mapping, roots_timestamp="2024-02-01T00:00:00+00:00")
-    attempt(engine, p, "table 'syn' holds roots valid at 2024-01-01T00:00:00+00:00", fast=True)
+    p = params(ds, folder2, mapping, roots_timestamp="2024-02-01T00:00:00+00:00", table=table)
+    attempt(engine, p, f"table {table!r} holds roots valid at 2024-01-01T00:00:00+00:00",
+            fast=True)
 
 
 @pytest.mark.parametrize("key", ["roots_timestamp", "created"])
-def test_unparsable_times(engine, datastack, tmp_path, key):
+def test_unparsable_times(engine, ds, tmp_path, key):
     folder = write_folder(tmp_path / "f", good_arrays())
     mapping = {**MAPPING, "roots": ["pre_pt_root_id", "post_pt_root_id"]}
-    p = params(datastack, folder, mapping, roots_timestamp=ROOTS_TS)
+    table = fresh()
+    p = params(ds, folder, mapping, roots_timestamp=ROOTS_TS, table=table)
     p[key] = "last tuesday"
     attempt(engine, p, f"{key} 'last tuesday' is not a time", fast=True)
-    assert not _present(engine, datastack)
+    assert not _present(engine, ds, table)
 
 
 BAD_PARAMS = {
@@ -438,37 +456,38 @@ BAD_PARAMS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_PARAMS))
-def test_bad_parameters(engine, datastack, tmp_path, case):
+def test_bad_parameters(engine, ds, tmp_path, case):
     change, fragment = BAD_PARAMS[case]
     folder = write_folder(tmp_path / "f", good_arrays())
-    p = {**params(datastack, folder), **change}
+    p = {**params(ds, folder, table=fresh()), **change}
     attempt(engine, p, fragment, fast=True)
-    assert catalog.list_tables(engine, datastack) == []
+    assert not _present(engine, ds, p["table"])
 
 
-def test_empty_mapping(engine, datastack, tmp_path):
+def test_empty_mapping(engine, ds, tmp_path):
     folder = write_folder(tmp_path / "f", good_arrays())
-    attempt(engine, params(datastack, folder, {}, column_mapping={}),
+    attempt(engine, params(ds, folder, {}, column_mapping={}),
             "column_mapping must be a non-empty object", fast=True)
 
 
 # ------------------------------------------------------------------ through the CLI
 
-def test_cli_refuses_before_recording_a_run(engine, datastack, tmp_path):
+def test_cli_refuses_before_recording_a_run(engine, ds, tmp_path):
     from matengine.cli import app
 
     folder = write_folder(tmp_path / "f", {**good_arrays(), "sizes": None})
-    before = snapshot(engine, datastack)
+    table = fresh()
+    before = snapshot(engine, ds)
+    count = text("SELECT count(*) FROM matengine.workflow_runs WHERE datastack = :d")
     with engine.connect() as conn:
-        n_runs = conn.execute(text("SELECT count(*) FROM matengine.workflow_runs")).scalar_one()
+        n_runs = conn.execute(count, {"d": ds}).scalar_one()
     result = CliRunner().invoke(app, [
-        "upload", datastack, "syn", "--schema", "synapse", "--source", f"file://{folder}",
+        "upload", ds, table, "--schema", "synapse", "--source", f"file://{folder}",
         "--column-mapping", json.dumps(MAPPING), "--json"])
     assert result.exit_code != 0
     assert isinstance(result.exception, InvalidInput)
     assert "missing file sizes.npy" in str(result.exception)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM matengine.workflow_runs")).scalar_one() \
-            == n_runs
-    assert snapshot(engine, datastack) == before
-    assert not _present(engine, datastack)
+        assert conn.execute(count, {"d": ds}).scalar_one() == n_runs
+    assert snapshot(engine, ds) == before
+    assert not _present(engine, ds, table)
