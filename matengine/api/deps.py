@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 
 from matengine.config import Settings
 from matengine.errors import MatengineError
+from matengine.segmentation.errors import SegmentationError
 
 log = logging.getLogger("matengine.api")
 
@@ -52,6 +53,11 @@ def install_error_handlers(app: FastAPI) -> None:
             headers["WWW-Authenticate"] = 'Bearer realm="matengine"'
             response.headers.update(headers)
         return response
+
+    @app.exception_handler(SegmentationError)
+    async def _segmentation_error(request: Request, exc: SegmentationError) -> JSONResponse:
+        # the segmentation source (a chunkedgraph server, a graph on disk) failed us
+        return _error(502, f"segmentation source: {exc}", type(exc).__name__)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

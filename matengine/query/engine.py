@@ -55,6 +55,9 @@ class LiveTarget:
     timestamp: datetime
     graph: RootGraph
     allow_invalid_root_ids: bool
+    # made while planning, so a failing segmentation source is an error status, not a
+    # broken stream; remade only if roots_last_updated moved before the rows are read
+    corrector: RootCorrector | None = None
 
 
 @dataclass
@@ -201,6 +204,8 @@ def _corrector(conn: Any, live: LiveTarget) -> RootCorrector:
         (live.table.datastack, live.table.table_name),
     ).fetchone()
     last = to_utc(row[0]) if row and row[0] is not None else None
+    if live.corrector is not None and live.corrector.last_updated == last:
+        return live.corrector
     return RootCorrector.create(live.graph, live.timestamp, last)
 
 
@@ -327,6 +332,7 @@ def live_query(engine: Engine, datastack: str, table: str, timestamp: Any,
     )
     warnings: list[str] = []
     if target is not None:
+        target.corrector = RootCorrector.create(graph, ts, tbl.roots_last_updated)
         for f in plan.root_prefilters:  # refuse roots invalid at T before streaming
             RootCorrector(graph, ts, None, None).candidates(
                 f.value if f.op == "in" else [f.value], allow_invalid=allow_invalid_root_ids)

@@ -116,3 +116,18 @@ def test_graphene_calls_are_proxied(engine, server, loaded, remote_graphene):
         assert httpx.post(url, json=body, headers=other).status_code == 403
     finally:
         catalog.drop_datastack(engine, name)
+
+
+def test_unreadable_segmentation_is_a_clean_error(engine, server):
+    name = f"broken_{uuid.uuid4().hex[:8]}"
+    catalog.add_datastack(engine, name, segmentation_source="local:///nonexistent/graph",
+                          voxel_resolution=(4, 4, 40))
+    try:
+        catalog.create_table(engine, name, "synapses", schema="synapse")
+        token = auth.create_token(engine, name, "view")[1]
+        r = httpx.post(f"{server.url}/materialize/api/v3/datastack/{name}/query",
+                       json={"table": "synapses", "timestamp": "2024-01-01T00:00:00Z"},
+                       headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 502 and "segmentation source" in r.json()["message"]
+    finally:
+        catalog.drop_datastack(engine, name)
