@@ -12,6 +12,8 @@ Both need ``view`` on a datastack using that chunkedgraph table. The version rou
 from __future__ import annotations
 
 import re
+import threading
+import time
 from typing import Any
 
 import httpx
@@ -35,8 +37,25 @@ _DROP = {"host", "content-length", "connection", "keep-alive", "transfer-encodin
          "proxy-authorization", "te", "trailer", "authorization", "cookie"}
 
 
+_CACHE_SECONDS = 2.0
+_cache: dict[int, tuple[float, list[Datastack]]] = {}
+_cache_lock = threading.Lock()
+
+
 def _datastacks_using(engine: Any, name: str) -> list[Datastack]:
-    return [d for d in catalog.list_datastacks(engine) if name in pcg_names(d)]
+    # every chunkedgraph call asks this (often several times): read the small datastacks
+    # table at most every couple of seconds per engine
+    now = time.monotonic()
+    with _cache_lock:
+        hit = _cache.get(id(engine))
+    if hit is not None and now - hit[0] <= _CACHE_SECONDS:
+        found = [d for d in hit[1] if name in pcg_names(d)]
+        if found:  # a miss is re-read at once: a datastack added a moment ago must work
+            return found
+    listed = catalog.list_datastacks(engine)
+    with _cache_lock:
+        _cache[id(engine)] = (now, listed)
+    return [d for d in listed if name in pcg_names(d)]
 
 
 def _require_view(principal: Principal, found: list[Datastack], name: str) -> None:

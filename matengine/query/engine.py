@@ -320,7 +320,8 @@ def live_query(engine: Engine, datastack: str, table: str, timestamp: Any,
         graph = graphs.root_graph(ds.segmentation_source, settings.segmentation_token)
     root_filters = [f for f in spec.filters if f.on_root]
     plain = [f for f in spec.filters if not f.on_root]
-    pct = _sample_percent(spec.random_sample, _estimate_rows(engine, tbl))
+    pct = (_sample_percent(spec.random_sample, _estimate_rows(engine, tbl))
+           if spec.random_sample else None)
     target = LiveTarget(tbl, ts, graph, allow_invalid_root_ids) if graph is not None else None
     plan = QueryPlan(
         engine, table, cols, spec, resolution, scales,
