@@ -40,6 +40,7 @@ TABLE = "synapses"
 ROWS_PER_ROOT = 200
 ROOT_BASE = 864691135000000000
 LATENCY_QUERIES = 200
+STREAM_MAX = 1_000_000
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -116,11 +117,12 @@ def serve(url: str, port: int) -> None:
     engine = app.state.engine
 
     @app.get("/bench/baseline/{version}")
-    def baseline(version: int) -> Response:
+    def baseline(version: int, limit: int) -> Response:
         # the common approach: the whole result through pandas, then one JSON document
         target = quote(version_schema(DATASTACK, version), TABLE)
         with engine.connect() as conn:
-            df = pd.read_sql(text(f"SELECT * FROM {target} ORDER BY id"), conn)
+            df = pd.read_sql(text(f"SELECT * FROM {target} ORDER BY id LIMIT :n"), conn,
+                             params={"n": limit})
         return Response(df.to_json(orient="records"), media_type="application/json")
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
@@ -229,7 +231,7 @@ def _stream(server: Server, token: str, rows: int) -> dict[str, float]:
         h.post(query_url(server.base), json={"limit": 10})  # warm: imports, pools
         with RssSampler(server.proc.pid) as rss:
             t = time.perf_counter()
-            r = h.post(query_url(server.base), json={})
+            r = h.post(query_url(server.base), json={"limit": rows})
             df = arrow_frame(r.content)
             out["arrow_s"] = round(time.perf_counter() - t, 3)
         assert len(df) == rows, (len(df), rows)
@@ -238,7 +240,7 @@ def _stream(server: Server, token: str, rows: int) -> dict[str, float]:
         del df, r
         with RssSampler(server.proc.pid) as rss:
             t = time.perf_counter()
-            r = h.get(f"{server.base}/bench/baseline/1")
+            r = h.get(f"{server.base}/bench/baseline/1", params={"limit": rows})
             df = pd.read_json(io.BytesIO(r.content), orient="records")
             out["json_s"] = round(time.perf_counter() - t, 3)
         assert len(df) == rows
@@ -248,8 +250,12 @@ def _stream(server: Server, token: str, rows: int) -> dict[str, float]:
     return out
 
 
-def run(rows: int) -> dict[str, Any]:
-    """Build an N-row version, serve it, measure; returns numbers and report rows."""
+def run(rows: int, stream_rows: int | None = None) -> dict[str, Any]:
+    """Build an N-row version, serve it, measure; returns numbers and report rows.
+
+    The stream comparison reads the first ``stream_rows`` rows (default: all, at most
+    ``STREAM_MAX``): the JSON baseline needs ~1.8 GB of RAM per million rows."""
+    stream_rows = min(rows, stream_rows or STREAM_MAX)
     from matengine import auth, catalog
 
     with scratch_database("query") as url:
@@ -266,33 +272,36 @@ def run(rows: int) -> dict[str, Any]:
             rng = random.Random(0)
             roots = [ROOT_BASE + rng.randrange(n_roots) for _ in range(LATENCY_QUERIES)]
             latency = _latency(engine, server.base, token, roots)
-            stream = _stream(server, token, rows)
+            stream = _stream(server, token, stream_rows)
         finally:
             server.stop()
         engine.dispose()
-    n = human(rows)
+    n, ns = human(rows), human(stream_rows)
     report = [
         result_row(f"query: all synapses of one root ({n} rows, ~{ROWS_PER_ROOT}/root), p50",
                    latency["http_p50_ms"], None, "ms", ratio_value=latency["http_p50_ms"],
                    target="p50 < 20 ms", met=latency["http_p50_ms"] < 20,
                    note=f"p99 {latency['http_p99_ms']} ms; engine only p50 "
                         f"{latency['engine_p50_ms']} ms"),
-        result_row(f"query: stream {n} rows, Arrow vs pandas→JSON", stream["arrow_s"],
+        result_row(f"query: stream {ns} rows, Arrow vs pandas→JSON", stream["arrow_s"],
                    stream["json_s"], "s", ratio_value=stream["speedup"], target=">= 10x faster",
                    met=stream["speedup"] >= 10,
                    note=f"server RSS growth {stream['arrow_rss_growth_mb']} MB "
                         f"(JSON: {stream['json_rss_growth_mb']} MB)"),
-        result_row(f"query: server RSS growth streaming {n} rows", stream["arrow_rss_growth_mb"],
+        result_row(f"query: server RSS growth streaming {ns} rows", stream["arrow_rss_growth_mb"],
                    stream["json_rss_growth_mb"], "MB", ratio_value=stream["arrow_rss_growth_mb"],
                    target="< 200 MB", met=stream["arrow_rss_growth_mb"] < 200),
     ]
-    return {"rows_in_table": rows, "roots": n_roots, "build_s": build_s, **latency, **stream,
-            "rows": report}
+    return {"rows_in_table": rows, "stream_rows": stream_rows, "roots": n_roots,
+            "build_s": build_s, **latency, **stream, "rows": report}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", default="1M", help="rows in the version table (e.g. 100k, 1M, 10M)")
+    p.add_argument("--stream-rows", default=None,
+                   help=f"rows streamed in the Arrow/JSON comparison (default: all, at most "
+                        f"{human(STREAM_MAX)})")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
@@ -300,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         serve(args.url, args.serve)
         return 0
-    result = run(parse_rows(args.rows))
+    result = run(parse_rows(args.rows),
+                 parse_rows(args.stream_rows) if args.stream_rows else None)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:
