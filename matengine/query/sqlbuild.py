@@ -43,6 +43,10 @@ class Source:
     order_by: str = "a.id"
 
     def ref(self, col: OutColumn) -> str:
+        if self.live and col.name == "valid":
+            # a row in the state at T was valid at T, whatever happened to it later (the
+            # live column says whether it is valid *now*): output and filters agree on this
+            return "true"
         if col.source.startswith("j"):
             alias = col.source
         else:
@@ -77,9 +81,6 @@ Scales = dict[str, tuple[float, float, float] | None]  # by column source: posit
 
 
 def output_fetch(col: OutColumn, source: Source, scales: Scales, binder: Binder) -> Fetch:
-    if source.live and col.name == "valid":
-        # a row in the state at T was valid at T, whatever happened to it later
-        return Fetch(col.name, "true", col.kind, nullable=False)
     expr = source.ref(col)
     scale = scales.get(col.source)
     if col.axis is not None and scale is not None and scale[col.axis] != 1.0:

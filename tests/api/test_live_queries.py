@@ -29,6 +29,10 @@ def test_live_live_whole_table(client, loaded, offset):
     df = client.materialize.live_live_query("synapses", t, split_positions=True)
     assert_frame_matches(df, expected_synapses(loaded.rows, loaded.oracle, t))
     assert "deleted" not in df.columns and df["valid"].all()
+    if offset == 10:  # rows deleted later were valid at T
+        valid = client.materialize.live_live_query(
+            "synapses", t, filter_equal_dict={"synapses": {"valid": True}}, split_positions=True)
+        assert sorted(valid.id) == sorted(df.id)
 
 
 def test_live_live_root_filters_at_several_times(client, loaded):
