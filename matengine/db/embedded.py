@@ -44,6 +44,9 @@ def start(home: Path, database: str = "matengine") -> str:
     pgdata = _pgdata(home)
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     server = ep.get_server(pgdata, cleanup_mode=None)
+    if not status(home).running:  # stopped since this process first started it: start again
+        with server._lock:
+            server.ensure_postgres_running()
     _ensure_database(server.get_uri("postgres"), database)
     return server.get_uri(database)
 

@@ -69,3 +69,54 @@ def test_worker_killed_mid_step_run_completes_exactly(engine, database_url, edit
     for table in ("synapses", "cells"):
         assert_same_rows(read_version(engine, name, 1, table), oracle.table_at(table, when))
     catalog.drop_datastack(engine, name)
+
+
+def test_postgres_restart_mid_run_the_run_retries_and_completes(tmp_path, edit_heavy):
+    """On a PostgreSQL of its own (embedded, so other tests keep their server): restart it
+    while a complete run is merging; tasks retry with backoff and the version is exact."""
+    from sqlalchemy.exc import OperationalError
+
+    from matengine.db import embedded
+    from matengine.db.connection import get_engine
+
+    home = tmp_path / "pg"
+    url = embedded.start(home)
+    eng = get_engine(url)
+    try:
+        name = f"rs_{uuid.uuid4().hex[:6]}"
+        make_datastack(eng, name, edit_heavy)
+        load_dataset(eng, name, edit_heavy)
+        when = edit_heavy.end
+        params = sync_parameters(eng, "complete", name, timestamp=when.isoformat(),
+                                 chunk_rows=500)
+        with broker_settings(url, BROKERS["redis"]) as env:
+            worker = Worker(env, concurrency=2)
+            try:
+                run_id = submit(eng, "complete", params, datastack=name)
+                _kill_when(eng, run_id, "merge", 2)
+                assert not runs.get_run(eng, run_id).done, "the run ended before the restart"
+                assert embedded.stop(home)
+                embedded.start(home)
+
+                def finished():
+                    try:
+                        return runs.get_run(eng, run_id).done
+                    except OperationalError:
+                        return False
+
+                try:
+                    wait_until(finished, timeout=120, poll=0.5)
+                except TimeoutError:
+                    run = runs.get_run(eng, run_id)
+                    err = worker.proc.stderr.read1(20000).decode() if worker.proc.stderr else ""
+                    raise AssertionError(f"{run.state} {run.errors} {run.steps} {err}") from None
+            finally:
+                worker.stop()
+        run = runs.get_run(eng, run_id)
+        assert run.state == "SUCCESS", run.errors
+        oracle = Oracle(edit_heavy.directory)
+        for table in ("synapses", "cells"):
+            assert_same_rows(read_version(eng, name, 1, table), oracle.table_at(table, when))
+    finally:
+        eng.dispose()
+        embedded.stop(home)
