@@ -287,3 +287,28 @@ def drop_datastack(engine: Engine, name: str) -> None:
         conn.execute(text(f"DROP SCHEMA IF EXISTS {quote(name)} CASCADE"))
         conn.execute(delete(m.version_tables).where(m.version_tables.c.datastack == name))
         conn.execute(delete(m.datastacks).where(m.datastacks.c.name == name))
+
+
+def sync_declared_datastacks(engine: Engine, declared: dict[str, Any]) -> list[str]:
+    """Create the datastacks declared in the TOML config (``MATENGINE_CONFIG``) that do not
+    exist yet, and bring the schedule and expiry of declared ones to what the file says.
+    Returns the names created."""
+    created = []
+    for name, d in declared.items():
+        try:
+            existing = get_datastack(engine, name)
+        except NotFound:
+            add_datastack(engine, name, segmentation_source=d.segmentation_source,
+                          voxel_resolution=d.voxel_resolution, aligned_volume=d.aligned_volume,
+                          description=d.description, schedule=d.schedule,
+                          days_to_expire=d.days_to_expire)
+            created.append(name)
+            continue
+        if existing.segmentation_source != d.segmentation_source:
+            raise InvalidInput(f"datastack {name!r} exists with segmentation source "
+                               f"{existing.segmentation_source!r}, the config says "
+                               f"{d.segmentation_source!r}")
+        with engine.begin() as conn:
+            conn.execute(update(m.datastacks).where(m.datastacks.c.name == name)
+                         .values(schedule=d.schedule, days_to_expire=d.days_to_expire))
+    return created

@@ -63,7 +63,12 @@ def get_engine(url: str | None = None) -> Engine:
             with engine.connect() as conn:
                 upgrade(conn)
             _engines[url] = engine
-        return engine
+    declared = get_settings().datastacks()
+    if declared:  # datastacks declared in the TOML config exist from the first connection on
+        from matengine.catalog import sync_declared_datastacks
+
+        sync_declared_datastacks(engine, declared)
+    return engine
 
 
 def dispose_engines() -> None:
