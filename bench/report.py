@@ -100,7 +100,7 @@ def run_all(rows: int | str = "1M", only: Sequence[str] | None = None, *,
     report: dict[str, Any] = {
         "rows": n, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": {"python": platform.python_version(), "platform": platform.platform(),
-                    "cpus": _cpus()},
+                    "cpus": _cpus(), "load_average_at_start": _load()},
         "table": [], "benchmarks": {}, "errors": {},
     }
     t_all = time.perf_counter()
@@ -131,9 +131,20 @@ def run_all(rows: int | str = "1M", only: Sequence[str] | None = None, *,
             report["benchmarks"][name] = result
             report["table"] += _adapt(name, result)
     report["seconds"] = round(time.perf_counter() - t_all, 1)
+    report["machine"]["load_average_at_end"] = _load()
     if json_out:
         Path(json_out).write_text(json.dumps(report, indent=2, default=str))
     return report
+
+
+def _load() -> list[float] | None:
+    """1, 5 and 15 minute load averages: other work on the machine skews timings."""
+    import os
+
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def _cpus() -> int:
