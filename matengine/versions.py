@@ -31,6 +31,20 @@ class Version:
     finished: datetime | None
     tables: dict[str, int]  # table -> rows
 
+    @property
+    def expired(self) -> bool:
+        return self.status == "EXPIRED" or (
+            self.expires_on is not None and self.expires_on <= utcnow())
+
+    @property
+    def queryable(self) -> bool:
+        return self.status == "AVAILABLE" and self.valid and not self.expired
+
+    @classmethod
+    def from_row(cls, row: Any, tables: dict[str, int] | None = None) -> Version:
+        return cls(row.datastack, int(row.version), row.time_stamp, row.status, bool(row.valid),
+                   row.expires_on, row.created, row.finished, tables or {})
+
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         for k in ("time_stamp", "expires_on", "created", "finished"):
@@ -49,11 +63,7 @@ def list_versions(engine: Engine, datastack: str | None = None) -> list[Version]
         tables: dict[tuple[str, int], dict[str, int]] = {}
         for r in conn.execute(select(t.c.datastack, t.c.version, t.c.table_name, t.c.row_count)):
             tables.setdefault((r.datastack, r.version), {})[r.table_name] = r.row_count
-    return [
-        Version(r.datastack, r.version, r.time_stamp, r.status, r.valid, r.expires_on,
-                r.created, r.finished, tables.get((r.datastack, r.version), {}))
-        for r in rows
-    ]
+    return [Version.from_row(r, tables.get((r.datastack, r.version))) for r in rows]
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,13 @@ is listed with ``expired=True`` but its tables are gone (HTTP 410).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, or_, select
 
 from matengine.db import metadata as m
 from matengine.errors import MatengineError, NotFound
-from matengine.timeutil import utcnow
+from matengine.versions import Version
 
 AVAILABLE = "AVAILABLE"
 EXPIRED = "EXPIRED"
@@ -24,24 +23,8 @@ class Gone(MatengineError):
     status_code = 410
 
 
-@dataclass(frozen=True)
-class VersionInfo:
-    datastack: str
-    version: int
-    time_stamp: datetime
-    status: str
-    valid: bool
-    expires_on: datetime | None
-    created: datetime
-
-    @property
-    def expired(self) -> bool:
-        return self.status == EXPIRED or (
-            self.expires_on is not None and self.expires_on <= utcnow())
-
-    @property
-    def queryable(self) -> bool:
-        return self.status == AVAILABLE and self.valid and not self.expired
+# one notion of a version everywhere (listing, removal, queries)
+VersionInfo = Version
 
 
 @dataclass(frozen=True)
@@ -57,8 +40,7 @@ class VersionTable:
 
 
 def _version(row: Any) -> VersionInfo:
-    return VersionInfo(row.datastack, int(row.version), row.time_stamp, row.status,
-                       bool(row.valid), row.expires_on, row.created)
+    return Version.from_row(row)
 
 
 def list_versions(engine: Engine, datastack: str, *, expired: bool = False) -> list[VersionInfo]:
