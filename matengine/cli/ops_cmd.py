@@ -76,9 +76,14 @@ def worker(concurrency: int = typer.Option(2, help="Worker processes."),
                                f"--concurrency={concurrency}", "-E"])
 
 
-def beat(loglevel: str = typer.Option("INFO", help="Log level.")) -> None:
+def beat(loglevel: str = typer.Option("INFO", help="Log level."),
+         schedule_file: str = typer.Option(None, help="Where beat keeps its state (default: "
+                                           "MATENGINE_HOME/celerybeat-schedule).")) -> None:
     """Start celery beat: periodic materialization and version removal."""
-    _celery_app().start(["beat", f"--loglevel={loglevel}"])
+    home = get_settings().home
+    home.mkdir(parents=True, exist_ok=True)
+    path = schedule_file or str(home / "celerybeat-schedule")
+    _celery_app().start(["beat", f"--loglevel={loglevel}", f"--schedule={path}"])
 
 
 def doctor(json_out: bool = JSON) -> None:
