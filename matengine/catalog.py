@@ -61,6 +61,7 @@ class AnnotationTable:
     last_modified: datetime
     roots_last_updated: datetime | None
     segmentation_suffix: str
+    roots_updating_to: datetime | None = None
 
     @property
     def schema(self) -> AnnotationSchema:
@@ -72,7 +73,8 @@ class AnnotationTable:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for key in ("created", "deleted", "last_modified", "roots_last_updated"):
+        for key in ("created", "deleted", "last_modified", "roots_last_updated",
+                    "roots_updating_to"):
             d[key] = d[key].isoformat() if d[key] else None
         d["voxel_resolution"] = list(self.voxel_resolution)
         d.pop("segmentation_suffix")
@@ -227,6 +229,7 @@ def _table(row: Any, suffix: str) -> AnnotationTable:
         last_modified=row.last_modified,
         roots_last_updated=row.roots_last_updated,
         segmentation_suffix=suffix,
+        roots_updating_to=row.roots_updating_to,
     )
 
 
@@ -254,11 +257,21 @@ def list_tables(engine: Engine, datastack: str) -> list[AnnotationTable]:
 
 
 def set_roots_last_updated(conn: Connection, table: AnnotationTable, when: datetime) -> None:
+    """Every root in the table is now valid at ``when`` (and no update is half-done)."""
     t = m.annotation_tables
     conn.execute(
         update(t)
         .where(t.c.datastack == table.datastack, t.c.table_name == table.table_name)
-        .values(roots_last_updated=when)
+        .values(roots_last_updated=when, roots_updating_to=None)
+    )
+
+
+def set_roots_updating_to(conn: Connection, table: AnnotationTable, when: datetime) -> None:
+    t = m.annotation_tables
+    conn.execute(
+        update(t)
+        .where(t.c.datastack == table.datastack, t.c.table_name == table.table_name)
+        .values(roots_updating_to=when)
     )
 
 

@@ -58,6 +58,9 @@ annotation_tables = Table(
     Column("last_modified", TS, nullable=False, server_default=func.now()),
     # every root id in the segmentation table is valid at this time (null: none looked up yet)
     Column("roots_last_updated", TS),
+    # set while an update-roots run moves the roots to this time; cleared when it finishes (a
+    # run that died half-way leaves rows at either time, and the next run must cover both)
+    Column("roots_updating_to", TS),
 )
 
 versions = Table(

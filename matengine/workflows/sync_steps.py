@@ -140,15 +140,26 @@ class UpdateRootsStep(Step):
 
     def plan(self, ctx: StepContext) -> list[Any]:
         table = _table(ctx, self.datastack, self.table)
-        last = table.roots_last_updated
-        if not table.schema.bound_points or last is None or last == self.target:
+        last, half = table.roots_last_updated, table.roots_updating_to
+        if not table.schema.bound_points or last is None or (last == self.target and not half):
             return []
         if self.target < last:
             raise InvalidInput(
                 f"table {self.table!r} already holds roots at {last.isoformat()}, later than "
                 f"{self.target.isoformat()}; versions go forward in time")
-        expired, _new = ctx.segmentation.roots.get_delta_roots(last, self.target)
+        roots = ctx.segmentation.roots
+        expired, _new = roots.get_delta_roots(last, self.target)
+        if half is not None and half != self.target:
+            # an earlier run died half-way: some rows hold roots at ``half``; replace those of
+            # them that are not valid at the target too
+            if half < self.target:
+                stale, _ = roots.get_delta_roots(half, self.target)
+            else:
+                _, stale = roots.get_delta_roots(self.target, half)
+            expired = np.concatenate([np.asarray(expired, np.uint64), np.asarray(stale, np.uint64)])
         expired = np.unique(np.asarray(expired, np.uint64)).astype(np.int64)
+        with ctx.engine.begin() as conn:
+            catalog.set_roots_updating_to(conn, table, self.target)
         size = int(ctx.params.get("roots_per_chunk") or ROOT_SLICE)
         return [expired[i:i + size].tolist() for i in range(0, len(expired), size)]
 
@@ -172,7 +183,8 @@ class UpdateRootsStep(Step):
 
     def finish(self, ctx: StepContext, plan: list[Any]) -> dict[str, Any]:
         table = _table(ctx, self.datastack, self.table)
-        if table.roots_last_updated is not None and table.roots_last_updated < self.target:
+        if table.roots_last_updated is not None and (
+                table.roots_last_updated < self.target or table.roots_updating_to is not None):
             with ctx.engine.begin() as conn:
                 catalog.set_roots_last_updated(conn, table, self.target)
         return {f"update_roots:{self.table}": {

@@ -10,9 +10,15 @@ config = context.config
 
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
-    if connection is None:
+    if connection is None:  # the alembic command line: our own connection, committed here
         engine = create_engine(config.get_main_option("sqlalchemy.url"))
-        connection = engine.connect()
+        with engine.begin() as conn:
+            _migrate(conn)
+        return
+    _migrate(connection)
+
+
+def _migrate(connection) -> None:
     connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{SCHEMA}"'))
     context.configure(
         connection=connection,
