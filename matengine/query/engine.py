@@ -199,11 +199,13 @@ def _stream(plan: QueryPlan, wanted: list[OutColumn], stop_after: int | None = N
 
 def _corrector(conn: Any, live: LiveTarget) -> RootCorrector:
     row = conn.execute(
-        "SELECT roots_last_updated FROM matengine.annotation_tables "
+        "SELECT roots_last_updated, roots_updating_to FROM matengine.annotation_tables "
         "WHERE datastack = %s AND table_name = %s",
         (live.table.datastack, live.table.table_name),
     ).fetchone()
-    last = to_utc(row[0]) if row and row[0] is not None else None
+    # while an update-roots run is half-done, stored roots are at one of two times: treat
+    # them as of unknown time (every root checked against T; exact, just slower)
+    last = to_utc(row[0]) if row and row[0] is not None and row[1] is None else None
     if live.corrector is not None and live.corrector.last_updated == last:
         return live.corrector
     return RootCorrector.create(live.graph, live.timestamp, last)
