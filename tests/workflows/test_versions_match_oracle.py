@@ -57,3 +57,50 @@ def test_update_roots_that_died_half_way_is_repaired_by_the_next_run(engine, loa
     params = sync_parameters(engine, "complete", loaded, timestamp=t2.isoformat())
     run_inline(engine, "complete", params, datastack=loaded)
     assert_same_rows(read_version(engine, loaded, 1, "synapses"), oracle.table_at("synapses", t2))
+
+
+def test_annotation_writes_between_runs_land_in_the_right_versions(engine, tmp_path):
+    """Inserts, updates (supersede) and deletes between two complete runs: version 1 has none
+    of them, version 2 all, each exactly as the oracle says at its time."""
+    import uuid
+
+    from matengine import annotations as ann
+    from matengine import catalog
+    from matengine.synth.generate import generate_dataset
+    from matengine.synth.oracle import Oracle
+    from matengine.timeutil import utcnow
+
+    from .helpers import load_dataset, make_datastack
+
+    now = utcnow().replace(microsecond=0)
+    info = generate_dataset(tmp_path / "d", synapses=1500, cells=20, edits=40, seed=4,
+                            start=now - timedelta(days=2), span=timedelta(days=1))
+    oracle = Oracle(info.directory)
+    name = f"w_{uuid.uuid4().hex[:8]}"
+    make_datastack(engine, name, info)
+    load_dataset(engine, name, info)
+    t1 = info.end
+    run_inline(engine, "complete", sync_parameters(engine, "complete", name,
+                                                   timestamp=t1.isoformat()), datastack=name)
+    base = oracle.base_rows("synapses")
+    row = {"pre_pt": {"position": base["pre_pt_position"][0].tolist()},
+           "ctr_pt": {"position": base["ctr_pt_position"][0].tolist()},
+           "post_pt": {"position": base["post_pt_position"][1].tolist()}, "size": 1.5}
+    new_ids = ann.insert_annotations(engine, name, "synapses", [row, dict(row, size=2.5)])
+    old = [int(i) for i in base["id"][:3]]
+    mapping = ann.update_annotations(engine, name, "synapses", [dict(row, id=old[0], size=9.0)])
+    ann.delete_annotations(engine, name, "synapses", old[1:])
+    t2 = utcnow()
+    run_inline(engine, "complete", sync_parameters(engine, "complete", name,
+                                                   timestamp=t2.isoformat()), datastack=name)
+    written = ann.get_annotations(engine, name, "synapses", new_ids + list(mapping.values()) + old)
+    extra = [{k: r[k] for k in ("id", "created", "deleted", "pre_pt_position", "ctr_pt_position",
+                                "post_pt_position", "size")} for r in written if r["id"] not in old]
+    deleted = {r["id"]: r["deleted"] for r in written if r["id"] in old}
+    assert all(deleted.values()) and mapping[old[0]] not in old
+    for version, when in ((1, t1), (2, t2)):
+        assert_same_rows(read_version(engine, name, version, "synapses"),
+                         oracle.table_at("synapses", when, extra_rows=extra, deleted=deleted))
+    v2 = read_version(engine, name, 2, "synapses")
+    assert set(new_ids) <= set(v2["id"].tolist()) and not set(old) & set(v2["id"].tolist())
+    catalog.drop_datastack(engine, name)
