@@ -215,6 +215,8 @@ class StepProfile:
     def __init__(self) -> None:
         self.seconds: dict[tuple[int, str], float] = defaultdict(float)
         self.chunks: dict[int, int] = defaultdict(int)
+        # (wall-clock start, end, step index, phase): to tell what ran at a given moment
+        self.spans: list[tuple[float, float, int, str]] = []
 
     @contextmanager
     def active(self) -> Iterator[StepProfile]:
@@ -226,11 +228,12 @@ class StepProfile:
             fn = originals[name]
 
             def wrapper(engine, run_id, index, *args):
-                t = time.perf_counter()
+                t, wall = time.perf_counter(), time.time()
                 try:
                     return fn(engine, run_id, index, *args)
                 finally:
                     self.seconds[(index, phase)] += time.perf_counter() - t
+                    self.spans.append((wall, time.time(), index, phase))
                     if phase == "chunks":
                         self.chunks[index] += 1
             return wrapper
@@ -272,7 +275,29 @@ def run_workflow(engine: Engine, kind: str, params: dict[str, Any], *,
     if run.state != "SUCCESS":
         raise RuntimeError(f"{kind} run {run_id} ended {run.state}: {run.errors}")
     return {"run_id": run_id, "seconds": round(seconds, 3), "rows": run.rows_done,
-            "steps": profile.table(run.steps), "result": run.result}
+            "steps": profile.table(run.steps), "result": run.result,
+            "spans": _spans(profile, run.steps)}
+
+
+def _spans(profile: StepProfile, steps: list[dict[str, Any]]) -> list[list[Any]]:
+    """[start, end, step key, phase] in wall-clock seconds, merged per (step, phase)."""
+    keys = {s["index"]: s["key"] for s in steps}
+    out: list[list[Any]] = []
+    for start, end, index, phase in sorted(profile.spans):
+        key = keys.get(index, str(index))
+        if out and out[-1][2:] == [key, phase]:
+            out[-1][1] = round(end, 3)
+        else:
+            out.append([round(start, 3), round(end, 3), key, phase])
+    return out
+
+
+def step_at(spans: list[list[Any]], when: float) -> str:
+    """Which step and phase of a run (its ``spans``) ran at wall-clock time ``when``."""
+    for start, end, key, phase in spans:
+        if start <= when <= end:
+            return f"{key} {phase}"
+    return "between steps"
 
 
 def set_roots_time(engine: Engine, when, table: str = TABLE, datastack: str = DATASTACK) -> None:

@@ -48,6 +48,7 @@ from bench import (
     result_row,
     run_workflow,
     scratch_database,
+    step_at,
     upload_params,
 )
 
@@ -159,15 +160,18 @@ def _probe(spec: dict[str, Any]) -> dict[str, Any]:
     insert_annotations(engine, DATASTACK, TABLE, [row])  # warm: connection, catalog
     print("ready", flush=True)
     lat: list[float] = []
+    slow: list[list[float]] = []  # [wall-clock start, ms] of inserts over the target
     error = None
     while not stop.is_set():
-        t = time.perf_counter()
+        t, wall = time.perf_counter(), time.time()
         try:
             insert_annotations(engine, DATASTACK, TABLE, [row])
         except Exception as exc:  # reported, never fatal to the benchmark
             error = f"{type(exc).__name__}: {exc}"
             break
         lat.append(time.perf_counter() - t)
+        if lat[-1] * 1000 > INSERT_BLOCK_TARGET_MS:
+            slow.append([wall, round(lat[-1] * 1000, 1)])
         stop.wait(spec["interval"])
     lat.sort()
     if not lat:
@@ -175,7 +179,7 @@ def _probe(spec: dict[str, Any]) -> dict[str, Any]:
     return {"inserts": len(lat), "max_ms": round(lat[-1] * 1000, 1),
             "p50_ms": round(lat[len(lat) // 2] * 1000, 1),
             "p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 1),
-            "error": error}
+            "slow": slow, "error": error}
 
 
 class InsertProbe:
@@ -235,6 +239,9 @@ def run(rows: int | str = 1_000_000, *, workdir: str | Path | None = None, info=
                     f"SELECT count(*) FROM {quote(version_schema(DATASTACK, version), TABLE)}"
                 )).scalar_one()
             probe_summary = probe.result
+            # what the workflow was doing when an insert was slow
+            probe_summary["slow"] = [{"ms": ms, "during": step_at(ours["spans"], when_s)}
+                                     for when_s, ms in probe_summary.get("slow", [])]
     if count != rows or base["rows"] != rows:
         raise RuntimeError(f"version has {count} rows, baseline {base['rows']}, expected {rows}")
     ratio_t = round(ours["seconds"] / base["seconds"], 3)
@@ -254,7 +261,9 @@ def run(rows: int | str = 1_000_000, *, workdir: str | Path | None = None, info=
             base["live_db_closed_s"] * 1000, "ms", target=f"< {INSERT_BLOCK_TARGET_MS} ms",
             met=probe_summary["max_ms"] < INSERT_BLOCK_TARGET_MS,
             note=f"{probe_summary['inserts']} inserts, p99 {probe_summary['p99_ms']} ms; "
-                 "baseline = time the live db must have no connections"))
+                 "baseline = time the live db must have no connections"
+                 + (f"; slow inserts during: {sorted({s['during'] for s in probe_summary['slow']})}"
+                    if probe_summary.get("slow") else "")))
     return {"benchmark": "materialize", "rows": out_rows, "n_rows": rows, "ours": ours,
             "baseline": base, "insert_probe": probe_summary, "upload_seconds": upload["seconds"]}
 
