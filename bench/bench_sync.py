@@ -12,7 +12,11 @@
 * **update roots with 0 edits** since L: its cost does not depend on the row count (it asks
   the graph which roots expired, gets none, and moves L).
 
-Usage: ``python -m bench.bench_sync --rows 1M [--json]`` (from the repository root).
+``--what-if`` also times the same ingest written set-wise in this file (``whatif_ingest``:
+binary COPY in and out, one lookup for both points, one ``UPDATE … FROM`` per chunk) -- not the
+workflow, a measure of what the workflow could reach.
+
+Usage: ``python -m bench.bench_sync --rows 1M [--what-if] [--json]`` (from the repository root).
 """
 
 from __future__ import annotations
