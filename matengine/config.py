@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     keep_valid_versions: int = 2
     # rows per workflow chunk
     chunk_rows: int = 200_000
+    # chunks run side by side by the in-process worker (the embedded default)
+    inline_workers: int = 2
+    # maintenance_work_mem for a version's index builds
+    index_memory: str = "512MB"
     # seconds before a Redis broker redelivers an unacknowledged task (a killed worker's)
     visibility_timeout: int = 900
     # the Celery queue matengine's tasks go to (one per deployment sharing a broker)

@@ -199,13 +199,19 @@ def finish_step(engine: Engine, run_id: int, index: int) -> int | None:
 def execute_inline(engine: Engine, run_id: int) -> Run:
     """Run (or resume) a whole run in this process: the embedded default's worker."""
     try:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from matengine.config import get_settings
+
         index: int | None = _first_unfinished(engine, run_id)
-        while index is not None:
-            pending = plan_step(engine, run_id, index)
-            for chunk in pending:
-                run_chunk(engine, run_id, index, chunk)
-            claim_finish(engine, run_id, index)
-            index = finish_step(engine, run_id, index)
+        with ThreadPoolExecutor(max(1, get_settings().inline_workers),
+                                thread_name_prefix=f"matengine-run-{run_id}") as pool:
+            while index is not None:
+                pending = plan_step(engine, run_id, index)
+                # chunks of a step are independent: run them side by side, as workers would
+                list(pool.map(lambda c, i=index: run_chunk(engine, run_id, i, c), pending))
+                claim_finish(engine, run_id, index)
+                index = finish_step(engine, run_id, index)
     except MatengineError as exc:
         runs.finish_run(engine, run_id, "FAILED", str(exc))
     except Exception as exc:  # the run record must say what went wrong, whatever it was

@@ -3,7 +3,8 @@
 Steps: ``prepare`` (pass the write barrier so every write stamped at or before T_N has
 committed, and record version N as RUNNING) → ingest and update-roots to T_N for every table →
 ``merge`` per table (``INSERT … SELECT`` of live ⋈ segmentation under the time rule, in id-range
-chunks, into schema ``<ds>__mat<N>``; indexes built after) → ``publish`` (one transaction marks
+chunks, into schema ``<ds>__mat<N>``) → ``index`` per table (one chunk per index, built side by
+side) → ``publish`` (one transaction marks
 the version AVAILABLE and valid). Nobody is disconnected and the live tables are never locked:
 rows stamped after T_N are simply outside the time rule.
 """
@@ -121,30 +122,61 @@ class MergeStep(Step):
             {"t": to_utc(ctx.params["timestamp"]), "lo": lo, "hi": hi},
         ).rowcount
 
+
+def version_indexes(table: catalog.AnnotationTable, target: str) -> list[str]:
+    """DDL of a version table's indexes: id, each root id, a bbox GiST per point. Plain
+    CREATE INDEX (SHARE lock), so several can be built at once on one table."""
+    t = table.table_name
+    out = [f"CREATE UNIQUE INDEX IF NOT EXISTS {quote(validate_name(f'ix_{t}_id'[:63]))} "
+           f"ON {target} (id)"]
+    for pt in table.schema.bound_points:
+        name = validate_name(f"ix_{t}_{pt}_root_id"[:63])
+        out.append(f"CREATE INDEX IF NOT EXISTS {quote(name)} ON {target} "
+                   f"({quote(pt + '_root_id')})")
+    for f in table.schema.points:
+        out.append(point_index(validate_name(f"ix_{t}_{f.name}_bbox"[:63]), target, f.name)[1])
+    return out
+
+
+class IndexStep(Step):
+    """Index one version table: one chunk per index, so workers build them side by side."""
+
+    def __init__(self, datastack: str, table: str):
+        self.datastack, self.table = datastack, table
+        self.key = f"index:{table}"
+
+    def _target(self, ctx: StepContext) -> str:
+        return quote(version_schema(self.datastack, _version_of(ctx)), self.table)
+
+    def plan(self, ctx: StepContext) -> list[Any]:
+        table = catalog.get_table(ctx.engine, self.datastack, self.table)
+        return list(range(len(version_indexes(table, self._target(ctx)))))
+
+    def run_chunk(self, ctx: StepContext, conn: Connection, spec: Any) -> int:
+        table = catalog.get_table(conn, self.datastack, self.table)
+        conn.execute(text("SELECT set_config('maintenance_work_mem', :m, true)"),
+                     {"m": get_settings().index_memory})
+        conn.execute(text(version_indexes(table, self._target(ctx))[spec]))
+        return 0
+
     def finish(self, ctx: StepContext, plan: list[Any]) -> dict[str, Any]:
         table = catalog.get_table(ctx.engine, self.datastack, self.table)
         number = _version_of(ctx)
-        schema_name = version_schema(self.datastack, number)
-        target = quote(schema_name, self.table)
-        t = self.table
+        target = self._target(ctx)
         with ctx.engine.begin() as conn:
-            conn.execute(text(f"ALTER TABLE {target} ADD PRIMARY KEY (id)"))
-            for pt in table.schema.bound_points:
-                name = validate_name(f"ix_{t}_{pt}_root_id"[:63])
-                conn.execute(text(f"CREATE INDEX IF NOT EXISTS {quote(name)} ON {target} "
-                                  f"({quote(pt + '_root_id')})"))
-            for f in table.schema.points:
-                _, ddl = point_index(validate_name(f"ix_{t}_{f.name}_bbox"[:63]), target, f.name)
-                conn.execute(text(ddl))
             count = conn.execute(text(f"SELECT count(*) FROM {target}")).scalar_one()
+            conn.execute(m.version_tables.delete().where(
+                m.version_tables.c.datastack == self.datastack,
+                m.version_tables.c.version == number,
+                m.version_tables.c.table_name == self.table))
             conn.execute(insert(m.version_tables).values(
-                datastack=self.datastack, version=number, table_name=t,
+                datastack=self.datastack, version=number, table_name=self.table,
                 schema_type=table.schema_type, row_count=count,
                 voxel_resolution=list(table.voxel_resolution),
                 reference_table=table.reference_table, description=table.description))
         with ctx.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text(f"ANALYZE {target}"))
-        return {f"merge:{t}": {"rows": int(count)}}
+        return {f"merge:{self.table}": {"rows": int(count)}}
 
 
 class PublishStep(Step):
@@ -195,4 +227,5 @@ def _materialize(run: Run) -> list[Step]:
     tables were ingested and their roots brought to T_N first."""
     tables = _tables(run)
     return ([PrepareVersionStep()] + _sync_steps(run)
-            + [MergeStep(run.datastack, t) for t in tables] + [PublishStep()])
+            + [MergeStep(run.datastack, t) for t in tables]
+            + [IndexStep(run.datastack, t) for t in tables] + [PublishStep()])

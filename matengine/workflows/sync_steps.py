@@ -17,8 +17,11 @@ from sqlalchemy import Connection, text
 from matengine import catalog
 from matengine.catalog import AnnotationTable
 from matengine.db.annotation_tables import pending_condition
+from matengine.db.copy import binary_copy_buffer
 from matengine.db.identifiers import quote
 from matengine.errors import InvalidInput
+from matengine.query.columns import ColKind
+from matengine.query.reader import Fetch, copy_batches
 from matengine.timeutil import to_utc
 from matengine.workflows.engine import Step, StepContext
 
@@ -30,24 +33,42 @@ def _table(ctx: StepContext | Connection, datastack: str, name: str) -> Annotati
     return catalog.get_table(source, datastack, name)
 
 
+def _read(conn: Connection, select_from: str, params: dict[str, Any],
+          fetches: list[Fetch]) -> dict[str, np.ndarray]:
+    """Columns of a query as numpy arrays, through binary COPY (no Python object per value)."""
+    driver = conn.connection.driver_connection
+    batches = list(copy_batches(driver, select_from, params, fetches, batch_rows=65_536))
+    out = {}
+    for f in fetches:
+        parts = [b.values[f.key] for b in batches]
+        out[f.key] = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        nulls = [b.nulls.get(f.key, np.zeros(len(b), bool)) for b in batches]
+        if f.nullable:
+            out[f.key + "?"] = np.concatenate(nulls) if nulls else np.zeros(0, bool)
+    return out
+
+
 def _write_columns(conn: Connection, table: AnnotationTable, ids: np.ndarray,
                    cols: dict[str, np.ndarray]) -> None:
-    """One set-wise UPDATE of segmentation columns for the given ids."""
+    """Binary COPY into a temporary table, then one set-wise UPDATE … FROM."""
     if len(ids) == 0:
         return
-    names = list(cols)
-    sets = ", ".join(f"{quote(c)} = u.c{j}" for j, c in enumerate(names))
-    arrays = ", ".join(f"CAST(:c{j} AS bigint[])" for j in range(len(names)))
-    aliases = ", ".join(f"c{j}" for j in range(len(names)))
-    params: dict[str, Any] = {"ids": ids.astype(np.int64).tolist()}
-    for j, c in enumerate(names):
-        params[f"c{j}"] = cols[c].astype(np.uint64).view(np.int64).tolist()
-    conn.execute(
-        text(f"UPDATE {table.names.segmentation_q} AS s SET {sets} "
-             f"FROM unnest(CAST(:ids AS bigint[]), {arrays}) AS u(id, {aliases}) "
-             "WHERE s.id = u.id"),
-        params,
-    )
+    staging = quote("matengine_seg_update")
+    conn.execute(text(f"CREATE TEMP TABLE IF NOT EXISTS {staging} "
+                      f"(LIKE {table.names.segmentation_q}) ON COMMIT DROP"))
+    conn.execute(text(f"TRUNCATE {staging}"))
+    names = ["id", *cols]
+    payload = binary_copy_buffer(
+        [(ids.astype(np.int64), "bigint")]
+        + [(np.asarray(v, np.uint64).view(np.int64), "bigint") for v in cols.values()])
+    driver = conn.connection.driver_connection
+    with driver.cursor() as cur, cur.copy(
+            f"COPY {staging} ({', '.join(quote(n) for n in names)}) FROM STDIN (FORMAT binary)"
+    ) as copy:
+        copy.write(payload)
+    sets = ", ".join(f"{quote(c)} = u.{quote(c)}" for c in cols)
+    conn.execute(text(f"UPDATE {table.names.segmentation_q} AS s SET {sets} "
+                      f"FROM {staging} u WHERE s.id = u.id"))
 
 
 class IngestStep(Step):
@@ -75,42 +96,49 @@ class IngestStep(Step):
     def run_chunk(self, ctx: StepContext, conn: Connection, spec: Any) -> int:
         lo, hi = spec
         table = _table(conn, self.datastack, self.table)
-        when = table.roots_last_updated
-        schema = table.schema
-        cols = ["s.id"]
-        for pt in schema.bound_points:
-            sv_c, root_c = quote(pt + "_supervoxel_id"), quote(pt + "_root_id")
-            cols += [f"a.{quote(f'{pt}_position_{a}')}" for a in "xyz"]
-            cols += [f"coalesce(s.{sv_c}, 0)", f"s.{sv_c} IS NULL",
-                     f"coalesce(s.{root_c}, 0)", f"s.{root_c} IS NULL"]
-        rows = conn.execute(
-            text(f"SELECT {', '.join(cols)} FROM {table.names.segmentation_q} s "
-                 f"JOIN {table.names.live_q} a ON a.id = s.id "
-                 f"WHERE s.id BETWEEN :lo AND :hi AND {pending_condition(schema, 's')}"),
-            {"lo": lo, "hi": hi},
-        ).all()
-        if not rows:
+        schema, points = table.schema, table.schema.bound_points
+        fetches = [Fetch("id", "s.id", ColKind.INT, nullable=False)]
+        for pt in points:
+            fetches += [Fetch(f"{pt}_{a}", f"a.{quote(f'{pt}_position_{a}')}", ColKind.FLOAT,
+                              nullable=False) for a in "xyz"]
+            fetches += [Fetch(f"{pt}_sv", f"s.{quote(pt + '_supervoxel_id')}", ColKind.INT),
+                        Fetch(f"{pt}_root", f"s.{quote(pt + '_root_id')}", ColKind.INT)]
+        data = _read(conn, f"FROM {table.names.segmentation_q} s "
+                     f"JOIN {table.names.live_q} a ON a.id = s.id "
+                     f"WHERE s.id BETWEEN %(lo)s AND %(hi)s AND {pending_condition(schema, 's')}",
+                     {"lo": lo, "hi": hi}, fetches)
+        ids = data["id"]
+        if len(ids) == 0:
             return 0
-        data = np.array(rows, dtype=object)
-        ids = data[:, 0].astype(np.int64)
-        out: dict[str, np.ndarray] = {}
         seg = ctx.segmentation
-        for k, pt in enumerate(schema.bound_points):
-            base = 1 + 7 * k
-            pts = data[:, base:base + 3].astype(np.float64)
-            sv = data[:, base + 3].astype(np.int64).view(np.uint64)
-            sv_unknown = data[:, base + 4].astype(bool)
-            root = data[:, base + 5].astype(np.int64).view(np.uint64)
-            root_unknown = data[:, base + 6].astype(bool)
-            if sv_unknown.any():
-                sv[sv_unknown] = seg.supervoxels.lookup(
-                    pts[sv_unknown], table.voxel_resolution).supervoxel_ids
-            need = root_unknown & (sv != 0)
-            if need.any():
-                root[need] = seg.roots.get_roots(sv[need], when)
-            root[root_unknown & (sv == 0)] = 0  # no segmentation: 0 ids, never retried
-            out[f"{pt}_supervoxel_id"] = sv
-            out[f"{pt}_root_id"] = root
+        sv = {pt: data[f"{pt}_sv"].view(np.uint64).copy() for pt in points}
+        root = {pt: data[f"{pt}_root"].view(np.uint64).copy() for pt in points}
+        # one supervoxel lookup for every unknown point of every bound point column, so each
+        # volume chunk is read once per ingest chunk
+        unknown = {pt: data[f"{pt}_sv?"] for pt in points}
+        xyz = np.concatenate([np.stack([data[f"{pt}_{a}"] for a in "xyz"], axis=1)[unknown[pt]]
+                              for pt in points])
+        if len(xyz):
+            found = seg.supervoxels.lookup(xyz, table.voxel_resolution).supervoxel_ids
+            start = 0
+            for pt in points:
+                n = int(unknown[pt].sum())
+                sv[pt][unknown[pt]] = found[start:start + n]
+                start += n
+        need = {pt: data[f"{pt}_root?"] & (sv[pt] != 0) for pt in points}
+        wanted = np.concatenate([sv[pt][need[pt]] for pt in points])
+        if len(wanted):
+            looked = np.asarray(seg.roots.get_roots(wanted, table.roots_last_updated), np.uint64)
+            start = 0
+            for pt in points:
+                n = int(need[pt].sum())
+                root[pt][need[pt]] = looked[start:start + n]
+                start += n
+        out: dict[str, np.ndarray] = {}
+        for pt in points:
+            root[pt][sv[pt] == 0] = 0  # no segmentation: 0 ids, never retried
+            out[f"{pt}_supervoxel_id"] = sv[pt]
+            out[f"{pt}_root_id"] = root[pt]
         _write_columns(conn, table, ids, out)
         return len(ids)
 
@@ -165,21 +193,30 @@ class UpdateRootsStep(Step):
 
     def run_chunk(self, ctx: StepContext, conn: Connection, spec: Any) -> int:
         table = _table(conn, self.datastack, self.table)
-        touched = 0
-        for pt in table.schema.bound_points:
-            rows = conn.execute(
-                text(f"SELECT id, {quote(pt + '_supervoxel_id')} FROM "
-                     f"{table.names.segmentation_q} WHERE {quote(pt + '_root_id')} = ANY(:r)"),
-                {"r": spec},
-            ).all()
-            if not rows:
-                continue
-            arr = np.array(rows, dtype=np.int64)
-            sv = arr[:, 1].view(np.uint64)
-            roots = ctx.segmentation.roots.get_roots(sv, self.target)
-            _write_columns(conn, table, arr[:, 0], {f"{pt}_root_id": np.asarray(roots)})
-            touched += len(rows)
-        return touched
+        points = table.schema.bound_points
+        fetches = [Fetch("id", "id", ColKind.INT, nullable=False)]
+        for pt in points:
+            fetches += [Fetch(f"{pt}_sv", quote(pt + "_supervoxel_id"), ColKind.INT, False),
+                        Fetch(f"{pt}_root", quote(pt + "_root_id"), ColKind.INT, False)]
+        # each root column has its own index: one OR of ``= ANY`` per column is a BitmapOr
+        holds = " OR ".join(f"{quote(pt + '_root_id')} = ANY(%(r)s)" for pt in points)
+        data = _read(conn, f"FROM {table.names.segmentation_q} WHERE {holds}", {"r": spec},
+                     fetches)
+        if len(data["id"]) == 0:
+            return 0
+        expired = np.asarray(spec, np.int64)
+        need = {pt: np.isin(data[f"{pt}_root"], expired) for pt in points}
+        wanted = np.concatenate([data[f"{pt}_sv"][need[pt]] for pt in points]).view(np.uint64)
+        looked = np.asarray(ctx.segmentation.roots.get_roots(wanted, self.target), np.uint64)
+        out, start = {}, 0
+        for pt in points:
+            roots = data[f"{pt}_root"].view(np.uint64).copy()
+            n = int(need[pt].sum())
+            roots[need[pt]] = looked[start:start + n]
+            start += n
+            out[f"{pt}_root_id"] = roots
+        _write_columns(conn, table, data["id"], out)
+        return len(data["id"])
 
     def finish(self, ctx: StepContext, plan: list[Any]) -> dict[str, Any]:
         table = _table(ctx, self.datastack, self.table)
