@@ -87,15 +87,19 @@ class MergeStep(Step):
         self.datastack, self.table = datastack, table
         self.key = f"merge:{table}"
 
-    def _select(self, table: catalog.AnnotationTable) -> str:
+    def _select(self, table: catalog.AnnotationTable, ranged: bool = False) -> str:
+        """Rows by the time rule (at ``:t``), optionally only ids in ``[:lo, :hi]``."""
         crud = ["a.id", "a.created", "NULL::timestamptz AS deleted",
                 "NULL::bigint AS superceded_id", "true AS valid"]
         cols = [f"a.{quote(c.name)}" for c in table.schema.annotation_columns()]
         seg = [f"s.{quote(c.name)}" for c in table.schema.segmentation_columns()]
-        join = (f"LEFT JOIN {table.names.segmentation_q} s ON s.id = a.id"
+        # the range is stated on both sides so both primary-key scans start at :lo
+        in_range = " AND {}.id BETWEEN :lo AND :hi" if ranged else ""
+        join = (f"LEFT JOIN {table.names.segmentation_q} s ON s.id = a.id{in_range.format('s')}"
                 if seg else "")
         return (f"SELECT {', '.join(crud + cols + seg)} FROM {table.names.live_q} a {join} "
-                "WHERE a.created <= :t AND (a.deleted IS NULL OR a.deleted > :t)")
+                f"WHERE a.created <= :t AND (a.deleted IS NULL OR a.deleted > :t)"
+                f"{in_range.format('a')}")
 
     def _target(self, ctx: StepContext) -> str:
         return quote(version_schema(self.datastack, _version_of(ctx)), self.table)
@@ -118,7 +122,7 @@ class MergeStep(Step):
         target = self._target(ctx)
         lo, hi = spec
         return conn.execute(
-            text(f"INSERT INTO {target} {self._select(table)} AND a.id BETWEEN :lo AND :hi"),
+            text(f"INSERT INTO {target} {self._select(table, ranged=True)}"),
             {"t": to_utc(ctx.params["timestamp"]), "lo": lo, "hi": hi},
         ).rowcount
 
