@@ -16,6 +16,7 @@ exactly once in effect however often it is delivered.
 from __future__ import annotations
 
 import json
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -145,8 +146,31 @@ def claim_finish(engine: Engine, run_id: int, index: int) -> bool:
     return claimed is not None
 
 
+def _is_conflict(exc: BaseException) -> bool:
+    """A deadlock or serialization failure: PostgreSQL rolled the transaction back; rerun it."""
+    import psycopg.errors
+
+    orig = getattr(exc, "orig", exc)
+    return isinstance(orig, (psycopg.errors.DeadlockDetected,
+                             psycopg.errors.SerializationFailure))
+
+
 def run_chunk(engine: Engine, run_id: int, index: int, chunk: int) -> bool:
-    """Run one chunk if not yet done; True if this call completed the step (finish it next)."""
+    """Run one chunk if not yet done; True if this call completed the step (finish it next).
+
+    Chunks of one step may touch the same rows (two root columns of one row expiring in two
+    slices); PostgreSQL then aborts one as a deadlock, and it is simply run again."""
+    for attempt in range(5):
+        try:
+            return _run_chunk_once(engine, run_id, index, chunk)
+        except Exception as exc:
+            if not _is_conflict(exc) or attempt == 4:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _run_chunk_once(engine: Engine, run_id: int, index: int, chunk: int) -> bool:
     ctx, step = _context(engine, run_id, index)
     if ctx.run.done:
         return False

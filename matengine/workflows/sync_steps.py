@@ -208,14 +208,14 @@ class UpdateRootsStep(Step):
         need = {pt: np.isin(data[f"{pt}_root"], expired) for pt in points}
         wanted = np.concatenate([data[f"{pt}_sv"][need[pt]] for pt in points]).view(np.uint64)
         looked = np.asarray(ctx.segmentation.roots.get_roots(wanted, self.target), np.uint64)
-        out, start = {}, 0
+        start = 0
         for pt in points:
-            roots = data[f"{pt}_root"].view(np.uint64).copy()
+            # only the rows whose root in *this* column expired: another chunk may be
+            # replacing the other column of the same row at the same moment
             n = int(need[pt].sum())
-            roots[need[pt]] = looked[start:start + n]
+            _write_columns(conn, table, data["id"][need[pt]],
+                           {f"{pt}_root_id": looked[start:start + n]})
             start += n
-            out[f"{pt}_root_id"] = roots
-        _write_columns(conn, table, data["id"], out)
         return len(data["id"])
 
     def finish(self, ctx: StepContext, plan: list[Any]) -> dict[str, Any]:
