@@ -79,6 +79,9 @@ class IngestStep(Step):
         self.key = f"ingest:{table}"
 
     def plan(self, ctx: StepContext) -> list[Any]:
+        """Chunks are boxes in x/y (of the first bound point) aligned to the volume's chunk
+        grid, so that a chunk reads only its own part of the segmentation; the outer boxes
+        reach to infinity, so every row belongs to exactly one chunk."""
         table = _table(ctx, self.datastack, self.table)
         if not table.schema.bound_points:
             return []
@@ -86,17 +89,54 @@ class IngestStep(Step):
             if table.roots_last_updated is None:
                 # a table with no roots yet: this run's time becomes its root time
                 catalog.set_roots_last_updated(conn, table, to_utc(self.timestamp))
-            ids = conn.execute(
-                text(f"SELECT id FROM {table.names.segmentation_q} "
-                     f"WHERE {pending_condition(table.schema)} ORDER BY id")
-            ).scalars().all()
+            pending = conn.execute(
+                text(f"SELECT count(*) FROM {table.names.segmentation_q} "
+                     f"WHERE {pending_condition(table.schema)}")
+            ).scalar_one()
+        if not pending:
+            return []
         size = int(ctx.params.get("chunk_rows") or 200_000)
-        return [[ids[i], ids[min(len(ids), i + size) - 1]] for i in range(0, len(ids), size)]
+        boxes = -(-pending // size)
+        if boxes == 1:
+            return [{"x": [None, None], "y": [None, None]}]
+        seg = ctx.segmentation.supervoxels
+        scale = seg.resolution / np.asarray(table.voxel_resolution, np.float64)
+        edges = []
+        chunks = -(-seg.bounds.size // seg.bounds.chunk_size)
+        nx = max(1, min(int(chunks[0]), round(np.sqrt(boxes * chunks[0] / max(chunks[1], 1)))))
+        ny = max(1, min(int(chunks[1]), -(-boxes // nx)))
+        for axis, n in ((0, nx), (1, ny)):
+            cuts = np.unique(np.round(np.linspace(0, chunks[axis], n + 1)).astype(np.int64))
+            # chunk boundaries in segmentation voxels, then in the table's voxels
+            at = (seg.bounds.offset[axis] + cuts * seg.bounds.chunk_size[axis]) * scale[axis]
+            inner = [float(v) for v in at[1:-1]]
+            edges.append(list(zip([None, *inner], [*inner, None], strict=True)))
+        return [{"x": list(x), "y": list(y)} for x in edges[0] for y in edges[1]]
+
+    @staticmethod
+    def _box_condition(pt: str, spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Half-open ``[lo, hi)`` ranges on the point's x and y, plus the same box for the
+        GiST index on ``point(x, y)`` (finite stand-ins for the open ends)."""
+        big = 1.7976931348623157e308
+        cond, params = [], {}
+        for axis in "xy":
+            lo, hi = spec[axis]
+            col = f"a.{quote(f'{pt}_position_{axis}')}"
+            if lo is not None:
+                cond.append(f"{col} >= %({axis}0)s")
+            if hi is not None:
+                cond.append(f"{col} < %({axis}1)s")
+            params[f"b{axis}0"] = -big if lo is None else lo
+            params[f"b{axis}1"] = big if hi is None else hi
+            params[f"{axis}0"], params[f"{axis}1"] = lo, hi
+        x, y = quote(f"{pt}_position_x"), quote(f"{pt}_position_y")
+        cond.append(f"point(a.{x}, a.{y}) <@ box(point(%(bx0)s, %(by0)s), point(%(bx1)s, %(by1)s))")
+        return " AND ".join(cond), params
 
     def run_chunk(self, ctx: StepContext, conn: Connection, spec: Any) -> int:
-        lo, hi = spec
         table = _table(conn, self.datastack, self.table)
         schema, points = table.schema, table.schema.bound_points
+        in_box, params = self._box_condition(points[0], spec)
         fetches = [Fetch("id", "s.id", ColKind.INT, nullable=False)]
         for pt in points:
             fetches += [Fetch(f"{pt}_{a}", f"a.{quote(f'{pt}_position_{a}')}", ColKind.FLOAT,
@@ -105,8 +145,7 @@ class IngestStep(Step):
                         Fetch(f"{pt}_root", f"s.{quote(pt + '_root_id')}", ColKind.INT)]
         data = _read(conn, f"FROM {table.names.segmentation_q} s "
                      f"JOIN {table.names.live_q} a ON a.id = s.id "
-                     f"WHERE s.id BETWEEN %(lo)s AND %(hi)s AND {pending_condition(schema, 's')}",
-                     {"lo": lo, "hi": hi}, fetches)
+                     f"WHERE {in_box} AND {pending_condition(schema, 's')}", params, fetches)
         ids = data["id"]
         if len(ids) == 0:
             return 0
