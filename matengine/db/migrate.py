@@ -7,6 +7,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import SQLAlchemyError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # one advisory lock key for "migrating": two processes starting at once must not both migrate
@@ -29,5 +30,10 @@ def upgrade(connection: Connection) -> None:
         command.upgrade(cfg, "head")
         connection.commit()
     finally:
-        connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK})
-        connection.commit()
+        try:
+            connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK})
+            connection.commit()
+        except SQLAlchemyError:
+            # the server went away mid-migration: the lock died with the session; drop the
+            # connection rather than hide the original error behind this one
+            connection.invalidate()

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 TRANSIENT = (
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.PendingRollbackError,  # a connection lost mid-transaction
+    sqlalchemy.exc.DisconnectionError,
     psycopg.OperationalError,
     httpx.TransportError,
     ConnectionError,
