@@ -280,12 +280,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_probe(json.loads(args.probe))), flush=True)
         return 0
     result = run(args.rows, strategy=args.strategy)
-    from bench.report import print_table
+    from bench.report import show
 
-    if args.json:
-        print(json.dumps(result, indent=2, default=str))
-    else:
-        print_table(result["rows"])
+    show(result, as_json=args.json)
     return 0
 
 

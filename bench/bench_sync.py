@@ -22,7 +22,6 @@ Usage: ``python -m bench.bench_sync --rows 1M [--what-if] [--json]`` (from the r
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from datetime import datetime, timedelta
@@ -378,12 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     result = run(args.rows, baseline_each=args.baseline_each, whatif=args.what_if)
-    from bench.report import print_table
+    from bench.report import show
 
-    if args.json:
-        print(json.dumps(result, indent=2, default=str))
-    else:
-        print_table(result["rows"])
+    show(result, as_json=args.json)
     return 0
 
 

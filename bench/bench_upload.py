@@ -319,12 +319,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_child(json.loads(args.child)), default=str))
         return 0
     result = run(args.rows, sample=args.sample, rss_factor=args.rss_factor)
-    from bench.report import print_table
+    from bench.report import show
 
-    if args.json:
-        print(json.dumps(result, indent=2, default=str))
-    else:
-        print_table(result["rows"])
+    show(result, as_json=args.json)
     return 0
 
 

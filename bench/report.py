@@ -168,3 +168,11 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def show(result: dict[str, Any], *, as_json: bool) -> None:
+    """What a benchmark module prints when run alone: its JSON, or its rows as the table."""
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print_table(result["rows"])
