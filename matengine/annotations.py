@@ -211,7 +211,7 @@ def _assign_ids(conn: Connection, table: AnnotationTable, given: list[int | None
     fresh = iter(
         conn.execute(
             text("SELECT nextval(CAST(:seq AS regclass)) FROM generate_series(1, :n)"),
-            {"seq": f"{names.datastack}.{names.table}_id_seq", "n": missing},
+            {"seq": names.sequence, "n": missing},
         ).scalars()
     )
     ids = [g if g is not None else next(fresh) for g in given]
@@ -222,7 +222,7 @@ def _assign_ids(conn: Connection, table: AnnotationTable, given: list[int | None
                 "SELECT setval(CAST(:seq AS regclass), GREATEST("
                 f"(SELECT max(id) FROM {names.live_q}), :top))"
             ),
-            {"seq": f"{names.datastack}.{names.table}_id_seq", "top": max(ids)},
+            {"seq": names.sequence, "top": max(ids)},
         )
     return ids
 

@@ -256,32 +256,26 @@ def list_tables(engine: Engine, datastack: str) -> list[AnnotationTable]:
     return [_table(r, ds.pcg_table_name) for r in rows]
 
 
-def set_roots_last_updated(conn: Connection, table: AnnotationTable, when: datetime) -> None:
-    """Every root in the table is now valid at ``when`` (and no update is half-done)."""
+def _update_table_row(conn: Connection, table: AnnotationTable, **values: Any) -> None:
     t = m.annotation_tables
     conn.execute(
         update(t)
         .where(t.c.datastack == table.datastack, t.c.table_name == table.table_name)
-        .values(roots_last_updated=when, roots_updating_to=None)
+        .values(**values)
     )
+
+
+def set_roots_last_updated(conn: Connection, table: AnnotationTable, when: datetime) -> None:
+    """Every root in the table is now valid at ``when`` (and no update is half-done)."""
+    _update_table_row(conn, table, roots_last_updated=when, roots_updating_to=None)
 
 
 def set_roots_updating_to(conn: Connection, table: AnnotationTable, when: datetime) -> None:
-    t = m.annotation_tables
-    conn.execute(
-        update(t)
-        .where(t.c.datastack == table.datastack, t.c.table_name == table.table_name)
-        .values(roots_updating_to=when)
-    )
+    _update_table_row(conn, table, roots_updating_to=when)
 
 
 def touch_table(conn: Connection, table: AnnotationTable) -> None:
-    t = m.annotation_tables
-    conn.execute(
-        update(t)
-        .where(t.c.datastack == table.datastack, t.c.table_name == table.table_name)
-        .values(last_modified=utcnow())
-    )
+    _update_table_row(conn, table, last_modified=utcnow())
 
 
 def drop_datastack(engine: Engine, name: str) -> None:

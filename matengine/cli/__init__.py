@@ -77,12 +77,9 @@ def _register() -> None:
     app.command("serve")(serve_cmd.serve)
     app.command("query")(query_cmd.query)
     app.add_typer(token_cmd.app, name="token")
-    try:
-        from matengine.cli.synth_cmd import synth
-    except ImportError:  # pragma: no cover - synth lands with the segmentation work
-        pass
-    else:
-        app.command("synth")(synth)
+    from matengine.cli.synth_cmd import synth
+
+    app.command("synth")(synth)
 
 
 _register()

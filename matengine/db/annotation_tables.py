@@ -18,14 +18,6 @@ from sqlalchemy import Connection, text
 from matengine.db.identifiers import quote, validate_name
 from matengine.schemas import AnnotationSchema
 
-CRUD_COLUMNS = [
-    ("id", "bigint"),
-    ("created", "timestamptz"),
-    ("deleted", "timestamptz"),
-    ("superceded_id", "bigint"),
-    ("valid", "boolean"),
-]
-
 
 @dataclass(frozen=True)
 class TableNames:
@@ -51,6 +43,11 @@ class TableNames:
     @property
     def segmentation_q(self) -> str:
         return quote(self.datastack, self.segmentation)
+
+    @property
+    def sequence(self) -> str:
+        """``ds.table_id_seq``: the id sequence as a regclass literal (parts validated)."""
+        return f"{self.datastack}.{self.table}_id_seq"
 
     @property
     def sequence_q(self) -> str:
@@ -119,7 +116,7 @@ def create_tables(conn: Connection, names: TableNames, schema: AnnotationSchema)
     conn.execute(
         text(
             f"CREATE TABLE {names.live_q} (\n"
-            f"  id bigint PRIMARY KEY DEFAULT nextval('{names.datastack}.{names.table}_id_seq'),\n"
+            f"  id bigint PRIMARY KEY DEFAULT nextval('{names.sequence}'),\n"
             f"  created timestamptz NOT NULL,\n"
             f"  deleted timestamptz,\n"
             f"  superceded_id bigint,\n"

@@ -103,7 +103,7 @@ class UploadStep(Step):
                 _refuse_existing_ids(conn, table, folder, targets, rows, facts)
             first_id = None
             if "min_id" not in facts:  # no id column: reserve a block of the sequence
-                seq = f"{names.datastack}.{names.table}_id_seq"
+                seq = names.sequence
                 first_id = conn.execute(text("SELECT nextval(CAST(:s AS regclass))"),
                                         {"s": seq}).scalar_one()
                 conn.execute(text("SELECT setval(CAST(:s AS regclass), :v)"),
@@ -183,10 +183,10 @@ class UploadStep(Step):
                                f"rows, {done} were written, table has {count}")
         with ctx.engine.begin() as conn:
             build_indexes(conn, names, table.schema)
-            seq = f"{names.datastack}.{names.table}_id_seq"
+            seq = names.sequence
             conn.execute(text(f"SELECT setval(CAST(:s AS regclass), GREATEST("
                               f"(SELECT coalesce(max(id), 1) FROM {names.live_q}), "
-                              "(SELECT last_value FROM " + quote(names.datastack, f"{names.table}_id_seq")
+                              "(SELECT last_value FROM " + names.sequence_q
                               + ")))"), {"s": seq})
             if p.get("roots_timestamp") and table.roots_last_updated is None:
                 catalog.set_roots_last_updated(conn, table, to_utc(p["roots_timestamp"]))

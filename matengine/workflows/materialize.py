@@ -37,6 +37,11 @@ def _version_of(ctx: StepContext) -> int:
         ).scalar_one()
 
 
+def _version_table(ctx: StepContext, datastack: str, table: str) -> str:
+    """The quoted name of ``table`` in the version this run is building."""
+    return quote(version_schema(datastack, _version_of(ctx)), table)
+
+
 class PrepareVersionStep(Step):
     key = "prepare"
 
@@ -101,12 +106,9 @@ class MergeStep(Step):
                 f"WHERE a.created <= :t AND (a.deleted IS NULL OR a.deleted > :t)"
                 f"{in_range.format('a')}")
 
-    def _target(self, ctx: StepContext) -> str:
-        return quote(version_schema(self.datastack, _version_of(ctx)), self.table)
-
     def plan(self, ctx: StepContext) -> list[Any]:
         table = catalog.get_table(ctx.engine, self.datastack, self.table)
-        target = self._target(ctx)
+        target = _version_table(ctx, self.datastack, self.table)
         with ctx.engine.begin() as conn:
             conn.execute(text(f"DROP TABLE IF EXISTS {target}"))
             conn.execute(text(f"CREATE TABLE {target} AS {self._select(table)} WITH NO DATA"),
@@ -119,7 +121,7 @@ class MergeStep(Step):
 
     def run_chunk(self, ctx: StepContext, conn: Connection, spec: Any) -> int:
         table = catalog.get_table(conn, self.datastack, self.table)
-        target = self._target(ctx)
+        target = _version_table(ctx, self.datastack, self.table)
         lo, hi = spec
         return conn.execute(
             text(f"INSERT INTO {target} {self._select(table, ranged=True)}"),
@@ -150,24 +152,21 @@ class IndexStep(Step):
         self.datastack, self.table = datastack, table
         self.key = f"index:{table}"
 
-    def _target(self, ctx: StepContext) -> str:
-        return quote(version_schema(self.datastack, _version_of(ctx)), self.table)
-
     def plan(self, ctx: StepContext) -> list[Any]:
         table = catalog.get_table(ctx.engine, self.datastack, self.table)
-        return list(range(len(version_indexes(table, self._target(ctx)))))
+        return list(range(len(version_indexes(table, _version_table(ctx, self.datastack, self.table)))))
 
     def run_chunk(self, ctx: StepContext, conn: Connection, spec: Any) -> int:
         table = catalog.get_table(conn, self.datastack, self.table)
         conn.execute(text("SELECT set_config('maintenance_work_mem', :m, true)"),
                      {"m": get_settings().index_memory})
-        conn.execute(text(version_indexes(table, self._target(ctx))[spec]))
+        conn.execute(text(version_indexes(table, _version_table(ctx, self.datastack, self.table))[spec]))
         return 0
 
     def finish(self, ctx: StepContext, plan: list[Any]) -> dict[str, Any]:
         table = catalog.get_table(ctx.engine, self.datastack, self.table)
         number = _version_of(ctx)
-        target, t = self._target(ctx), self.table
+        target, t = _version_table(ctx, self.datastack, self.table), self.table
         with ctx.engine.begin() as conn:
             # the merge chunks counted the rows they inserted; no need to scan the table again
             count = conn.execute(text(
