@@ -67,15 +67,31 @@ def ratio(a: float, b: float) -> float | None:
     return round(a / b, 3)
 
 
-def result_row(operation: str, ours: float | None, baseline: float | None, unit: str, *,
-               ratio_value: float | None = None, target: str = "", met: bool | None = None,
-               note: str = "") -> dict[str, Any]:
+def result_row(
+    operation: str,
+    ours: float | None,
+    baseline: float | None,
+    unit: str,
+    *,
+    ratio_value: float | None = None,
+    target: str = "",
+    met: bool | None = None,
+    note: str = "",
+) -> dict[str, Any]:
     """One line of the report. ``ratio_value`` is what the target is judged on, expressed so
     that bigger is better for rates (ours / baseline) or as written in the target for times."""
     if ratio_value is None and ours is not None and baseline:
         ratio_value = ratio(ours, baseline)
-    return {"operation": operation, "ours": ours, "baseline": baseline, "unit": unit,
-            "ratio": ratio_value, "target": target, "met": met, "note": note}
+    return {
+        "operation": operation,
+        "ours": ours,
+        "baseline": baseline,
+        "unit": unit,
+        "ratio": ratio_value,
+        "target": target,
+        "met": met,
+        "note": note,
+    }
 
 
 def peak_rss_mb() -> float:
@@ -135,8 +151,7 @@ def scratch_database(tag: str, admin: str | None = None) -> Iterator[str]:
     finally:
         release_engine(url)
         with admin_connect(admin) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-                         .format(sql.Identifier(name)))
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def open_engine(url: str) -> Engine:
@@ -160,8 +175,7 @@ def volume_for(rows: int) -> dict[str, Any]:
     """Volume and graph sizes: large enough that points spread over ~1000 chunks at 1M rows,
     small for smoke runs."""
     if rows >= 200_000:
-        return {"size": (1024, 1024, 256), "supervoxels": 200_000, "initial_roots": 25_000,
-                "edits": 5_000}
+        return {"size": (1024, 1024, 256), "supervoxels": 200_000, "initial_roots": 25_000, "edits": 5_000}
     return {"size": (256, 256, 64), "supervoxels": 8_000, "initial_roots": 1_000, "edits": 300}
 
 
@@ -177,9 +191,16 @@ def dataset(directory: str | Path, rows: int, *, seed: int = 0):
     stamp = directory / "bench-params.json"
     if stamp.exists() and json.loads(stamp.read_text()) == params:
         return load_info(directory)
-    info = generate_dataset(directory, size=vol["size"], supervoxels=vol["supervoxels"],
-                            initial_roots=vol["initial_roots"], edits=vol["edits"],
-                            synapses=rows, cells=0, seed=seed)
+    info = generate_dataset(
+        directory,
+        size=vol["size"],
+        supervoxels=vol["supervoxels"],
+        initial_roots=vol["initial_roots"],
+        edits=vol["edits"],
+        synapses=rows,
+        cells=0,
+        seed=seed,
+    )
     stamp.write_text(json.dumps(params))
     return info
 
@@ -187,24 +208,35 @@ def dataset(directory: str | Path, rows: int, *, seed: int = 0):
 def add_datastack(engine: Engine, info, name: str = DATASTACK) -> str:
     from matengine import catalog
 
-    catalog.add_datastack(engine, name, segmentation_source=info.graph_url,
-                          voxel_resolution=info.annotation_resolution)
+    catalog.add_datastack(
+        engine, name, segmentation_source=info.graph_url, voxel_resolution=info.annotation_resolution
+    )
     return name
 
 
-def upload_params(info, *, with_segmentation: bool = True, table: str = TABLE,
-                  datastack: str = DATASTACK, source: str | Path | None = None) -> dict[str, Any]:
+def upload_params(
+    info,
+    *,
+    with_segmentation: bool = True,
+    table: str = TABLE,
+    datastack: str = DATASTACK,
+    source: str | Path | None = None,
+) -> dict[str, Any]:
     """bulk_upload parameters for the dataset's synapses; without segmentation columns the
     rows wait for ingest."""
     folder = Path(source) if source else info.tables["synapses"]
     mapping = json.loads((folder / "column_mapping.json").read_text())
     if not with_segmentation:
-        mapping = {k: v for k, v in mapping.items() if k not in ("sv_ids_ordered",
-                                                                 "root_ids_ordered")}
-    return {"datastack": datastack, "table": table, "schema": SCHEMA,
-            "source": f"file://{folder}", "column_mapping": mapping,
-            "roots_timestamp": info.initial_timestamp.isoformat() if with_segmentation else None,
-            "created": info.start.isoformat()}
+        mapping = {k: v for k, v in mapping.items() if k not in ("sv_ids_ordered", "root_ids_ordered")}
+    return {
+        "datastack": datastack,
+        "table": table,
+        "schema": SCHEMA,
+        "source": f"file://{folder}",
+        "column_mapping": mapping,
+        "roots_timestamp": info.initial_timestamp.isoformat() if with_segmentation else None,
+        "created": info.start.isoformat(),
+    }
 
 
 # ---------------------------------------------------------------------------- workflows
@@ -236,6 +268,7 @@ class StepProfile:
                     self.spans.append((wall, time.time(), index, phase))
                     if phase == "chunks":
                         self.chunks[index] += 1
+
             return wrapper
 
         eng.plan_step = timed("plan_step", "plan")
@@ -251,16 +284,21 @@ class StepProfile:
         keys = {s["index"]: s["key"] for s in steps}
         out = []
         for index in sorted({i for i, _ in self.seconds}):
-            phases = {p: round(self.seconds.get((index, p), 0.0), 3)
-                      for p in ("plan", "chunks", "finish")}
-            out.append({"step": keys.get(index, str(index)), **phases,
-                        "n_chunks": self.chunks.get(index, 0),
-                        "total": round(sum(phases.values()), 3)})
+            phases = {p: round(self.seconds.get((index, p), 0.0), 3) for p in ("plan", "chunks", "finish")}
+            out.append(
+                {
+                    "step": keys.get(index, str(index)),
+                    **phases,
+                    "n_chunks": self.chunks.get(index, 0),
+                    "total": round(sum(phases.values()), 3),
+                }
+            )
         return out
 
 
-def run_workflow(engine: Engine, kind: str, params: dict[str, Any], *,
-                 datastack: str = DATASTACK, table: str | None = None) -> dict[str, Any]:
+def run_workflow(
+    engine: Engine, kind: str, params: dict[str, Any], *, datastack: str = DATASTACK, table: str | None = None
+) -> dict[str, Any]:
     """Run a workflow in this process (the embedded worker's code path) and time it."""
     import matengine.workflows.registry  # noqa: F401
     from matengine.workflows import runs
@@ -274,9 +312,14 @@ def run_workflow(engine: Engine, kind: str, params: dict[str, Any], *,
     seconds = time.perf_counter() - t
     if run.state != "SUCCESS":
         raise RuntimeError(f"{kind} run {run_id} ended {run.state}: {run.errors}")
-    return {"run_id": run_id, "seconds": round(seconds, 3), "rows": run.rows_done,
-            "steps": profile.table(run.steps), "result": run.result,
-            "spans": _spans(profile, run.steps)}
+    return {
+        "run_id": run_id,
+        "seconds": round(seconds, 3),
+        "rows": run.rows_done,
+        "steps": profile.table(run.steps),
+        "result": run.result,
+        "spans": _spans(profile, run.steps),
+    }
 
 
 def _spans(profile: StepProfile, steps: list[dict[str, Any]]) -> list[list[Any]]:

@@ -34,14 +34,20 @@ def _rate(n: int, seconds: float) -> float:
     return round(n / seconds, 1) if seconds > 0 else float("inf")
 
 
-def run(points: int = 1_000_000, seed: int = 0, workdir: str | Path | None = None,
-        supervoxels: int = 50_000, edits: int = 5_000,
-        size: tuple[int, int, int] = VOLUME) -> dict:
+def run(
+    points: int = 1_000_000,
+    seed: int = 0,
+    workdir: str | Path | None = None,
+    supervoxels: int = 50_000,
+    edits: int = 5_000,
+    size: tuple[int, int, int] = VOLUME,
+) -> dict:
     """Measure everything once; returns a flat dict of rates (per second) and ratios."""
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         t = time.perf_counter()
-        info = generate_dataset(Path(tmp) / "ds", size=size, supervoxels=supervoxels,
-                                edits=edits, synapses=0, cells=0, seed=seed)
+        info = generate_dataset(
+            Path(tmp) / "ds", size=size, supervoxels=supervoxels, edits=edits, synapses=0, cells=0, seed=seed
+        )
         setup_s = time.perf_counter() - t
         seg = open_segmentation(info.graph_url)
         rng = np.random.default_rng(seed)
@@ -59,7 +65,7 @@ def run(points: int = 1_000_000, seed: int = 0, workdir: str | Path | None = Non
         t = time.perf_counter()
         slow = lookup_one_cutout_per_point(src, sub, ann_res)
         slow_s = time.perf_counter() - t
-        agree = bool(np.array_equal(slow.supervoxel_ids, fast.supervoxel_ids[:len(sub)]))
+        agree = bool(np.array_equal(slow.supervoxel_ids, fast.supervoxel_ids[: len(sub)]))
 
         svids = fast.supervoxel_ids
         when = info.edit_timestamps[len(info.edit_timestamps) // 2] + timedelta(seconds=1)
@@ -86,7 +92,8 @@ def run(points: int = 1_000_000, seed: int = 0, workdir: str | Path | None = Non
         "chunks_read": fast.chunks_read,
         # get_roots de-duplicates ids before looking them up (and before any request).
         "unique_supervoxels": int(len(np.unique(fast.supervoxel_ids))),
-        "outside": fast.outside, "label0": fast.label0,
+        "outside": fast.outside,
+        "label0": fast.label0,
         "setup_seconds": round(setup_s, 2),
         "lookup_chunked_points_per_s": fast_rate,
         "lookup_per_point_points_per_s": slow_rate,

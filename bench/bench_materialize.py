@@ -65,9 +65,11 @@ def _field_merge_sql(table, target: str) -> str:
 
     cols = ["a.id", "a.valid"] + [f"a.{quote(c.name)}" for c in table.schema.annotation_columns()]
     seg = [f"s.{quote(c.name)}" for c in table.schema.segmentation_columns()]
-    return (f"CREATE TABLE {target} AS SELECT {', '.join(cols + seg)} "
-            f"FROM {table.names.live_q} a JOIN {table.names.segmentation_q} s ON a.id = s.id "
-            "WHERE a.created <= %(t)s AND a.valid = true")
+    return (
+        f"CREATE TABLE {target} AS SELECT {', '.join(cols + seg)} "
+        f"FROM {table.names.live_q} a JOIN {table.names.segmentation_q} s ON a.id = s.id "
+        "WHERE a.created <= %(t)s AND a.valid = true"
+    )
 
 
 def _index_ddl(table, target: str) -> list[str]:
@@ -102,14 +104,16 @@ def field_procedure(url: str, table, when, *, strategy: str | None = None) -> di
     copy_db = f"{live_db}_tpl"
     release_engine(url)  # the template copy needs the live database to itself
     with admin_connect(admin) as conn:
-        others = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
-                              (live_db,)).fetchone()[0]
+        others = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (live_db,)
+        ).fetchone()[0]
         if others:
             raise RuntimeError(f"{others} connection(s) still open to {live_db}")
         conn.execute("CHECKPOINT")
         t0 = time.perf_counter()
-        stmt = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(copy_db),
-                                                                sql.Identifier(live_db))
+        stmt = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(copy_db), sql.Identifier(live_db)
+        )
         if strategy:
             stmt = stmt + sql.SQL(" STRATEGY {}").format(sql.Identifier(strategy))
         conn.execute(stmt)
@@ -117,6 +121,7 @@ def field_procedure(url: str, table, when, *, strategy: str | None = None) -> di
     steps: dict[str, float] = {"template_copy": copy_s}
     try:
         with psycopg.connect(libpq_url(database_url(admin, copy_db)), autocommit=True) as conn:
+
             def timed(name: str, statement: str, params: dict | None = None) -> Any:
                 t = time.perf_counter()
                 cur = conn.execute(statement, params)
@@ -126,24 +131,29 @@ def field_procedure(url: str, table, when, *, strategy: str | None = None) -> di
             timed("drop_tables", "DROP SCHEMA matengine CASCADE")
             temp = quote(table.datastack, f"temp__{table.table_name}")
             merged_rows = timed("merge", _field_merge_sql(table, temp), {"t": when}).rowcount
-            timed("merge", f"DROP TABLE {table.names.live_q}, {table.names.segmentation_q} "
-                           "CASCADE")
+            timed("merge", f"DROP TABLE {table.names.live_q}, {table.names.segmentation_q} CASCADE")
             timed("merge", f"ALTER TABLE {temp} RENAME TO {quote(table.table_name)}")
             for ddl in _index_ddl(table, table.names.live_q):
-                kind = "primary_key" if "PRIMARY KEY" in ddl else (
-                    "gist_indexes" if "gist" in ddl else "root_id_indexes")
+                kind = (
+                    "primary_key"
+                    if "PRIMARY KEY" in ddl
+                    else ("gist_indexes" if "gist" in ddl else "root_id_indexes")
+                )
                 timed(kind, "SET maintenance_work_mem TO '1GB'")
                 timed(kind, ddl)
                 timed(kind, "SET maintenance_work_mem TO '64MB'")
         total = time.perf_counter() - t0
     finally:
         with admin_connect(admin) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-                         .format(sql.Identifier(copy_db)))
-    return {"seconds": round(total, 3), "template_copy_s": round(copy_s, 3),
-            "live_db_closed_s": round(copy_s, 3), "rows": merged_rows,
-            "steps": {k: round(v, 3) for k, v in steps.items()},
-            "strategy": strategy or "server default (WAL_LOG on PostgreSQL 15)"}
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(copy_db)))
+    return {
+        "seconds": round(total, 3),
+        "template_copy_s": round(copy_s, 3),
+        "live_db_closed_s": round(copy_s, 3),
+        "rows": merged_rows,
+        "steps": {k: round(v, 3) for k, v in steps.items()},
+        "strategy": strategy or "server default (WAL_LOG on PostgreSQL 15)",
+    }
 
 
 # ---------------------------------------------------------------------------- insert probe
@@ -155,8 +165,12 @@ def _probe(spec: dict[str, Any]) -> dict[str, Any]:
     engine = open_engine(spec["url"])
     stop = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
-    row = {"pre_pt": {"position": [100, 100, 20]}, "ctr_pt": {"position": [101, 100, 20]},
-           "post_pt": {"position": [102, 100, 20]}, "size": 1.0}
+    row = {
+        "pre_pt": {"position": [100, 100, 20]},
+        "ctr_pt": {"position": [101, 100, 20]},
+        "post_pt": {"position": [102, 100, 20]},
+        "size": 1.0,
+    }
     insert_annotations(engine, DATASTACK, TABLE, [row])  # warm: connection, catalog
     print("ready", flush=True)
     lat: list[float] = []
@@ -176,10 +190,14 @@ def _probe(spec: dict[str, Any]) -> dict[str, Any]:
     lat.sort()
     if not lat:
         return {"inserts": 0, "error": error}
-    return {"inserts": len(lat), "max_ms": round(lat[-1] * 1000, 1),
-            "p50_ms": round(lat[len(lat) // 2] * 1000, 1),
-            "p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 1),
-            "slow": slow, "error": error}
+    return {
+        "inserts": len(lat),
+        "max_ms": round(lat[-1] * 1000, 1),
+        "p50_ms": round(lat[len(lat) // 2] * 1000, 1),
+        "p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 1),
+        "slow": slow,
+        "error": error,
+    }
 
 
 class InsertProbe:
@@ -194,9 +212,19 @@ class InsertProbe:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.bench_materialize", "--probe",
-             json.dumps({"url": self.url, "interval": self.interval})],
-            cwd=root, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "bench.bench_materialize",
+                "--probe",
+                json.dumps({"url": self.url, "interval": self.interval}),
+            ],
+            cwd=root,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         line = self.proc.stdout.readline()
         if line.strip() != "ready":
             self.proc.kill()
@@ -210,8 +238,15 @@ class InsertProbe:
 
 
 # ---------------------------------------------------------------------------- run
-def run(rows: int | str = 1_000_000, *, workdir: str | Path | None = None, info=None,
-        probe_interval: float = 0.05, strategy: str | None = None, seed: int = 0) -> dict[str, Any]:
+def run(
+    rows: int | str = 1_000_000,
+    *,
+    workdir: str | Path | None = None,
+    info=None,
+    probe_interval: float = 0.05,
+    strategy: str | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
     from matengine import catalog
     from matengine.db.identifiers import quote, version_schema
 
@@ -231,48 +266,80 @@ def run(rows: int | str = 1_000_000, *, workdir: str | Path | None = None, info=
             engine = open_engine(url)
             checkpoint(engine)
             with InsertProbe(url, probe_interval) as probe:
-                ours = run_workflow(engine, "materialize",
-                                    {"tables": [TABLE], "timestamp": when.isoformat()})
+                ours = run_workflow(engine, "materialize", {"tables": [TABLE], "timestamp": when.isoformat()})
             version = ours["result"]["version"]
             with engine.connect() as conn:
-                count = conn.execute(text(
-                    f"SELECT count(*) FROM {quote(version_schema(DATASTACK, version), TABLE)}"
-                )).scalar_one()
+                count = conn.execute(
+                    text(f"SELECT count(*) FROM {quote(version_schema(DATASTACK, version), TABLE)}")
+                ).scalar_one()
             probe_summary = probe.result
             # what the workflow was doing when an insert was slow
-            probe_summary["slow"] = [{"ms": ms, "during": step_at(ours["spans"], when_s)}
-                                     for when_s, ms in probe_summary.get("slow", [])]
+            probe_summary["slow"] = [
+                {"ms": ms, "during": step_at(ours["spans"], when_s)}
+                for when_s, ms in probe_summary.get("slow", [])
+            ]
     if count != rows or base["rows"] != rows:
         raise RuntimeError(f"version has {count} rows, baseline {base['rows']}, expected {rows}")
     ratio_t = round(ours["seconds"] / base["seconds"], 3)
     ours_rate = rate(rows, ours["seconds"])
     out_rows = [
-        result_row(f"materialize {human(rows)} rows vs template copy + merge + re-index",
-                   ours["seconds"], base["seconds"], "s", ratio_value=ratio_t,
-                   target=f"<= {TIME_RATIO_TARGET}x time", met=ratio_t <= TIME_RATIO_TARGET,
-                   note=f"ratio = ours/baseline; baseline: template copy {base['template_copy_s']}"
-                        f" s, merge+index {round(base['seconds'] - base['template_copy_s'], 2)} s"),
-        result_row("materialize rate", ours_rate, rate(rows, base["seconds"]), "rows/s",
-                   target=f">= {human(RATE_TARGET)} rows/s", met=ours_rate >= RATE_TARGET),
+        result_row(
+            f"materialize {human(rows)} rows vs template copy + merge + re-index",
+            ours["seconds"],
+            base["seconds"],
+            "s",
+            ratio_value=ratio_t,
+            target=f"<= {TIME_RATIO_TARGET}x time",
+            met=ratio_t <= TIME_RATIO_TARGET,
+            note=f"ratio = ours/baseline; baseline: template copy {base['template_copy_s']}"
+            f" s, merge+index {round(base['seconds'] - base['template_copy_s'], 2)} s",
+        ),
+        result_row(
+            "materialize rate",
+            ours_rate,
+            rate(rows, base["seconds"]),
+            "rows/s",
+            target=f">= {human(RATE_TARGET)} rows/s",
+            met=ours_rate >= RATE_TARGET,
+        ),
     ]
     if probe_summary.get("inserts"):
-        out_rows.append(result_row(
-            "live insert latency during materialize (max)", probe_summary["max_ms"],
-            base["live_db_closed_s"] * 1000, "ms", target=f"< {INSERT_BLOCK_TARGET_MS} ms",
-            met=probe_summary["max_ms"] < INSERT_BLOCK_TARGET_MS,
-            note=f"{probe_summary['inserts']} inserts, p99 {probe_summary['p99_ms']} ms; "
-                 "baseline = time the live db must have no connections"
-                 + (f"; slow inserts during: {sorted({s['during'] for s in probe_summary['slow']})}"
-                    if probe_summary.get("slow") else "")))
-    return {"benchmark": "materialize", "rows": out_rows, "n_rows": rows, "ours": ours,
-            "baseline": base, "insert_probe": probe_summary, "upload_seconds": upload["seconds"]}
+        out_rows.append(
+            result_row(
+                "live insert latency during materialize (max)",
+                probe_summary["max_ms"],
+                base["live_db_closed_s"] * 1000,
+                "ms",
+                target=f"< {INSERT_BLOCK_TARGET_MS} ms",
+                met=probe_summary["max_ms"] < INSERT_BLOCK_TARGET_MS,
+                note=f"{probe_summary['inserts']} inserts, p99 {probe_summary['p99_ms']} ms; "
+                "baseline = time the live db must have no connections"
+                + (
+                    f"; slow inserts during: {sorted({s['during'] for s in probe_summary['slow']})}"
+                    if probe_summary.get("slow")
+                    else ""
+                ),
+            )
+        )
+    return {
+        "benchmark": "materialize",
+        "rows": out_rows,
+        "n_rows": rows,
+        "ours": ours,
+        "baseline": base,
+        "insert_probe": probe_summary,
+        "upload_seconds": upload["seconds"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", default="1M")
-    p.add_argument("--strategy", choices=["WAL_LOG", "FILE_COPY"],
-                   help="CREATE DATABASE strategy of the baseline (default: the server's)")
+    p.add_argument(
+        "--strategy",
+        choices=["WAL_LOG", "FILE_COPY"],
+        help="CREATE DATABASE strategy of the baseline (default: the server's)",
+    )
     p.add_argument("--json", action="store_true")
     p.add_argument("--probe", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

@@ -48,14 +48,24 @@ REPO = Path(__file__).resolve().parents[1]
 def _value_sql(sql_type: str, k: int) -> str:
     """A deterministic pseudo-random value of row ``g`` (salted by ``k``)."""
     h = f"((g * {2654435761 + 97 * k}) % 1000003)"
-    return {"double precision": f"({h} % 100000)::float8",
-            "bigint": f"({h} % 1000)::bigint",
-            "text": f"'t' || ({h} % 10)::text",
-            "boolean": f"({h} % 2 = 0)"}[sql_type]
+    return {
+        "double precision": f"({h} % 100000)::float8",
+        "bigint": f"({h} % 1000)::bigint",
+        "text": f"'t' || ({h} % 10)::text",
+        "boolean": f"({h} % 2 = 0)",
+    }[sql_type]
 
 
-def make_version(engine: Engine, datastack: str, table: str, rows: int, *, version: int = 1,
-                 rows_per_root: int = ROWS_PER_ROOT, spatial_index: bool = True) -> int:
+def make_version(
+    engine: Engine,
+    datastack: str,
+    table: str,
+    rows: int,
+    *,
+    version: int = 1,
+    rows_per_root: int = ROWS_PER_ROOT,
+    spatial_index: bool = True,
+) -> int:
     """Fill version ``version`` of ``datastack`` with ``rows`` generated rows of ``table`` (its
     live table must exist) and publish it. Returns the number of distinct roots."""
     from matengine import catalog
@@ -66,8 +76,13 @@ def make_version(engine: Engine, datastack: str, table: str, rows: int, *, versi
     tbl = catalog.get_table(engine, datastack, table)
     schema = tbl.schema
     roots = max(1, rows // rows_per_root)
-    sel = ["g::bigint AS id", "CAST(:created AS timestamptz) AS created",
-           "NULL::timestamptz AS deleted", "NULL::bigint AS superceded_id", "true AS valid"]
+    sel = [
+        "g::bigint AS id",
+        "CAST(:created AS timestamptz) AS created",
+        "NULL::timestamptz AS deleted",
+        "NULL::bigint AS superceded_id",
+        "true AS valid",
+    ]
     for k, c in enumerate(schema.annotation_columns()):
         sel.append(f"{_value_sql(c.sql_type, k)} AS {quote(c.name)}")
     for k, pt in enumerate(schema.bound_points):
@@ -79,9 +94,13 @@ def make_version(engine: Engine, datastack: str, table: str, rows: int, *, versi
     created = datetime(2024, 1, 1, tzinfo=UTC)
     with engine.begin() as conn:
         conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {quote(vs)}"))
-        conn.execute(text(f"CREATE TABLE {target} AS SELECT {', '.join(sel)} FROM "
-                          "generate_series(CAST(1 AS bigint), CAST(:n AS bigint)) AS g"),
-                     {"n": rows, "created": created})
+        conn.execute(
+            text(
+                f"CREATE TABLE {target} AS SELECT {', '.join(sel)} FROM "
+                "generate_series(CAST(1 AS bigint), CAST(:n AS bigint)) AS g"
+            ),
+            {"n": rows, "created": created},
+        )
         conn.execute(text(f"ALTER TABLE {target} ADD PRIMARY KEY (id)"))
         for pt in schema.bound_points:
             ix = validate_name(f"ix_{table}_{pt}_root_id"[:63])
@@ -90,12 +109,27 @@ def make_version(engine: Engine, datastack: str, table: str, rows: int, *, versi
             for f in schema.points:
                 name = validate_name(f"ix_{table}_{f.name}_bbox"[:63])
                 conn.execute(text(point_index(name, target, f.name)[1]))
-        conn.execute(insert(m.versions).values(
-            datastack=datastack, version=version, time_stamp=created, status="AVAILABLE",
-            valid=True, expires_on=datetime.now(UTC) + timedelta(days=36500)))
-        conn.execute(insert(m.version_tables).values(
-            datastack=datastack, version=version, table_name=table, schema_type=tbl.schema_type,
-            row_count=rows, voxel_resolution=list(tbl.voxel_resolution), description="bench"))
+        conn.execute(
+            insert(m.versions).values(
+                datastack=datastack,
+                version=version,
+                time_stamp=created,
+                status="AVAILABLE",
+                valid=True,
+                expires_on=datetime.now(UTC) + timedelta(days=36500),
+            )
+        )
+        conn.execute(
+            insert(m.version_tables).values(
+                datastack=datastack,
+                version=version,
+                table_name=table,
+                schema_type=tbl.schema_type,
+                row_count=rows,
+                voxel_resolution=list(tbl.voxel_resolution),
+                description="bench",
+            )
+        )
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text(f"VACUUM (ANALYZE) {target}"))
     return roots
@@ -121,8 +155,7 @@ def serve(url: str, port: int) -> None:
         # the common approach: the whole result through pandas, then one JSON document
         target = quote(version_schema(DATASTACK, version), TABLE)
         with engine.connect() as conn:
-            df = pd.read_sql(text(f"SELECT * FROM {target} ORDER BY id LIMIT :n"), conn,
-                             params={"n": limit})
+            df = pd.read_sql(text(f"SELECT * FROM {target} ORDER BY id LIMIT :n"), conn, params={"n": limit})
         return Response(df.to_json(orient="records"), media_type="application/json")
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
@@ -137,7 +170,9 @@ class Server:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.bench_query", "--serve", str(self.port), "--url", url],
-            cwd=REPO, env=env)
+            cwd=REPO,
+            env=env,
+        )
 
     def wait(self) -> Server:
         import httpx
@@ -193,8 +228,10 @@ def arrow_frame(content: bytes):
 
 
 def query_url(base: str, version: int = 1) -> str:
-    return (f"{base}/materialize/api/v3/datastack/{DATASTACK}/version/{version}/table/{TABLE}"
-            "/query?return_pyarrow=True&arrow_format=True&split_positions=True")
+    return (
+        f"{base}/materialize/api/v3/datastack/{DATASTACK}/version/{version}/table/{TABLE}"
+        "/query?return_pyarrow=True&arrow_format=True&split_positions=True"
+    )
 
 
 # ---------------------------------------------------------------------------- measurements
@@ -217,8 +254,12 @@ def _latency(engine: Engine, url: str, token: str, roots: list[int]) -> dict[str
             version_query(engine, DATASTACK, 1, TABLE, body).to_table()
             local.append(time.perf_counter() - t)
     ms = lambda xs, q: round(float(np.percentile(xs, q)) * 1000, 2)  # noqa: E731
-    return {"http_p50_ms": ms(http, 50), "http_p99_ms": ms(http, 99),
-            "engine_p50_ms": ms(local, 50), "engine_p99_ms": ms(local, 99)}
+    return {
+        "http_p50_ms": ms(http, 50),
+        "http_p99_ms": ms(http, 99),
+        "engine_p50_ms": ms(local, 50),
+        "engine_p99_ms": ms(local, 99),
+    }
 
 
 def _stream(server: Server, token: str, rows: int) -> dict[str, float]:
@@ -260,8 +301,9 @@ def run(rows: int, stream_rows: int | None = None) -> dict[str, Any]:
 
     with scratch_database("query") as url:
         engine = open_engine(url)
-        catalog.add_datastack(engine, DATASTACK, segmentation_source="precomputed://file:///none",
-                              voxel_resolution=(4, 4, 40))
+        catalog.add_datastack(
+            engine, DATASTACK, segmentation_source="precomputed://file:///none", voxel_resolution=(4, 4, 40)
+        )
         catalog.create_table(engine, DATASTACK, TABLE, schema="synapse")
         t = time.perf_counter()
         n_roots = make_version(engine, DATASTACK, TABLE, rows)
@@ -278,30 +320,56 @@ def run(rows: int, stream_rows: int | None = None) -> dict[str, Any]:
         engine.dispose()
     n, ns = human(rows), human(stream_rows)
     report = [
-        result_row(f"query: all synapses of one root ({n} rows, ~{ROWS_PER_ROOT}/root), p50",
-                   latency["http_p50_ms"], None, "ms", ratio_value=latency["http_p50_ms"],
-                   target="p50 < 20 ms", met=latency["http_p50_ms"] < 20,
-                   note=f"p99 {latency['http_p99_ms']} ms; engine only p50 "
-                        f"{latency['engine_p50_ms']} ms"),
-        result_row(f"query: stream {ns} rows, Arrow vs pandas→JSON", stream["arrow_s"],
-                   stream["json_s"], "s", ratio_value=stream["speedup"], target=">= 10x faster",
-                   met=stream["speedup"] >= 10,
-                   note=f"server RSS growth {stream['arrow_rss_growth_mb']} MB "
-                        f"(JSON: {stream['json_rss_growth_mb']} MB)"),
-        result_row(f"query: server RSS growth streaming {ns} rows", stream["arrow_rss_growth_mb"],
-                   stream["json_rss_growth_mb"], "MB", ratio_value=stream["arrow_rss_growth_mb"],
-                   target="< 200 MB", met=stream["arrow_rss_growth_mb"] < 200),
+        result_row(
+            f"query: all synapses of one root ({n} rows, ~{ROWS_PER_ROOT}/root), p50",
+            latency["http_p50_ms"],
+            None,
+            "ms",
+            ratio_value=latency["http_p50_ms"],
+            target="p50 < 20 ms",
+            met=latency["http_p50_ms"] < 20,
+            note=f"p99 {latency['http_p99_ms']} ms; engine only p50 {latency['engine_p50_ms']} ms",
+        ),
+        result_row(
+            f"query: stream {ns} rows, Arrow vs pandas→JSON",
+            stream["arrow_s"],
+            stream["json_s"],
+            "s",
+            ratio_value=stream["speedup"],
+            target=">= 10x faster",
+            met=stream["speedup"] >= 10,
+            note=f"server RSS growth {stream['arrow_rss_growth_mb']} MB "
+            f"(JSON: {stream['json_rss_growth_mb']} MB)",
+        ),
+        result_row(
+            f"query: server RSS growth streaming {ns} rows",
+            stream["arrow_rss_growth_mb"],
+            stream["json_rss_growth_mb"],
+            "MB",
+            ratio_value=stream["arrow_rss_growth_mb"],
+            target="< 200 MB",
+            met=stream["arrow_rss_growth_mb"] < 200,
+        ),
     ]
-    return {"rows_in_table": rows, "stream_rows": stream_rows, "roots": n_roots,
-            "build_s": build_s, **latency, **stream, "rows": report}
+    return {
+        "rows_in_table": rows,
+        "stream_rows": stream_rows,
+        "roots": n_roots,
+        "build_s": build_s,
+        **latency,
+        **stream,
+        "rows": report,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", default="1M", help="rows in the version table (e.g. 100k, 1M, 10M)")
-    p.add_argument("--stream-rows", default=None,
-                   help=f"rows streamed in the Arrow/JSON comparison (default: all, at most "
-                        f"{human(STREAM_MAX)})")
+    p.add_argument(
+        "--stream-rows",
+        default=None,
+        help=f"rows streamed in the Arrow/JSON comparison (default: all, at most {human(STREAM_MAX)})",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
@@ -309,15 +377,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         serve(args.url, args.serve)
         return 0
-    result = run(parse_rows(args.rows),
-                 parse_rows(args.stream_rows) if args.stream_rows else None)
+    result = run(parse_rows(args.rows), parse_rows(args.stream_rows) if args.stream_rows else None)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:
         for row in result["rows"]:
-            print(f"{row['operation']}: ours {row['ours']} {row['unit']}, baseline "
-                  f"{row['baseline']}, ratio {row['ratio']} (target {row['target']}: "
-                  f"{'met' if row['met'] else 'NOT met'}) {row['note']}")
+            print(
+                f"{row['operation']}: ours {row['ours']} {row['unit']}, baseline "
+                f"{row['baseline']}, ratio {row['ratio']} (target {row['target']}: "
+                f"{'met' if row['met'] else 'NOT met'}) {row['note']}"
+            )
     return 0
 
 

@@ -62,8 +62,10 @@ def read_columns(engine: Engine, query: str, types: list[str]) -> list[np.ndarra
     (double precision), none of them NULL."""
     raw = engine.raw_connection()
     try:
-        with raw.driver_connection.cursor() as cur, \
-                cur.copy(f"COPY ({query}) TO STDOUT (FORMAT binary)") as copy:
+        with (
+            raw.driver_connection.cursor() as cur,
+            cur.copy(f"COPY ({query}) TO STDOUT (FORMAT binary)") as copy,
+        ):
             data = b"".join(bytes(block) for block in copy)
         raw.commit()
     finally:
@@ -72,8 +74,9 @@ def read_columns(engine: Engine, query: str, types: list[str]) -> list[np.ndarra
     for j, kind in enumerate(types):
         fields += [(f"l{j}", ">i4"), (f"v{j}", f">{kind}")]
     dtype = np.dtype(fields)
-    rows = np.frombuffer(data, dtype, offset=_COPY_HEADER,
-                         count=(len(data) - _COPY_HEADER - 2) // dtype.itemsize)
+    rows = np.frombuffer(
+        data, dtype, offset=_COPY_HEADER, count=(len(data) - _COPY_HEADER - 2) // dtype.itemsize
+    )
     if len(rows) and any((rows[f"l{j}"] != 8).any() for j in range(len(types))):
         raise ValueError("NULL in a column read by read_columns")
     return [rows[f"v{j}"].astype(types[j]) for j in range(len(types))]
@@ -86,14 +89,18 @@ def read_bigints(engine: Engine, query: str, ncols: int) -> np.ndarray:
 
 def roots_checksum(engine: Engine, seg_q: str) -> tuple[int, int]:
     with engine.connect() as conn:
-        a, b = conn.execute(text(
-            f"SELECT coalesce(sum(pre_pt_root_id % 1000003 + 7 * (id % 13)), 0), "
-            f"coalesce(sum(post_pt_root_id % 999983 + 11 * (id % 17)), 0) FROM {seg_q}")).one()
+        a, b = conn.execute(
+            text(
+                f"SELECT coalesce(sum(pre_pt_root_id % 1000003 + 7 * (id % 13)), 0), "
+                f"coalesce(sum(post_pt_root_id % 999983 + 11 * (id % 17)), 0) FROM {seg_q}"
+            )
+        ).one()
     return int(a), int(b)
 
 
-def fraction_times(graph, start: datetime, edit_times: list[datetime],
-                   fractions=FRACTIONS) -> dict[float, tuple[datetime, float, int]]:
+def fraction_times(
+    graph, start: datetime, edit_times: list[datetime], fractions=FRACTIONS
+) -> dict[float, tuple[datetime, float, int]]:
     """For each wanted fraction k: the first edit time T at which >= k of the roots valid at
     ``start`` have expired -> (T, actual fraction, expired roots)."""
     from matengine.segmentation.timecodes import to_us
@@ -121,17 +128,20 @@ def bench_ingest(engine: Engine, info, rows: int, baseline_points: int) -> dict[
     from matengine.segmentation import open_segmentation
     from matengine.segmentation.cloudvolume_lookup import lookup_one_cutout_per_point
 
-    upload = run_workflow(engine, "bulk_upload", upload_params(info, with_segmentation=False),
-                          table=TABLE)
+    upload = run_workflow(engine, "bulk_upload", upload_params(info, with_segmentation=False), table=TABLE)
     checkpoint(engine)
     params = {"tables": [TABLE], "timestamp": info.initial_timestamp.isoformat()}
     ours = run_workflow(engine, "ingest", params, table=TABLE)
     names = table_names(engine)
     # correctness: the ingested ids equal the generator's
     sample = min(rows, 5000)
-    got = read_bigints(engine, f"SELECT pre_pt_supervoxel_id, post_pt_supervoxel_id, "
-                               f"pre_pt_root_id, post_pt_root_id FROM {names.segmentation_q} "
-                               f"WHERE id <= {sample} ORDER BY id", 4)
+    got = read_bigints(
+        engine,
+        f"SELECT pre_pt_supervoxel_id, post_pt_supervoxel_id, "
+        f"pre_pt_root_id, post_pt_root_id FROM {names.segmentation_q} "
+        f"WHERE id <= {sample} ORDER BY id",
+        4,
+    )
     folder = info.tables["synapses"]
     want_sv = np.load(folder / "sv_ids_ordered.npy", mmap_mode="r")[:sample].view(np.int64)
     want_root = np.load(folder / "root_ids_ordered.npy", mmap_mode="r")[:sample].view(np.int64)
@@ -145,11 +155,17 @@ def bench_ingest(engine: Engine, info, rows: int, baseline_points: int) -> dict[
     lookup_one_cutout_per_point(seg.supervoxels, sub, info.annotation_resolution)
     base_s = time.perf_counter() - t
     points = 2 * rows
-    return {"points": points, "seconds": ours["seconds"], "points_per_s": rate(points,
-                                                                                ours["seconds"]),
-            "baseline_points": len(sub), "baseline_seconds": round(base_s, 3),
-            "baseline_points_per_s": rate(len(sub), base_s), "agrees": agrees,
-            "upload_seconds": upload["seconds"], "run": ours}
+    return {
+        "points": points,
+        "seconds": ours["seconds"],
+        "points_per_s": rate(points, ours["seconds"]),
+        "baseline_points": len(sub),
+        "baseline_seconds": round(base_s, 3),
+        "baseline_points_per_s": rate(len(sub), base_s),
+        "agrees": agrees,
+        "upload_seconds": upload["seconds"],
+        "run": ours,
+    }
 
 
 def whatif_ingest(engine: Engine, info, rows: int, chunk_rows: int = 200_000) -> dict[str, Any]:
@@ -167,9 +183,13 @@ def whatif_ingest(engine: Engine, info, rows: int, chunk_rows: int = 200_000) ->
 
     ds = "bench_whatif"
     add_datastack(engine, info, ds)
-    run_workflow(engine, "bulk_upload",
-                 upload_params(info, with_segmentation=False, datastack=ds), datastack=ds,
-                 table=TABLE)
+    run_workflow(
+        engine,
+        "bulk_upload",
+        upload_params(info, with_segmentation=False, datastack=ds),
+        datastack=ds,
+        table=TABLE,
+    )
     table = catalog.get_table(engine, ds, TABLE)
     names, schema = table.names, table.schema
     checkpoint(engine)
@@ -183,10 +203,13 @@ def whatif_ingest(engine: Engine, info, rows: int, chunk_rows: int = 200_000) ->
     for lo in range(1, rows + 1, chunk_rows):
         hi = lo + chunk_rows - 1
         t = time.perf_counter()
-        cols = read_columns(engine, f"SELECT s.id, {pos} FROM {names.segmentation_q} s "
-                                    f"JOIN {names.live_q} a ON a.id = s.id WHERE s.id BETWEEN "
-                                    f"{lo} AND {hi} AND {pending_condition(schema, 's')}",
-                            ["i8"] + ["f8"] * 6)
+        cols = read_columns(
+            engine,
+            f"SELECT s.id, {pos} FROM {names.segmentation_q} s "
+            f"JOIN {names.live_q} a ON a.id = s.id WHERE s.id BETWEEN "
+            f"{lo} AND {hi} AND {pending_condition(schema, 's')}",
+            ["i8"] + ["f8"] * 6,
+        )
         ids, n = cols[0], len(cols[0])
         pts = np.concatenate([np.stack(cols[1:4], axis=1), np.stack(cols[4:7], axis=1)])
         phases["read_rows"] += time.perf_counter() - t
@@ -203,36 +226,46 @@ def whatif_ingest(engine: Engine, info, rows: int, chunk_rows: int = 200_000) ->
         raw = engine.raw_connection()
         try:
             cur = raw.driver_connection.cursor()
-            cur.execute("CREATE TEMP TABLE bench_stage (id bigint, c0 bigint, c1 bigint, "
-                        "c2 bigint, c3 bigint) ON COMMIT DROP")
+            cur.execute(
+                "CREATE TEMP TABLE bench_stage (id bigint, c0 bigint, c1 bigint, "
+                "c2 bigint, c3 bigint) ON COMMIT DROP"
+            )
             with cur.copy("COPY bench_stage FROM STDIN (FORMAT binary)") as copy:
-                copy.write(binary_copy_buffer([(ids, "bigint")]
-                                              + [(v, "bigint") for v in values]))
+                copy.write(binary_copy_buffer([(ids, "bigint")] + [(v, "bigint") for v in values]))
             sets = ", ".join(f"{quote(c)} = u.c{j}" for j, c in enumerate(out_cols))
-            cur.execute(f"UPDATE {names.segmentation_q} s SET {sets} FROM bench_stage u "
-                        "WHERE s.id = u.id")
+            cur.execute(f"UPDATE {names.segmentation_q} s SET {sets} FROM bench_stage u WHERE s.id = u.id")
             raw.commit()
         finally:
             raw.close()
         phases["write_rows"] += time.perf_counter() - t
     seconds = time.perf_counter() - t0
     sample = min(rows, 5000)
-    got = read_bigints(engine, f"SELECT pre_pt_supervoxel_id, post_pt_supervoxel_id FROM "
-                               f"{names.segmentation_q} WHERE id <= {sample} ORDER BY id", 2)
+    got = read_bigints(
+        engine,
+        f"SELECT pre_pt_supervoxel_id, post_pt_supervoxel_id FROM "
+        f"{names.segmentation_q} WHERE id <= {sample} ORDER BY id",
+        2,
+    )
     want = np.load(info.tables["synapses"] / "sv_ids_ordered.npy", mmap_mode="r")[:sample]
-    return {"seconds": round(seconds, 3), "points_per_s": rate(2 * rows, seconds),
-            "phases": {k: round(v, 3) for k, v in phases.items()},
-            "agrees": bool(np.array_equal(got, np.asarray(want).view(np.int64)))}
+    return {
+        "seconds": round(seconds, 3),
+        "points_per_s": rate(2 * rows, seconds),
+        "phases": {k: round(v, 3) for k, v in phases.items()},
+        "agrees": bool(np.array_equal(got, np.asarray(want).view(np.int64))),
+    }
 
 
 # ---------------------------------------------------------------------------- update roots
 def _reset(engine: Engine, seg_q: str, when: datetime) -> None:
     """Put the L0 roots back (only rows that differ) and the table's time to L0."""
     with engine.begin() as conn:
-        conn.execute(text(
-            f"UPDATE {seg_q} s SET pre_pt_root_id = b.pre, post_pt_root_id = b.post "
-            f"FROM bench_roots_l0 b WHERE s.id = b.id AND "
-            "(s.pre_pt_root_id <> b.pre OR s.post_pt_root_id <> b.post)"))
+        conn.execute(
+            text(
+                f"UPDATE {seg_q} s SET pre_pt_root_id = b.pre, post_pt_root_id = b.post "
+                f"FROM bench_roots_l0 b WHERE s.id = b.id AND "
+                "(s.pre_pt_root_id <> b.pre OR s.post_pt_root_id <> b.post)"
+            )
+        )
     set_roots_time(engine, when)
     vacuum_analyze(engine, seg_q)
     checkpoint(engine)
@@ -246,8 +279,7 @@ def full_relookup(engine: Engine, info, seg_q: str, when: datetime) -> dict[str,
     t0 = time.perf_counter()
     graph = open_segmentation(info.graph_url).roots
     t_read = time.perf_counter()
-    data = read_bigints(engine, f"SELECT id, pre_pt_supervoxel_id, post_pt_supervoxel_id "
-                                f"FROM {seg_q}", 3)
+    data = read_bigints(engine, f"SELECT id, pre_pt_supervoxel_id, post_pt_supervoxel_id FROM {seg_q}", 3)
     t_lookup = time.perf_counter()
     sv = data[:, 1:].view(np.uint64)
     roots = graph.get_roots(sv.ravel(), when).reshape(sv.shape)
@@ -255,27 +287,38 @@ def full_relookup(engine: Engine, info, seg_q: str, when: datetime) -> dict[str,
     raw = engine.raw_connection()
     try:
         cur = raw.driver_connection.cursor()
-        cur.execute("CREATE TEMP TABLE bench_fresh (id bigint, pre bigint, post bigint) "
-                    "ON COMMIT DROP")
+        cur.execute("CREATE TEMP TABLE bench_fresh (id bigint, pre bigint, post bigint) ON COMMIT DROP")
         with cur.copy("COPY bench_fresh (id, pre, post) FROM STDIN (FORMAT binary)") as copy:
-            copy.write(binary_copy_buffer([(data[:, 0], "bigint"), (roots[:, 0], "bigint"),
-                                           (roots[:, 1], "bigint")]))
-        cur.execute(f"UPDATE {seg_q} s SET pre_pt_root_id = f.pre, post_pt_root_id = f.post "
-                    "FROM bench_fresh f WHERE s.id = f.id")
+            copy.write(
+                binary_copy_buffer([(data[:, 0], "bigint"), (roots[:, 0], "bigint"), (roots[:, 1], "bigint")])
+            )
+        cur.execute(
+            f"UPDATE {seg_q} s SET pre_pt_root_id = f.pre, post_pt_root_id = f.post "
+            "FROM bench_fresh f WHERE s.id = f.id"
+        )
         updated = cur.rowcount
-        cur.execute("UPDATE matengine.annotation_tables SET roots_last_updated = %s "
-                    "WHERE datastack = %s AND table_name = %s", (when, DATASTACK, TABLE))
+        cur.execute(
+            "UPDATE matengine.annotation_tables SET roots_last_updated = %s "
+            "WHERE datastack = %s AND table_name = %s",
+            (when, DATASTACK, TABLE),
+        )
         raw.commit()
     finally:
         raw.close()
     end = time.perf_counter()
-    return {"seconds": round(end - t0, 3), "open_graph_s": round(t_read - t0, 3),
-            "read_s": round(t_lookup - t_read, 3), "get_roots_s": round(t_write - t_lookup, 3),
-            "write_s": round(end - t_write, 3), "rows_updated": updated}
+    return {
+        "seconds": round(end - t0, 3),
+        "open_graph_s": round(t_read - t0, 3),
+        "read_s": round(t_lookup - t_read, 3),
+        "get_roots_s": round(t_write - t_lookup, 3),
+        "write_s": round(end - t_write, 3),
+        "rows_updated": updated,
+    }
 
 
-def bench_update_roots(engine: Engine, info, fractions=FRACTIONS,
-                       baseline_each: bool = False) -> dict[str, Any]:
+def bench_update_roots(
+    engine: Engine, info, fractions=FRACTIONS, baseline_each: bool = False
+) -> dict[str, Any]:
     from matengine.segmentation import open_segmentation
 
     names = table_names(engine)
@@ -285,31 +328,45 @@ def bench_update_roots(engine: Engine, info, fractions=FRACTIONS,
     times = fraction_times(graph, l0, info.edit_timestamps, fractions)
     with engine.begin() as conn:
         conn.execute(text("DROP TABLE IF EXISTS bench_roots_l0"))
-        conn.execute(text(f"CREATE TABLE bench_roots_l0 AS SELECT id, pre_pt_root_id AS pre, "
-                          f"post_pt_root_id AS post FROM {seg_q}"))
+        conn.execute(
+            text(
+                f"CREATE TABLE bench_roots_l0 AS SELECT id, pre_pt_root_id AS pre, "
+                f"post_pt_root_id AS post FROM {seg_q}"
+            )
+        )
         conn.execute(text("ALTER TABLE bench_roots_l0 ADD PRIMARY KEY (id)"))
     vacuum_analyze(engine, seg_q, "bench_roots_l0")
     checkpoint(engine)
     cases = []
     for k, (when, actual, expired) in times.items():
         _reset(engine, seg_q, l0)
-        ours = run_workflow(engine, "update_roots",
-                            {"tables": [TABLE], "timestamp": when.isoformat()}, table=TABLE)
-        cases.append({"fraction": k, "actual_fraction": actual, "expired_roots": expired,
-                      "timestamp": when.isoformat(), "seconds": ours["seconds"],
-                      "rows_touched": ours["rows"], "ours_checksum": roots_checksum(engine, seg_q),
-                      "run": ours})
+        ours = run_workflow(
+            engine, "update_roots", {"tables": [TABLE], "timestamp": when.isoformat()}, table=TABLE
+        )
+        cases.append(
+            {
+                "fraction": k,
+                "actual_fraction": actual,
+                "expired_roots": expired,
+                "timestamp": when.isoformat(),
+                "seconds": ours["seconds"],
+                "rows_touched": ours["rows"],
+                "ours_checksum": roots_checksum(engine, seg_q),
+                "run": ours,
+            }
+        )
 
     # 0 edits: from the last state to a time before the next edit
     last = datetime.fromisoformat(cases[-1]["timestamp"])
     later = [t for t in info.edit_timestamps if t > last]
     quiet = last + (later[0] - last) / 2 if later else last + timedelta(seconds=1)
     checkpoint(engine)
-    zero = run_workflow(engine, "update_roots", {"tables": [TABLE], "timestamp": quiet.isoformat()},
-                        table=TABLE)
+    zero = run_workflow(
+        engine, "update_roots", {"tables": [TABLE], "timestamp": quiet.isoformat()}, table=TABLE
+    )
 
     # baselines last: their whole-table UPDATE leaves the table twice its size
-    for case in (cases if baseline_each else cases[-1:]):
+    for case in cases if baseline_each else cases[-1:]:
         _reset(engine, seg_q, l0)
         base = full_relookup(engine, info, seg_q, datetime.fromisoformat(case["timestamp"]))
         base["checksum"] = roots_checksum(engine, seg_q)
@@ -318,14 +375,24 @@ def bench_update_roots(engine: Engine, info, fractions=FRACTIONS,
     shared = cases[-1]["baseline"]
     for case in cases:
         case.setdefault("baseline", {"seconds": shared["seconds"], "reused_from": cases[-1]["fraction"]})
-    return {"cases": cases, "zero_edits": {"seconds": zero["seconds"], "run": zero,
-                                           "timestamp": quiet.isoformat()}}
+    return {
+        "cases": cases,
+        "zero_edits": {"seconds": zero["seconds"], "run": zero, "timestamp": quiet.isoformat()},
+    }
 
 
 # ---------------------------------------------------------------------------- run
-def run(rows: int | str = 1_000_000, *, workdir: str | Path | None = None, info=None,
-        baseline_points: int = BASELINE_POINTS, fractions=FRACTIONS, baseline_each: bool = False,
-        whatif: bool = False, seed: int = 0) -> dict[str, Any]:
+def run(
+    rows: int | str = 1_000_000,
+    *,
+    workdir: str | Path | None = None,
+    info=None,
+    baseline_points: int = BASELINE_POINTS,
+    fractions=FRACTIONS,
+    baseline_each: bool = False,
+    whatif: bool = False,
+    seed: int = 0,
+) -> dict[str, Any]:
     rows = parse_rows(rows)
     with tempfile.TemporaryDirectory(dir=workdir, prefix="bench_sync_") as tmp:
         if info is None:
@@ -338,42 +405,86 @@ def run(rows: int | str = 1_000_000, *, workdir: str | Path | None = None, info=
             what = whatif_ingest(engine, info, rows) if whatif else None
     ing_ratio = ingest["points_per_s"] / ingest["baseline_points_per_s"]
     out_rows = [
-        result_row(f"ingest {human(ingest['points'])} points (sv + root) vs cutout per point",
-                   ingest["points_per_s"], ingest["baseline_points_per_s"], "points/s",
-                   ratio_value=round(ing_ratio, 1), target=">= 100x", met=ing_ratio >= 100,
-                   note=f"baseline on {ingest['baseline_points']} points, lookup only; "
-                        f"ids agree with generator: {ingest['agrees']}"),
-        result_row("ingest rate", ingest["points_per_s"], None, "points/s",
-                   target=">= 50k points/s", met=ingest["points_per_s"] >= 50_000),
+        result_row(
+            f"ingest {human(ingest['points'])} points (sv + root) vs cutout per point",
+            ingest["points_per_s"],
+            ingest["baseline_points_per_s"],
+            "points/s",
+            ratio_value=round(ing_ratio, 1),
+            target=">= 100x",
+            met=ing_ratio >= 100,
+            note=f"baseline on {ingest['baseline_points']} points, lookup only; "
+            f"ids agree with generator: {ingest['agrees']}",
+        ),
+        result_row(
+            "ingest rate",
+            ingest["points_per_s"],
+            None,
+            "points/s",
+            target=">= 50k points/s",
+            met=ingest["points_per_s"] >= 50_000,
+        ),
     ]
     for case in upd["cases"]:
         base_s = case["baseline"]["seconds"]
         r = round(base_s / case["seconds"], 1) if case["seconds"] else None
-        out_rows.append(result_row(
-            f"update roots, {case['actual_fraction'] * 100:.2g}% of roots expired "
-            f"({case['rows_touched']:,} rows) vs full re-lookup", case["seconds"], base_s, "s",
-            ratio_value=r, target="cost ~ affected rows",
-            note=f"ratio = baseline/ours; agrees: {case.get('agrees', 'n/a')}"))
+        out_rows.append(
+            result_row(
+                f"update roots, {case['actual_fraction'] * 100:.2g}% of roots expired "
+                f"({case['rows_touched']:,} rows) vs full re-lookup",
+                case["seconds"],
+                base_s,
+                "s",
+                ratio_value=r,
+                target="cost ~ affected rows",
+                note=f"ratio = baseline/ours; agrees: {case.get('agrees', 'n/a')}",
+            )
+        )
     zs = upd["zero_edits"]["seconds"]
-    out_rows.append(result_row(f"update roots, 0 edits, {human(rows)} rows", zs, None, "s",
-                               target=f"< {ZERO_EDIT_TARGET_S:g} s at 10M",
-                               met=zs < ZERO_EDIT_TARGET_S,
-                               note="independent of row count (no row is read)"))
+    out_rows.append(
+        result_row(
+            f"update roots, 0 edits, {human(rows)} rows",
+            zs,
+            None,
+            "s",
+            target=f"< {ZERO_EDIT_TARGET_S:g} s at 10M",
+            met=zs < ZERO_EDIT_TARGET_S,
+            note="independent of row count (no row is read)",
+        )
+    )
     if what is not None:
-        out_rows.append(result_row(
-            "what-if: ingest done set-wise (bench code, not the workflow)", what["points_per_s"],
-            ingest["points_per_s"], "points/s", note=f"vs the workflow; phases {what['phases']}"))
-    return {"benchmark": "sync", "rows": out_rows, "n_rows": rows, "ingest": ingest,
-            "update_roots": upd, "whatif_ingest": what}
+        out_rows.append(
+            result_row(
+                "what-if: ingest done set-wise (bench code, not the workflow)",
+                what["points_per_s"],
+                ingest["points_per_s"],
+                "points/s",
+                note=f"vs the workflow; phases {what['phases']}",
+            )
+        )
+    return {
+        "benchmark": "sync",
+        "rows": out_rows,
+        "n_rows": rows,
+        "ingest": ingest,
+        "update_roots": upd,
+        "whatif_ingest": what,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", default="1M")
-    p.add_argument("--baseline-each", action="store_true",
-                   help="run the full re-lookup for every fraction (default: the largest only)")
-    p.add_argument("--what-if", action="store_true",
-                   help="also time ingest written set-wise in this file (not the workflow)")
+    p.add_argument(
+        "--baseline-each",
+        action="store_true",
+        help="run the full re-lookup for every fraction (default: the largest only)",
+    )
+    p.add_argument(
+        "--what-if",
+        action="store_true",
+        help="also time ingest written set-wise in this file (not the workflow)",
+    )
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     result = run(args.rows, baseline_each=args.baseline_each, whatif=args.what_if)

@@ -61,8 +61,13 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     with engine.connect() as conn:
         conn.execute(text("SELECT 1"))
     before = peak_rss_mb()
-    out = run_workflow(engine, "bulk_upload", spec["params"], datastack=spec["params"]["datastack"],
-                       table=spec["params"]["table"])
+    out = run_workflow(
+        engine,
+        "bulk_upload",
+        spec["params"],
+        datastack=spec["params"]["datastack"],
+        table=spec["params"]["table"],
+    )
     out["rss_before_mb"] = before
     out["peak_rss_mb"] = peak_rss_mb()
     return out
@@ -76,9 +81,12 @@ def upload_in_child(url: str, params: dict[str, Any]) -> dict[str, Any]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(_repo_root()), env.get("PYTHONPATH", "")])
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.bench_upload", "--child", json.dumps({"url": url,
-                                                                              "params": params})],
-        cwd=_repo_root(), env=env, capture_output=True, text=True)
+        [sys.executable, "-m", "bench.bench_upload", "--child", json.dumps({"url": url, "params": params})],
+        cwd=_repo_root(),
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"upload child failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -89,8 +97,9 @@ def _load_columns(folder: Path) -> dict[str, np.ndarray]:
     return {f.stem: np.load(f, mmap_mode="r") for f in folder.glob("*.npy")}
 
 
-def _live_columns(cols: dict[str, np.ndarray], a: int, b: int,
-                  created_us: int) -> list[tuple[np.ndarray, str]]:
+def _live_columns(
+    cols: dict[str, np.ndarray], a: int, b: int, created_us: int
+) -> list[tuple[np.ndarray, str]]:
     n = b - a
     out = [(np.asarray(cols["id"][a:b], np.int64), "bigint"), (np.ones(n, bool), "boolean")]
     for f in ("presyn_coords", "center_coords", "postsyn_coords"):
@@ -101,16 +110,23 @@ def _live_columns(cols: dict[str, np.ndarray], a: int, b: int,
     return out
 
 
-LIVE_COLS = (["id", "valid"] + [f"{p}_position_{a}" for p in ("pre_pt", "ctr_pt", "post_pt")
-                                for a in "xyz"] + ["size", "created"])
-SEG_COLS = ["id", "pre_pt_supervoxel_id", "post_pt_supervoxel_id", "pre_pt_root_id",
-            "post_pt_root_id"]
+LIVE_COLS = (
+    ["id", "valid"]
+    + [f"{p}_position_{a}" for p in ("pre_pt", "ctr_pt", "post_pt") for a in "xyz"]
+    + ["size", "created"]
+)
+SEG_COLS = ["id", "pre_pt_supervoxel_id", "post_pt_supervoxel_id", "pre_pt_root_id", "post_pt_root_id"]
 
 
 def _seg_columns(cols: dict[str, np.ndarray], a: int, b: int) -> list[tuple[np.ndarray, str]]:
     sv, root = np.asarray(cols["sv_ids_ordered"][a:b]), np.asarray(cols["root_ids_ordered"][a:b])
-    return [(np.asarray(cols["id"][a:b], np.int64), "bigint"), (sv[:, 0], "bigint"),
-            (sv[:, 1], "bigint"), (root[:, 0], "bigint"), (root[:, 1], "bigint")]
+    return [
+        (np.asarray(cols["id"][a:b], np.int64), "bigint"),
+        (sv[:, 0], "bigint"),
+        (sv[:, 1], "bigint"),
+        (root[:, 0], "bigint"),
+        (root[:, 1], "bigint"),
+    ]
 
 
 def _fresh_tables(engine: Engine, datastack: str, info) -> Any:
@@ -146,13 +162,12 @@ def raw_copy(engine: Engine, info, folder: Path, rows: int) -> dict[str, Any]:
             (names.live_q, LIVE_COLS, lambda a, b: _live_columns(cols, a, b, created_us)),
             (names.segmentation_q, SEG_COLS, lambda a, b: _seg_columns(cols, a, b)),
         ):
-            sql = f"COPY {table_q} ({', '.join(quote(c) for c in colnames)}) FROM STDIN " \
-                  "(FORMAT binary)"
+            sql = f"COPY {table_q} ({', '.join(quote(c) for c in colnames)}) FROM STDIN (FORMAT binary)"
             with cur.copy(sql) as copy:
                 copy.write(HEADER)
                 for a in range(0, rows, COPY_BLOCK):
                     buf = binary_copy_buffer(build(a, min(rows, a + COPY_BLOCK)))
-                    copy.write(memoryview(buf)[len(HEADER):len(buf) - len(TRAILER)])
+                    copy.write(memoryview(buf)[len(HEADER) : len(buf) - len(TRAILER)])
                 copy.write(TRAILER)
         raw.commit()
         copy_s = time.perf_counter() - t_copy
@@ -168,30 +183,52 @@ def raw_copy(engine: Engine, info, folder: Path, rows: int) -> dict[str, Any]:
         count = conn.execute(text(f"SELECT count(*) FROM {names.live_q}")).scalar_one()
     if count != rows:
         raise RuntimeError(f"raw COPY wrote {count} rows, expected {rows}")
-    return {"seconds": round(total_s, 3), "copy_seconds": round(copy_s, 3),
-            "index_seconds": round(index_s, 3), "rebuild_indexes": rebuild}
+    return {
+        "seconds": round(total_s, 3),
+        "copy_seconds": round(copy_s, 3),
+        "index_seconds": round(index_s, 3),
+        "rebuild_indexes": rebuild,
+    }
 
 
 # ---------------------------------------------------------------------------- baseline (b)
 def _dict_rows(cols: dict[str, np.ndarray], n: int, created) -> tuple[list[dict], list[dict]]:
     ids = np.asarray(cols["id"][:n]).tolist()
-    pre, ctr, post = (np.asarray(cols[f][:n], np.float64).tolist()
-                      for f in ("presyn_coords", "center_coords", "postsyn_coords"))
+    pre, ctr, post = (
+        np.asarray(cols[f][:n], np.float64).tolist()
+        for f in ("presyn_coords", "center_coords", "postsyn_coords")
+    )
     sizes = np.asarray(cols["sizes"][:n], np.float64).tolist()
     sv = np.asarray(cols["sv_ids_ordered"][:n]).view(np.int64).tolist()
     roots = np.asarray(cols["root_ids_ordered"][:n]).view(np.int64).tolist()
     live, seg = [], []
     for i in range(n):
-        live.append({
-            "id": ids[i], "created": created, "valid": True,
-            "pre_pt_position_x": pre[i][0], "pre_pt_position_y": pre[i][1],
-            "pre_pt_position_z": pre[i][2], "ctr_pt_position_x": ctr[i][0],
-            "ctr_pt_position_y": ctr[i][1], "ctr_pt_position_z": ctr[i][2],
-            "post_pt_position_x": post[i][0], "post_pt_position_y": post[i][1],
-            "post_pt_position_z": post[i][2], "size": sizes[i]})
-        seg.append({"id": ids[i], "pre_pt_supervoxel_id": sv[i][0],
-                    "post_pt_supervoxel_id": sv[i][1], "pre_pt_root_id": roots[i][0],
-                    "post_pt_root_id": roots[i][1]})
+        live.append(
+            {
+                "id": ids[i],
+                "created": created,
+                "valid": True,
+                "pre_pt_position_x": pre[i][0],
+                "pre_pt_position_y": pre[i][1],
+                "pre_pt_position_z": pre[i][2],
+                "ctr_pt_position_x": ctr[i][0],
+                "ctr_pt_position_y": ctr[i][1],
+                "ctr_pt_position_z": ctr[i][2],
+                "post_pt_position_x": post[i][0],
+                "post_pt_position_y": post[i][1],
+                "post_pt_position_z": post[i][2],
+                "size": sizes[i],
+            }
+        )
+        seg.append(
+            {
+                "id": ids[i],
+                "pre_pt_supervoxel_id": sv[i][0],
+                "post_pt_supervoxel_id": sv[i][1],
+                "pre_pt_root_id": roots[i][0],
+                "post_pt_root_id": roots[i][1],
+            }
+        )
     return live, seg
 
 
@@ -212,8 +249,10 @@ def executemany(engine: Engine, info, folder: Path, sample: int) -> dict[str, An
             if label == "rowwise":
                 for table_q, dicts in ((names.live_q, live), (names.segmentation_q, seg)):
                     keys = list(dicts[0])
-                    stmt = text(f"INSERT INTO {table_q} ({', '.join(quote(k) for k in keys)}) "
-                                f"VALUES ({', '.join(':' + k for k in keys)})")
+                    stmt = text(
+                        f"INSERT INTO {table_q} ({', '.join(quote(k) for k in keys)}) "
+                        f"VALUES ({', '.join(':' + k for k in keys)})"
+                    )
                     conn.execute(stmt, dicts)
             else:
                 md = MetaData()
@@ -233,8 +272,9 @@ def scaled_dataset(src: Path, dst: Path, rows: int, block: int = 1_000_000) -> P
     cols = _load_columns(src)
     n = len(cols["id"])
     for name, col in cols.items():
-        out = np.lib.format.open_memmap(dst / f"{name}.npy", mode="w+", dtype=col.dtype,
-                                        shape=(rows, *col.shape[1:]))
+        out = np.lib.format.open_memmap(
+            dst / f"{name}.npy", mode="w+", dtype=col.dtype, shape=(rows, *col.shape[1:])
+        )
         for a in range(0, rows, block):
             b = min(rows, a + block)
             if name == "id":
@@ -249,8 +289,15 @@ def scaled_dataset(src: Path, dst: Path, rows: int, block: int = 1_000_000) -> P
 
 
 # ---------------------------------------------------------------------------- run
-def run(rows: int | str = 1_000_000, *, workdir: str | Path | None = None, info=None,
-        sample: int = EXECUTEMANY_SAMPLE, rss_factor: int = 3, seed: int = 0) -> dict[str, Any]:
+def run(
+    rows: int | str = 1_000_000,
+    *,
+    workdir: str | Path | None = None,
+    info=None,
+    sample: int = EXECUTEMANY_SAMPLE,
+    rss_factor: int = 3,
+    seed: int = 0,
+) -> dict[str, Any]:
     rows = parse_rows(rows)
     sample = min(sample, max(1000, rows // 4))
     with tempfile.TemporaryDirectory(dir=workdir, prefix="bench_upload_") as tmp:
@@ -260,8 +307,7 @@ def run(rows: int | str = 1_000_000, *, workdir: str | Path | None = None, info=
         folder = info.tables["synapses"]
         other_rows = 0
         if rss_factor > 1:
-            other_rows = rows * rss_factor if rows * rss_factor <= RSS_MAX_TILED \
-                else rows // rss_factor
+            other_rows = rows * rss_factor if rows * rss_factor <= RSS_MAX_TILED else rows // rss_factor
         rss_folder = scaled_dataset(folder, Path(tmp) / "rss", other_rows) if other_rows else None
         setup_s = time.perf_counter() - t
         with scratch_database("upload") as url:
@@ -273,36 +319,67 @@ def run(rows: int | str = 1_000_000, *, workdir: str | Path | None = None, info=
             big = None
             if rss_folder is not None:
                 add_datastack(engine, info, "bench_rss")
-                big = upload_in_child(url, upload_params(info, datastack="bench_rss",
-                                                         source=rss_folder))
+                big = upload_in_child(url, upload_params(info, datastack="bench_rss", source=rss_folder))
     ours_rate = rate(rows, ours["seconds"])
     copy_rate = rate(rows, copy["seconds"])
     copy_only_rate = rate(rows, copy["copy_seconds"])
     em_rate = em["rowwise_rows_per_s"]
     out_rows = [
-        result_row(f"bulk upload {human(rows)} rows vs raw COPY (same end state)", ours_rate,
-                   copy_rate, "rows/s", target=">= 0.7x",
-                   met=ours_rate >= 0.7 * copy_rate,
-                   note=f"raw COPY {copy['copy_seconds']} s + indexes {copy['index_seconds']} s; "
-                        f"ours {ours['seconds']} s"),
-        result_row(f"bulk upload {human(rows)} rows vs raw COPY alone (no index build)",
-                   ours_rate, copy_only_rate, "rows/s", note="informational"),
-        result_row(f"bulk upload vs row-wise executemany ({human(sample)} sample)", ours_rate,
-                   em_rate, "rows/s", target=">= 30x", met=ours_rate >= 30 * em_rate),
-        result_row("bulk upload vs Core insert() executemany (insertmanyvalues)", ours_rate,
-                   em["core_insert_rows_per_s"], "rows/s", note="informational"),
+        result_row(
+            f"bulk upload {human(rows)} rows vs raw COPY (same end state)",
+            ours_rate,
+            copy_rate,
+            "rows/s",
+            target=">= 0.7x",
+            met=ours_rate >= 0.7 * copy_rate,
+            note=f"raw COPY {copy['copy_seconds']} s + indexes {copy['index_seconds']} s; "
+            f"ours {ours['seconds']} s",
+        ),
+        result_row(
+            f"bulk upload {human(rows)} rows vs raw COPY alone (no index build)",
+            ours_rate,
+            copy_only_rate,
+            "rows/s",
+            note="informational",
+        ),
+        result_row(
+            f"bulk upload vs row-wise executemany ({human(sample)} sample)",
+            ours_rate,
+            em_rate,
+            "rows/s",
+            target=">= 30x",
+            met=ours_rate >= 30 * em_rate,
+        ),
+        result_row(
+            "bulk upload vs Core insert() executemany (insertmanyvalues)",
+            ours_rate,
+            em["core_insert_rows_per_s"],
+            "rows/s",
+            note="informational",
+        ),
     ]
     if big is not None:
-        (small_n, small), (large_n, large) = sorted([(rows, ours), (other_rows, big)],
-                                                    key=lambda x: x[0])
+        (small_n, small), (large_n, large) = sorted([(rows, ours), (other_rows, big)], key=lambda x: x[0])
         flat = large["peak_rss_mb"] <= RSS_FLAT * small["peak_rss_mb"]
-        out_rows.append(result_row(
-            f"upload peak RSS at {human(large_n)} vs {human(small_n)} rows", large["peak_rss_mb"],
-            small["peak_rss_mb"], "MB", target=f"flat (<= {RSS_FLAT}x)", met=flat,
-            note=f"{human(other_rows)} rows at {rate(other_rows, big['seconds'])} rows/s"))
+        out_rows.append(
+            result_row(
+                f"upload peak RSS at {human(large_n)} vs {human(small_n)} rows",
+                large["peak_rss_mb"],
+                small["peak_rss_mb"],
+                "MB",
+                target=f"flat (<= {RSS_FLAT}x)",
+                met=flat,
+                note=f"{human(other_rows)} rows at {rate(other_rows, big['seconds'])} rows/s",
+            )
+        )
     return {
-        "benchmark": "upload", "rows": out_rows, "n_rows": rows, "setup_seconds": round(setup_s, 2),
-        "ours": ours, "raw_copy": copy, "executemany": em,
+        "benchmark": "upload",
+        "rows": out_rows,
+        "n_rows": rows,
+        "setup_seconds": round(setup_s, 2),
+        "ours": ours,
+        "raw_copy": copy,
+        "executemany": em,
         "rss_scale": None if big is None else {"rows": other_rows, **big},
     }
 

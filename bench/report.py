@@ -26,8 +26,12 @@ from typing import Any, TextIO
 from bench import dataset, human, parse_rows
 
 BENCHMARKS = ("upload", "sync", "materialize", "query")
-MODULES = {"upload": "bench.bench_upload", "sync": "bench.bench_sync",
-           "materialize": "bench.bench_materialize", "query": "bench.bench_query"}
+MODULES = {
+    "upload": "bench.bench_upload",
+    "sync": "bench.bench_sync",
+    "materialize": "bench.bench_materialize",
+    "query": "bench.bench_query",
+}
 COLUMNS = ("operation", "ours", "baseline", "unit", "ratio", "target", "met?")
 
 
@@ -50,16 +54,26 @@ def _fmt(v: Any) -> str:
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    cells = [[_fmt(r.get("operation")), _fmt(r.get("ours")), _fmt(r.get("baseline")),
-              _fmt(r.get("unit")), "-" if r.get("ratio") is None else f"{_fmt(r['ratio'])}x",
-              r.get("target") or "-", _fmt(r.get("met"))] for r in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h)
-              for i, h in enumerate(COLUMNS)]
+    cells = [
+        [
+            _fmt(r.get("operation")),
+            _fmt(r.get("ours")),
+            _fmt(r.get("baseline")),
+            _fmt(r.get("unit")),
+            "-" if r.get("ratio") is None else f"{_fmt(r['ratio'])}x",
+            r.get("target") or "-",
+            _fmt(r.get("met")),
+        ]
+        for r in rows
+    ]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(COLUMNS)]
     right = {1, 2, 4}
 
     def line(values: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if i in right else v.ljust(w)
-                         for i, (v, w) in enumerate(zip(values, widths, strict=True))).rstrip()
+        return "  ".join(
+            v.rjust(w) if i in right else v.ljust(w)
+            for i, (v, w) in enumerate(zip(values, widths, strict=True))
+        ).rstrip()
 
     out = [line(COLUMNS), line(["-" * w for w in widths])]
     out += [line(c) for c in cells]
@@ -76,9 +90,20 @@ def _adapt(name: str, result: Any) -> list[dict[str, Any]]:
     if isinstance(result, dict) and isinstance(result.get("rows"), list):
         return result["rows"]
     if isinstance(result, dict):
-        return [{"operation": f"{name}: {k}", "ours": v, "baseline": None, "unit": "",
-                 "ratio": None, "target": "", "met": None, "note": ""}
-                for k, v in result.items() if isinstance(v, (int, float))]
+        return [
+            {
+                "operation": f"{name}: {k}",
+                "ours": v,
+                "baseline": None,
+                "unit": "",
+                "ratio": None,
+                "target": "",
+                "met": None,
+                "note": "",
+            }
+            for k, v in result.items()
+            if isinstance(v, (int, float))
+        ]
     return []
 
 
@@ -86,10 +111,16 @@ def _available(name: str) -> bool:
     return (Path(__file__).parent / f"{MODULES[name].split('.')[-1]}.py").exists()
 
 
-def run_all(rows: int | str = "1M", only: Sequence[str] | None = None, *,
-            json_out: str | Path | None = None, workdir: str | Path | None = None,
-            seed: int = 0, log: Callable[[str], None] | None = None,
-            options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+def run_all(
+    rows: int | str = "1M",
+    only: Sequence[str] | None = None,
+    *,
+    json_out: str | Path | None = None,
+    workdir: str | Path | None = None,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+    options: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """Run the selected benchmarks (all available by default) and return the report."""
     n = parse_rows(rows)
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -98,10 +129,17 @@ def run_all(rows: int | str = "1M", only: Sequence[str] | None = None, *,
     if unknown:
         raise ValueError(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
     report: dict[str, Any] = {
-        "rows": n, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {"python": platform.python_version(), "platform": platform.platform(),
-                    "cpus": _cpus(), "load_average_at_start": _load()},
-        "table": [], "benchmarks": {}, "errors": {},
+        "rows": n,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": _cpus(),
+            "load_average_at_start": _load(),
+        },
+        "table": [],
+        "benchmarks": {},
+        "errors": {},
     }
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=workdir, prefix="matengine_bench_") as tmp:

@@ -140,7 +140,10 @@ _ARRAY_TYPES = {
 
 
 def _write_rows(
-    conn: Connection, table: AnnotationTable, ids: list[int], cols: dict[str, list[Any]],
+    conn: Connection,
+    table: AnnotationTable,
+    ids: list[int],
+    cols: dict[str, list[Any]],
     stamp: datetime,
 ) -> None:
     schema = table.schema
@@ -183,9 +186,7 @@ def _check_references(conn: Connection, table: AnnotationTable, cols: dict[str, 
         )
         for i, v in enumerate(wanted):
             if v is not None and v not in found:
-                raise InvalidInput(
-                    f"no row {v} in reference table {ref.table_name!r}", row=i, field=f.name
-                )
+                raise InvalidInput(f"no row {v} in reference table {ref.table_name!r}", row=i, field=f.name)
 
 
 def _assign_ids(conn: Connection, table: AnnotationTable, given: list[int | None]) -> list[int]:
@@ -219,8 +220,7 @@ def _assign_ids(conn: Connection, table: AnnotationTable, given: list[int | None
         # keep the sequence ahead of ids chosen by the caller
         conn.execute(
             text(
-                "SELECT setval(CAST(:seq AS regclass), GREATEST("
-                f"(SELECT max(id) FROM {names.live_q}), :top))"
+                f"SELECT setval(CAST(:seq AS regclass), GREATEST((SELECT max(id) FROM {names.live_q}), :top))"
             ),
             {"seq": names.sequence, "top": max(ids)},
         )
@@ -272,8 +272,7 @@ def update_annotations(
             if old not in live:
                 raise InvalidInput(f"no annotation with id {old}", row=i, field="id")
             if live[old] is not None:
-                raise InvalidInput(f"annotation {old} was already deleted or superseded",
-                                   row=i, field="id")
+                raise InvalidInput(f"annotation {old} was already deleted or superseded", row=i, field="id")
         if len(set(old_ids)) != len(old_ids):
             raise InvalidInput("the same id is updated twice in one batch", field="id")
         new_ids = _assign_ids(conn, table, [None] * len(old_ids))
@@ -290,9 +289,7 @@ def update_annotations(
     return dict(zip(old_ids, new_ids, strict=True))
 
 
-def delete_annotations(
-    engine: Engine, datastack: str, table_name: str, ids: Sequence[int]
-) -> list[int]:
+def delete_annotations(engine: Engine, datastack: str, table_name: str, ids: Sequence[int]) -> list[int]:
     """Soft-delete rows (``deleted`` set, ``valid`` false); refuses ids not live."""
     table = get_table(engine, datastack, table_name)
     wanted = [_check_number(v, i, "id", integer=True) for i, v in enumerate(ids)]
@@ -341,9 +338,6 @@ def fetch_rows(
     for r in result.mappings():
         row = dict(r)
         for f in schema.points:
-            row[f"{f.name}_position"] = [
-                row.pop(f"{f.name}_position_{a}") for a in "xyz"
-            ]
+            row[f"{f.name}_position"] = [row.pop(f"{f.name}_position_{a}") for a in "xyz"]
         out.append(row)
     return out
-

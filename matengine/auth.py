@@ -81,14 +81,11 @@ class Principal:
             raise Forbidden(f"this token does not grant {permission!r} on {where}")
 
 
-OPEN_PRINCIPAL = Principal(token_id=None, datastack=ALL_DATASTACKS, permission="admin",
-                           auth_disabled=True)
+OPEN_PRINCIPAL = Principal(token_id=None, datastack=ALL_DATASTACKS, permission="admin", auth_disabled=True)
 
 
 # ------------------------------------------------------------------ token store
-def create_token(
-    engine: Engine, datastack: str, permission: str, description: str = ""
-) -> tuple[int, str]:
+def create_token(engine: Engine, datastack: str, permission: str, description: str = "") -> tuple[int, str]:
     """Store a new token; returns ``(id, token)``. The token itself is never stored."""
     check_permission(permission)
     if datastack != ALL_DATASTACKS:
@@ -99,8 +96,12 @@ def create_token(
     with engine.begin() as conn:
         token_id = conn.execute(
             insert(m.tokens)
-            .values(token_sha256=hash_token(token), datastack=datastack, permission=permission,
-                    description=description)
+            .values(
+                token_sha256=hash_token(token),
+                datastack=datastack,
+                permission=permission,
+                description=description,
+            )
             .returning(m.tokens.c.id)
         ).scalar_one()
     return int(token_id), token
@@ -108,15 +109,19 @@ def create_token(
 
 def list_tokens(engine: Engine, *, include_revoked: bool = False) -> list[dict[str, Any]]:
     t = m.tokens
-    stmt = select(t.c.id, t.c.datastack, t.c.permission, t.c.description, t.c.created,
-                  t.c.revoked).order_by(t.c.id)
+    stmt = select(t.c.id, t.c.datastack, t.c.permission, t.c.description, t.c.created, t.c.revoked).order_by(
+        t.c.id
+    )
     if not include_revoked:
         stmt = stmt.where(t.c.revoked.is_(None))
     with engine.connect() as conn:
         rows = conn.execute(stmt).mappings().all()
     return [
-        {**dict(r), "created": r["created"].isoformat(),
-         "revoked": r["revoked"].isoformat() if r["revoked"] else None}
+        {
+            **dict(r),
+            "created": r["created"].isoformat(),
+            "revoked": r["revoked"].isoformat() if r["revoked"] else None,
+        }
         for r in rows
     ]
 
@@ -124,7 +129,8 @@ def list_tokens(engine: Engine, *, include_revoked: bool = False) -> list[dict[s
 def revoke_token(engine: Engine, token_id: int) -> None:
     with engine.begin() as conn:
         done = conn.execute(
-            update(m.tokens).where(m.tokens.c.id == int(token_id), m.tokens.c.revoked.is_(None))
+            update(m.tokens)
+            .where(m.tokens.c.id == int(token_id), m.tokens.c.revoked.is_(None))
             .values(revoked=utcnow())
         ).rowcount
     if not done:
@@ -136,8 +142,9 @@ def authenticate(engine: Engine, token: str) -> Principal:
     t = m.tokens
     with engine.connect() as conn:
         row = conn.execute(
-            select(t.c.id, t.c.datastack, t.c.permission)
-            .where(t.c.token_sha256 == hash_token(token), t.c.revoked.is_(None))
+            select(t.c.id, t.c.datastack, t.c.permission).where(
+                t.c.token_sha256 == hash_token(token), t.c.revoked.is_(None)
+            )
         ).first()
     if row is None or row.permission not in _RANK:
         raise Unauthorized("unknown or revoked token")
@@ -182,8 +189,7 @@ def principal_from_request(request: Request) -> Principal:
         token = token_from_request(request)
         if not token:
             raise Unauthorized(
-                "no token: send 'Authorization: Bearer <token>' (create one with "
-                "'matengine token create')"
+                "no token: send 'Authorization: Bearer <token>' (create one with 'matengine token create')"
             )
         principal = authenticate(app_state.engine, token)
     request.state.principal = principal

@@ -73,8 +73,7 @@ class AnnotationTable:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for key in ("created", "deleted", "last_modified", "roots_last_updated",
-                    "roots_updating_to"):
+        for key in ("created", "deleted", "last_modified", "roots_last_updated", "roots_updating_to"):
             d[key] = d[key].isoformat() if d[key] else None
         d["voxel_resolution"] = list(self.voxel_resolution)
         d.pop("segmentation_suffix")
@@ -157,9 +156,7 @@ def list_datastacks(engine: Engine) -> list[Datastack]:
 def set_schedule(engine: Engine, name: str, schedule: str | None) -> Datastack:
     get_datastack(engine, name)
     with engine.begin() as conn:
-        conn.execute(
-            update(m.datastacks).where(m.datastacks.c.name == name).values(schedule=schedule)
-        )
+        conn.execute(update(m.datastacks).where(m.datastacks.c.name == name).values(schedule=schedule))
     return get_datastack(engine, name)
 
 
@@ -250,8 +247,7 @@ def list_tables(engine: Engine, datastack: str) -> list[AnnotationTable]:
     t = m.annotation_tables
     with engine.connect() as conn:
         rows = conn.execute(
-            select(t).where(t.c.datastack == datastack, t.c.deleted.is_(None))
-            .order_by(t.c.table_name)
+            select(t).where(t.c.datastack == datastack, t.c.deleted.is_(None)).order_by(t.c.table_name)
         ).all()
     return [_table(r, ds.pcg_table_name) for r in rows]
 
@@ -259,9 +255,7 @@ def list_tables(engine: Engine, datastack: str) -> list[AnnotationTable]:
 def _update_table_row(conn: Connection, table: AnnotationTable, **values: Any) -> None:
     t = m.annotation_tables
     conn.execute(
-        update(t)
-        .where(t.c.datastack == table.datastack, t.c.table_name == table.table_name)
-        .values(**values)
+        update(t).where(t.c.datastack == table.datastack, t.c.table_name == table.table_name).values(**values)
     )
 
 
@@ -286,9 +280,9 @@ def drop_datastack(engine: Engine, name: str) -> None:
 
     get_datastack(engine, name)
     with engine.begin() as conn:
-        numbers = conn.execute(
-            select(m.versions.c.version).where(m.versions.c.datastack == name)
-        ).scalars().all()
+        numbers = (
+            conn.execute(select(m.versions.c.version).where(m.versions.c.datastack == name)).scalars().all()
+        )
         for n in numbers:
             conn.execute(text(f"DROP SCHEMA IF EXISTS {quote(version_schema(name, n))} CASCADE"))
         conn.execute(text(f"DROP SCHEMA IF EXISTS {quote(name)} CASCADE"))
@@ -305,17 +299,28 @@ def sync_declared_datastacks(engine: Engine, declared: dict[str, Any]) -> list[s
         try:
             existing = get_datastack(engine, name)
         except NotFound:
-            add_datastack(engine, name, segmentation_source=d.segmentation_source,
-                          voxel_resolution=d.voxel_resolution, aligned_volume=d.aligned_volume,
-                          description=d.description, schedule=d.schedule,
-                          days_to_expire=d.days_to_expire)
+            add_datastack(
+                engine,
+                name,
+                segmentation_source=d.segmentation_source,
+                voxel_resolution=d.voxel_resolution,
+                aligned_volume=d.aligned_volume,
+                description=d.description,
+                schedule=d.schedule,
+                days_to_expire=d.days_to_expire,
+            )
             created.append(name)
             continue
         if existing.segmentation_source != d.segmentation_source:
-            raise InvalidInput(f"datastack {name!r} exists with segmentation source "
-                               f"{existing.segmentation_source!r}, the config says "
-                               f"{d.segmentation_source!r}")
+            raise InvalidInput(
+                f"datastack {name!r} exists with segmentation source "
+                f"{existing.segmentation_source!r}, the config says "
+                f"{d.segmentation_source!r}"
+            )
         with engine.begin() as conn:
-            conn.execute(update(m.datastacks).where(m.datastacks.c.name == name)
-                         .values(schedule=d.schedule, days_to_expire=d.days_to_expire))
+            conn.execute(
+                update(m.datastacks)
+                .where(m.datastacks.c.name == name)
+                .values(schedule=d.schedule, days_to_expire=d.days_to_expire)
+            )
     return created

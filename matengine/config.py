@@ -62,8 +62,7 @@ class Settings(BaseSettings):
             return {}
         raw: dict[str, Any] = tomllib.loads(Path(self.config).read_text())
         return {
-            name: DatastackConfig.model_validate(body)
-            for name, body in raw.get("datastacks", {}).items()
+            name: DatastackConfig.model_validate(body) for name, body in raw.get("datastacks", {}).items()
         }
 
 

@@ -38,14 +38,20 @@ TABLES = {"synapses": "synapse", "cells": "cell_type_local"}
 def _dataset(workdir: Path, synapses: int, seed: int):
     now = utcnow().replace(microsecond=0)
     return generate_dataset(
-        workdir / "dataset", synapses=synapses, cells=max(100, synapses // 20),
-        supervoxels=max(600, synapses // 10), edits=max(60, synapses // 100), seed=seed,
-        start=now - timedelta(days=2), span=timedelta(days=1),
+        workdir / "dataset",
+        synapses=synapses,
+        cells=max(100, synapses // 20),
+        supervoxels=max(600, synapses // 10),
+        edits=max(60, synapses // 100),
+        seed=seed,
+        start=now - timedelta(days=2),
+        span=timedelta(days=1),
     )
 
 
-def run_demo(size: str = "small", workdir: Path | None = None,
-             log: Callable[[str], None] | None = None, seed: int = 0) -> dict[str, Any]:
+def run_demo(
+    size: str = "small", workdir: Path | None = None, log: Callable[[str], None] | None = None, seed: int = 0
+) -> dict[str, Any]:
     say = log or (lambda _msg: None)
     settings = get_settings()
     workdir = Path(workdir or settings.home / "demo")
@@ -63,17 +69,20 @@ def run_demo(size: str = "small", workdir: Path | None = None,
     url = resolve_database_url(settings)
     engine = get_engine(url)
     mode = "external" if settings.database_url else "embedded"
-    say(f"database: {mode} ({url}); workers: "
-        f"{settings.broker_url or 'in-process (no broker configured)'}")
+    say(f"database: {mode} ({url}); workers: {settings.broker_url or 'in-process (no broker configured)'}")
     info = timed("synthetic dataset", lambda: _dataset(workdir, n, seed))
     oracle = Oracle(info.directory)
     try:
         catalog.drop_datastack(engine, DATASTACK)
     except NotFound:
         pass
-    catalog.add_datastack(engine, DATASTACK, segmentation_source=info.graph_url,
-                          voxel_resolution=info.annotation_resolution,
-                          description="matengine demo on a synthetic dataset")
+    catalog.add_datastack(
+        engine,
+        DATASTACK,
+        segmentation_source=info.graph_url,
+        voxel_resolution=info.annotation_resolution,
+        description="matengine demo on a synthetic dataset",
+    )
 
     def run(kind: str, params: dict[str, Any], table: str | None = None) -> Any:
         run_id = submit(engine, kind, params, datastack=DATASTACK, table=table)
@@ -86,23 +95,35 @@ def run_demo(size: str = "small", workdir: Path | None = None,
         folder = info.directory / table
         mapping = json.loads((folder / "column_mapping.json").read_text())
         has_roots = any("root" in k for k in mapping)
-        params = {"datastack": DATASTACK, "table": table, "schema": TABLES[table],
-                  "source": folder.as_uri(), "column_mapping": mapping,
-                  "roots_timestamp": info.initial_timestamp.isoformat() if has_roots else None,
-                  "created": info.start.isoformat(), "chunk_rows": settings.chunk_rows}
+        params = {
+            "datastack": DATASTACK,
+            "table": table,
+            "schema": TABLES[table],
+            "source": folder.as_uri(),
+            "column_mapping": mapping,
+            "roots_timestamp": info.initial_timestamp.isoformat() if has_roots else None,
+            "created": info.start.isoformat(),
+            "chunk_rows": settings.chunk_rows,
+        }
         timed(f"upload {table}", lambda p=params, t=table: run("bulk_upload", p, t))
-    timed("ingest", lambda: run("ingest", sync_parameters(
-        engine, "ingest", DATASTACK, timestamp=info.start.isoformat())))
+    timed(
+        "ingest",
+        lambda: run("ingest", sync_parameters(engine, "ingest", DATASTACK, timestamp=info.start.isoformat())),
+    )
 
     t1 = info.start + (info.end - info.start) / 2
-    v1 = timed("complete (version 1)", lambda: run("complete", sync_parameters(
-        engine, "complete", DATASTACK, timestamp=t1.isoformat()))).result["version"]
+    v1 = timed(
+        "complete (version 1)",
+        lambda: run("complete", sync_parameters(engine, "complete", DATASTACK, timestamp=t1.isoformat())),
+    ).result["version"]
 
     extra, deleted = _live_edits(engine, oracle)
     say(f"live edits: {len(extra)} rows inserted or updated, {len(deleted)} deleted")
     t2 = utcnow()
-    v2 = timed("complete (version 2)", lambda: run("complete", sync_parameters(
-        engine, "complete", DATASTACK, timestamp=t2.isoformat()))).result["version"]
+    v2 = timed(
+        "complete (version 2)",
+        lambda: run("complete", sync_parameters(engine, "complete", DATASTACK, timestamp=t2.isoformat())),
+    ).result["version"]
 
     problems: list[str] = []
     rows: dict[str, int] = {}
@@ -115,8 +136,12 @@ def run_demo(size: str = "small", workdir: Path | None = None,
     t_live = info.start + (info.end - info.start) * 3 / 4
     from matengine.query.engine import live_query
 
-    got = timed("live query", lambda: columns_from_arrow(
-        live_query(engine, DATASTACK, "synapses", t_live, {}).to_table(), "synapse"))
+    got = timed(
+        "live query",
+        lambda: columns_from_arrow(
+            live_query(engine, DATASTACK, "synapses", t_live, {}).to_table(), "synapse"
+        ),
+    )
     want = oracle.table_at("synapses", t_live, **_edits_for("synapses", extra, deleted))
     problems += [f"live query: {p}" for p in differences(got, want)]
     verified = not problems
@@ -124,10 +149,16 @@ def run_demo(size: str = "small", workdir: Path | None = None,
     for p in problems:
         say(f"  {p}")
     return {
-        "database": mode, "workers": "celery" if settings.broker_url else "in-process",
-        "datastack": DATASTACK, "synapses": n, "versions": [v1, v2], "rows": rows,
-        "live_query_rows": len(got["id"]), "timings_s": timings,
-        "seconds": round(time.perf_counter() - t_all, 2), "verified": verified,
+        "database": mode,
+        "workers": "celery" if settings.broker_url else "in-process",
+        "datastack": DATASTACK,
+        "synapses": n,
+        "versions": [v1, v2],
+        "rows": rows,
+        "live_query_rows": len(got["id"]),
+        "timings_s": timings,
+        "seconds": round(time.perf_counter() - t_all, 2),
+        "verified": verified,
         "problems": problems,
     }
 
@@ -141,20 +172,32 @@ def _live_edits(engine: Any, oracle: Oracle) -> tuple[list[dict], dict[int, Any]
     new_rows = []
     for i in range(60):
         j = int(rng.integers(len(base["id"])))
-        new_rows.append({"pre_pt": {"position": points["pre_pt_position"][j].tolist()},
-                         "ctr_pt": {"position": points["ctr_pt_position"][j].tolist()},
-                         "post_pt": {"position": points["post_pt_position"][(j + i) % len(
-                             base["id"])].tolist()}, "size": float(i)})
+        new_rows.append(
+            {
+                "pre_pt": {"position": points["pre_pt_position"][j].tolist()},
+                "ctr_pt": {"position": points["ctr_pt_position"][j].tolist()},
+                "post_pt": {"position": points["post_pt_position"][(j + i) % len(base["id"])].tolist()},
+                "size": float(i),
+            }
+        )
     ids = ann.insert_annotations(engine, DATASTACK, "synapses", new_rows[:50])
     updates = [dict(r, id=old) for r, old in zip(new_rows[50:], picks[:10], strict=True)]
     mapping = ann.update_annotations(engine, DATASTACK, "synapses", updates)
     ann.delete_annotations(engine, DATASTACK, "synapses", picks[10:])
-    rows = ann.get_annotations(engine, DATASTACK, "synapses",
-                               ids + list(mapping.values()) + picks)
-    extra = [{"id": r["id"], "created": r["created"], "deleted": r["deleted"],
-              "pre_pt_position": r["pre_pt_position"], "ctr_pt_position": r["ctr_pt_position"],
-              "post_pt_position": r["post_pt_position"], "size": r["size"]}
-             for r in rows if r["id"] not in set(picks)]
+    rows = ann.get_annotations(engine, DATASTACK, "synapses", ids + list(mapping.values()) + picks)
+    extra = [
+        {
+            "id": r["id"],
+            "created": r["created"],
+            "deleted": r["deleted"],
+            "pre_pt_position": r["pre_pt_position"],
+            "ctr_pt_position": r["ctr_pt_position"],
+            "post_pt_position": r["post_pt_position"],
+            "size": r["size"],
+        }
+        for r in rows
+        if r["id"] not in set(picks)
+    ]
     deleted = {r["id"]: r["deleted"] for r in rows if r["id"] in set(picks)}
     return extra, deleted
 

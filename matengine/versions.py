@@ -33,8 +33,7 @@ class Version:
 
     @property
     def expired(self) -> bool:
-        return self.status == "EXPIRED" or (
-            self.expires_on is not None and self.expires_on <= utcnow())
+        return self.status == "EXPIRED" or (self.expires_on is not None and self.expires_on <= utcnow())
 
     @property
     def queryable(self) -> bool:
@@ -42,8 +41,17 @@ class Version:
 
     @classmethod
     def from_row(cls, row: Any, tables: dict[str, int] | None = None) -> Version:
-        return cls(row.datastack, int(row.version), row.time_stamp, row.status, bool(row.valid),
-                   row.expires_on, row.created, row.finished, tables or {})
+        return cls(
+            row.datastack,
+            int(row.version),
+            row.time_stamp,
+            row.status,
+            bool(row.valid),
+            row.expires_on,
+            row.created,
+            row.finished,
+            tables or {},
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -80,9 +88,8 @@ def plan_removals(versions: list[Version], now: datetime, keep: int) -> list[Rem
     for v in versions:
         by_ds.setdefault(v.datastack, []).append(v)
     for ds, vs in by_ds.items():
-        valid = sorted((v for v in vs if v.valid and v.status == "AVAILABLE"),
-                       key=lambda v: v.version)
-        protected = {v.version for v in valid[-max(keep, 1):]}
+        valid = sorted((v for v in vs if v.valid and v.status == "AVAILABLE"), key=lambda v: v.version)
+        protected = {v.version for v in valid[-max(keep, 1) :]}
         for v in vs:
             if v.version in protected or v.status in ("RUNNING", "EXPIRED"):
                 continue
@@ -93,8 +100,14 @@ def plan_removals(versions: list[Version], now: datetime, keep: int) -> list[Rem
     return out
 
 
-def remove_expired(engine: Engine, datastack: str | None = None, *, dry_run: bool = False,
-                   now: datetime | None = None, keep: int | None = None) -> list[Removal]:
+def remove_expired(
+    engine: Engine,
+    datastack: str | None = None,
+    *,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    keep: int | None = None,
+) -> list[Removal]:
     now = now or utcnow()
     keep = get_settings().keep_valid_versions if keep is None else keep
     removals = plan_removals(list_versions(engine, datastack), now, keep)
@@ -102,14 +115,23 @@ def remove_expired(engine: Engine, datastack: str | None = None, *, dry_run: boo
         return removals
     for r in removals:
         with engine.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA IF EXISTS "
-                              f"{quote(version_schema(r.datastack, r.version))} CASCADE"))
-            conn.execute(delete(m.version_tables).where(
-                m.version_tables.c.datastack == r.datastack,
-                m.version_tables.c.version == r.version))
-            conn.execute(update(m.versions).where(
-                m.versions.c.datastack == r.datastack, m.versions.c.version == r.version,
-            ).values(status="EXPIRED", valid=False))
-            conn.execute(insert(m.version_removals).values(
-                datastack=r.datastack, version=r.version, reason=r.reason))
+            conn.execute(
+                text(f"DROP SCHEMA IF EXISTS {quote(version_schema(r.datastack, r.version))} CASCADE")
+            )
+            conn.execute(
+                delete(m.version_tables).where(
+                    m.version_tables.c.datastack == r.datastack, m.version_tables.c.version == r.version
+                )
+            )
+            conn.execute(
+                update(m.versions)
+                .where(
+                    m.versions.c.datastack == r.datastack,
+                    m.versions.c.version == r.version,
+                )
+                .values(status="EXPIRED", valid=False)
+            )
+            conn.execute(
+                insert(m.version_removals).values(datastack=r.datastack, version=r.version, reason=r.reason)
+            )
     return removals

@@ -14,9 +14,7 @@ from psycopg import sql
 
 from matengine.config import configure, get_settings
 
-ADMIN_URL = os.environ.get(
-    "MATENGINE_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
+ADMIN_URL = os.environ.get("MATENGINE_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def _db_url(name: str) -> str:
@@ -54,7 +52,9 @@ def datastack(engine) -> Iterator[str]:
 
     name = f"ds_{uuid.uuid4().hex[:8]}"
     catalog.add_datastack(
-        engine, name, segmentation_source="precomputed://file:///nonexistent/seg",
+        engine,
+        name,
+        segmentation_source="precomputed://file:///nonexistent/seg",
         voxel_resolution=(4, 4, 40),
     )
     yield name

@@ -15,8 +15,12 @@ def _synapses(n: int, seed: int = 0) -> list[dict]:
     rng = np.random.default_rng(seed)
     pts = rng.integers(0, 5000, size=(n, 3, 3)).astype(float)
     return [
-        {"pre_pt": {"position": p[0].tolist()}, "ctr_pt": {"position": p[1].tolist()},
-         "post_pt": {"position": p[2].tolist()}, "size": float(i)}
+        {
+            "pre_pt": {"position": p[0].tolist()},
+            "ctr_pt": {"position": p[1].tolist()},
+            "post_pt": {"position": p[2].tolist()},
+            "size": float(i),
+        }
         for i, p in enumerate(pts)
     ]
 
@@ -118,8 +122,7 @@ def test_existing_id_refused(engine, datastack, synapse_table):
 
 def test_reference_rows_must_point_at_existing_rows(engine, datastack, synapse_table):
     [target] = ann.insert_annotations(engine, datastack, synapse_table, _synapses(1))
-    catalog.create_table(engine, datastack, "syn_tags", schema="reference_tag",
-                         reference_table=synapse_table)
+    catalog.create_table(engine, datastack, "syn_tags", schema="reference_tag", reference_table=synapse_table)
     ann.insert_annotations(engine, datastack, "syn_tags", [{"target_id": target, "tag": "good"}])
     with pytest.raises(InvalidInput, match="field 'target_id': no row 999"):
         ann.insert_annotations(engine, datastack, "syn_tags", [{"target_id": 999, "tag": "x"}])
@@ -127,7 +130,11 @@ def test_reference_rows_must_point_at_existing_rows(engine, datastack, synapse_t
 
 def test_single_point_schema_has_segmentation_columns(engine, datastack):
     catalog.create_table(engine, datastack, "cells", schema="cell_type_local")
-    [i] = ann.insert_annotations(engine, datastack, "cells", [
-        {"pt": {"position": [1, 2, 3]}, "cell_type": "basket", "classification_system": "x"}])
+    [i] = ann.insert_annotations(
+        engine,
+        datastack,
+        "cells",
+        [{"pt": {"position": [1, 2, 3]}, "cell_type": "basket", "classification_system": "x"}],
+    )
     [row] = ann.get_annotations(engine, datastack, "cells", [i])
     assert row["cell_type"] == "basket" and row["pt_root_id"] is None

@@ -15,9 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-ADMIN_URL = os.environ.get(
-    "MATENGINE_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
+ADMIN_URL = os.environ.get("MATENGINE_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REPO = Path(__file__).resolve().parents[1]
 MINE = ("upload", "sync", "materialize")
 FIELDS = {"operation", "ours", "baseline", "unit", "ratio", "target", "met", "note"}
@@ -27,9 +25,11 @@ def _bench_databases() -> set[str]:
     """Scratch databases of the benchmarks run here (others may run their own meanwhile)."""
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
         names = {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
-    return {n for n in names
-            if n.startswith(("matengine_bench_upload_", "matengine_bench_sync_",
-                             "matengine_bench_mat_"))}
+    return {
+        n
+        for n in names
+        if n.startswith(("matengine_bench_upload_", "matengine_bench_sync_", "matengine_bench_mat_"))
+    }
 
 
 @pytest.mark.timeout(180)
@@ -39,9 +39,26 @@ def test_bench_command_prints_table_and_writes_json(tmp_path):
     env = dict(os.environ, MATENGINE_BENCH_ADMIN_URL=ADMIN_URL)
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "matengine", "bench", "--rows", "20k", "--only", ",".join(MINE),
-         "--json", str(out), "--workdir", str(tmp_path)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=170)
+        [
+            sys.executable,
+            "-m",
+            "matengine",
+            "bench",
+            "--rows",
+            "20k",
+            "--only",
+            ",".join(MINE),
+            "--json",
+            str(out),
+            "--workdir",
+            str(tmp_path),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
     elapsed = time.monotonic() - started
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert elapsed < 60, f"bench at 20k rows took {elapsed:.0f} s"
@@ -61,8 +78,16 @@ def test_bench_command_prints_table_and_writes_json(tmp_path):
     assert report["errors"] == {}
     assert set(report["benchmarks"]) == set(MINE)
     ops = " | ".join(r["operation"] for r in report["table"])
-    for needle in ("raw COPY", "executemany", "peak RSS", "ingest", "update roots, 0 edits",
-                   "full re-lookup", "materialize", "template copy"):
+    for needle in (
+        "raw COPY",
+        "executemany",
+        "peak RSS",
+        "ingest",
+        "update roots, 0 edits",
+        "full re-lookup",
+        "materialize",
+        "template copy",
+    ):
         assert needle in ops
     for row in report["table"]:
         assert set(row) == FIELDS
@@ -71,8 +96,7 @@ def test_bench_command_prints_table_and_writes_json(tmp_path):
     compared = [r for r in report["table"] if r["baseline"] is not None]
     assert all(r["ratio"] is not None for r in compared)
     assert report["benchmarks"]["sync"]["ingest"]["agrees"] is True
-    assert all(c["agrees"] for c in report["benchmarks"]["sync"]["update_roots"]["cases"]
-               if "agrees" in c)
+    assert all(c["agrees"] for c in report["benchmarks"]["sync"]["update_roots"]["cases"] if "agrees" in c)
     steps = report["benchmarks"]["materialize"]["ours"]["steps"]
     assert {s["step"] for s in steps} >= {"prepare", "merge:synapses", "publish"}
 
@@ -81,11 +105,19 @@ def test_bench_command_prints_table_and_writes_json(tmp_path):
 
 
 def test_bench_rows_and_names_are_checked():
-    proc = subprocess.run([sys.executable, "-m", "matengine", "bench", "--rows", "lots"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "matengine", "bench", "--rows", "lots"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode != 0 and "row count" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "matengine", "bench", "--only", "nope"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "matengine", "bench", "--only", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode != 0 and "unknown benchmark" in proc.stderr
 
 

@@ -38,20 +38,34 @@ def test_every_command_has_help(path):
 
 
 def test_datastack_and_table_round_trip(database_url):
-    out = _run("datastack", "add", "cli_ds", "--segmentation-source",
-               "precomputed://file:///nowhere", "--voxel-resolution", "4,4,40", "--json")
+    out = _run(
+        "datastack",
+        "add",
+        "cli_ds",
+        "--segmentation-source",
+        "precomputed://file:///nowhere",
+        "--voxel-resolution",
+        "4,4,40",
+        "--json",
+    )
     assert json.loads(out.stdout)["voxel_resolution"] == [4.0, 4.0, 40.0]
     listed = json.loads(_run("datastack", "list", "--json").stdout)
     assert "cli_ds" in [d["name"] for d in listed]
     _run("table", "create", "cli_ds", "syn", "--schema", "synapse", "--json")
     tables = json.loads(_run("table", "list", "cli_ds", "--json").stdout)
-    assert [(t["table_name"], t["schema_type"], t["live_rows"]) for t in tables] == [
-        ("syn", "synapse", 0)]
+    assert [(t["table_name"], t["schema_type"], t["live_rows"]) for t in tables] == [("syn", "synapse", 0)]
 
 
 def test_unknown_schema_is_a_clean_error(database_url):
-    _run("datastack", "add", "cli_ds2", "--segmentation-source",
-         "precomputed://file:///nowhere", "--voxel-resolution", "4,4,40")
+    _run(
+        "datastack",
+        "add",
+        "cli_ds2",
+        "--segmentation-source",
+        "precomputed://file:///nowhere",
+        "--voxel-resolution",
+        "4,4,40",
+    )
     result = runner.invoke(app, ["table", "create", "cli_ds2", "t", "--schema", "nope"])
     assert result.exit_code != 0
     assert "unknown schema 'nope'" in str(result.exception)

@@ -16,9 +16,9 @@ def test_environment_and_flags(monkeypatch, tmp_path):
 def test_declared_datastacks_are_created_and_kept_in_step(engine, tmp_path):
     path = tmp_path / "stacks.toml"
     path.write_text(
-        '[datastacks.toml_ds]\n'
+        "[datastacks.toml_ds]\n"
         'segmentation_source = "precomputed://file:///data/seg"\n'
-        'voxel_resolution = [4, 4, 40]\n'
+        "voxel_resolution = [4, 4, 40]\n"
         'schedule = "0 3 * * *"\n'
     )
     configure(config=path)

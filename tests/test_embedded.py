@@ -13,7 +13,10 @@ def _matengine(home, *args, timeout=600):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MATENGINE_")}
     env["MATENGINE_HOME"] = str(home)
     return subprocess.run(
-        [sys.executable, "-m", "matengine", *args], env=env, capture_output=True, text=True,
+        [sys.executable, "-m", "matengine", *args],
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=timeout,
     )
 

@@ -24,8 +24,9 @@ def test_quote_joins_validated_parts():
 @pytest.mark.parametrize("name", HOSTILE + ["public", "matengine", "pg_x", "a__mat1"])
 def test_hostile_datastack_names_are_refused(engine, name):
     with pytest.raises(InvalidName):
-        catalog.add_datastack(engine, name, segmentation_source="precomputed://file:///x",
-                              voxel_resolution=(1, 1, 1))
+        catalog.add_datastack(
+            engine, name, segmentation_source="precomputed://file:///x", voxel_resolution=(1, 1, 1)
+        )
 
 
 def test_hostile_table_name_is_refused(engine, datastack):

@@ -58,28 +58,40 @@ class ScheduleRequest(BaseModel):
 
 def _accepted(run_id: int, request: Request) -> JSONResponse:
     url = str(request.url_for("get_run", run_id=run_id))
-    return JSONResponse({"run_id": run_id, "url": url}, status_code=202,
-                        headers={"Location": url})
+    return JSONResponse({"run_id": run_id, "url": url}, status_code=202, headers={"Location": url})
 
 
 @router.post("/datastack/{datastack}/bulk_upload", status_code=202, dependencies=[ADMIN])
 def bulk_upload(datastack: str, body: UploadRequest, request: Request) -> JSONResponse:
     engine, settings = engine_of(request), settings_of(request)
-    params = {"datastack": datastack, "table": body.table, "schema": body.schema_type,
-              "source": body.source, "column_mapping": body.column_mapping,
-              "roots_timestamp": body.roots_timestamp, "voxel_resolution": body.voxel_resolution,
-              "created": body.created, "description": body.description,
-              "chunk_rows": body.chunk_rows or settings.chunk_rows}
+    params = {
+        "datastack": datastack,
+        "table": body.table,
+        "schema": body.schema_type,
+        "source": body.source,
+        "column_mapping": body.column_mapping,
+        "roots_timestamp": body.roots_timestamp,
+        "voxel_resolution": body.voxel_resolution,
+        "created": body.created,
+        "description": body.description,
+        "chunk_rows": body.chunk_rows or settings.chunk_rows,
+    }
     check_request(engine, params)
-    run_id = submit(engine, "bulk_upload", params, datastack=datastack, table=body.table,
-                    settings=settings)
+    run_id = submit(engine, "bulk_upload", params, datastack=datastack, table=body.table, settings=settings)
     return _accepted(run_id, request)
 
 
 def _sync(kind: str, datastack: str, body: SyncRequest, request: Request) -> JSONResponse:
     engine, settings = engine_of(request), settings_of(request)
-    params = sync_parameters(engine, kind, datastack, table=body.table, timestamp=body.timestamp,
-                             days_to_expire=body.days_to_expire, chunk_rows=body.chunk_rows)
+    params = sync_parameters(
+        engine,
+        kind,
+        datastack,
+        table=body.table,
+        timestamp=body.timestamp,
+        days_to_expire=body.days_to_expire,
+        chunk_rows=body.chunk_rows,
+    )
     table = body.table if kind in ("ingest", "update_roots") else None
     run_id = submit(engine, kind, params, datastack=datastack, table=table, settings=settings)
     return _accepted(run_id, request)
@@ -106,16 +118,16 @@ def complete(datastack: str, body: SyncRequest, request: Request) -> JSONRespons
 
 
 @router.get("/runs/{run_id}", name="get_run")
-def get_run(run_id: int, request: Request,
-            principal: Principal = Depends(get_principal)) -> dict[str, Any]:
+def get_run(run_id: int, request: Request, principal: Principal = Depends(get_principal)) -> dict[str, Any]:
     run = runs.get_run(engine_of(request), run_id)
     principal.require(run.datastack or "*", "admin")
     return run.to_dict()
 
 
 @router.post("/runs/{run_id}/cancel")
-def cancel_run(run_id: int, request: Request,
-               principal: Principal = Depends(get_principal)) -> dict[str, Any]:
+def cancel_run(
+    run_id: int, request: Request, principal: Principal = Depends(get_principal)
+) -> dict[str, Any]:
     engine = engine_of(request)
     run = runs.get_run(engine, run_id)
     principal.require(run.datastack or "*", "admin")
@@ -151,8 +163,12 @@ def set_schedule(datastack: str, body: ScheduleRequest, request: Request) -> dic
 
 @router.post("/datastacks", status_code=201, dependencies=[Depends(require_permission("admin"))])
 def add_datastack(body: DatastackRequest, request: Request) -> dict[str, Any]:
-    ds = catalog.add_datastack(engine_of(request), body.name,
-                               segmentation_source=body.segmentation_source,
-                               voxel_resolution=body.voxel_resolution,
-                               aligned_volume=body.aligned_volume, description=body.description)
+    ds = catalog.add_datastack(
+        engine_of(request),
+        body.name,
+        segmentation_source=body.segmentation_source,
+        voxel_resolution=body.voxel_resolution,
+        aligned_volume=body.aligned_volume,
+        description=body.description,
+    )
     return ds.to_dict()

@@ -33,8 +33,9 @@ class TooLarge(MatengineError):
     status_code = 413
 
 
-def _datastack_for(request: Request, av: str, principal: Principal, table: str | None,
-                   permission: str) -> str:
+def _datastack_for(
+    request: Request, av: str, principal: Principal, table: str | None, permission: str
+) -> str:
     """The datastack of ``av`` holding ``table`` (or the only one, to create a table)."""
     candidates = datastacks_of_aligned_volume(request, av, principal)
     if table is not None:
@@ -50,9 +51,11 @@ def _datastack_for(request: Request, av: str, principal: Principal, table: str |
             raise NotFound(f"no table {table!r} in aligned volume {av!r}")
         candidates = holding
     if len(candidates) > 1:
-        raise Conflict(f"aligned volume {av!r} has several datastacks "
-                       f"({', '.join(d.name for d in candidates)}); use the materialize or admin "
-                       "routes of one of them")
+        raise Conflict(
+            f"aligned volume {av!r} has several datastacks "
+            f"({', '.join(d.name for d in candidates)}); use the materialize or admin "
+            "routes of one of them"
+        )
     name = candidates[0].name
     principal.require(name, permission)
     return name
@@ -60,7 +63,7 @@ def _datastack_for(request: Request, av: str, principal: Principal, table: str |
 
 def _batch(body: Any, key: str) -> list[Any]:
     if not isinstance(body, dict) or not isinstance(body.get(key), list):
-        raise InvalidInput(f"expected {{\"{key}\": [...]}}", field=key)
+        raise InvalidInput(f'expected {{"{key}": [...]}}', field=key)
     rows = body[key]
     if len(rows) > MAX_BATCH:
         raise TooLarge(f"at most {MAX_BATCH} {key} per request, got {len(rows)}")
@@ -68,8 +71,9 @@ def _batch(body: Any, key: str) -> list[Any]:
 
 
 @router.get(base + "/table")
-def list_tables(aligned_volume_name: str, request: Request,
-                principal: Principal = Depends(get_principal)) -> list[str]:
+def list_tables(
+    aligned_volume_name: str, request: Request, principal: Principal = Depends(get_principal)
+) -> list[str]:
     engine = engine_of(request)
     out: list[str] = []
     for ds in datastacks_of_aligned_volume(request, aligned_volume_name, principal):
@@ -78,9 +82,12 @@ def list_tables(aligned_volume_name: str, request: Request,
 
 
 @router.post(base + "/table")
-def create_table(aligned_volume_name: str, request: Request,
-                 body: dict[str, Any] = Body(...),
-                 principal: Principal = Depends(get_principal)) -> PlainTextResponse:
+def create_table(
+    aligned_volume_name: str,
+    request: Request,
+    body: dict[str, Any] = Body(...),
+    principal: Principal = Depends(get_principal),
+) -> PlainTextResponse:
     name = body.get("table_name")
     schema = body.get("schema_type")
     if not isinstance(name, str):
@@ -97,7 +104,11 @@ def create_table(aligned_volume_name: str, request: Request,
         res = [md.get(f"voxel_resolution_{a}") for a in "xyz"]
     ds = _datastack_for(request, aligned_volume_name, principal, None, "edit")
     catalog.create_table(
-        engine_of(request), ds, name, schema=schema, voxel_resolution=res,
+        engine_of(request),
+        ds,
+        name,
+        schema=schema,
+        voxel_resolution=res,
         description=str(md.get("description") or ""),
         reference_table=table_md.get("reference_table") if isinstance(table_md, dict) else None,
         owner=str(md.get("user_id") or body.get("user_id") or f"token:{principal.token_id}"),
@@ -107,64 +118,84 @@ def create_table(aligned_volume_name: str, request: Request,
 
 
 @router.get(base + "/table/{table_name}")
-def get_table_metadata(aligned_volume_name: str, table_name: str, request: Request,
-                       principal: Principal = Depends(get_principal)) -> dict[str, Any]:
+def get_table_metadata(
+    aligned_volume_name: str, table_name: str, request: Request, principal: Principal = Depends(get_principal)
+) -> dict[str, Any]:
     ds = _datastack_for(request, aligned_volume_name, principal, table_name, "view")
     return table_metadata(request, ds, table_name, None)
 
 
 @router.get(base + "/table/{table_name}/count")
-def count(aligned_volume_name: str, table_name: str, request: Request,
-          principal: Principal = Depends(get_principal)) -> int:
+def count(
+    aligned_volume_name: str, table_name: str, request: Request, principal: Principal = Depends(get_principal)
+) -> int:
     ds = _datastack_for(request, aligned_volume_name, principal, table_name, "view")
     table = catalog.get_table(engine_of(request), ds, table_name)
     with engine_of(request).connect() as conn:
-        return int(conn.execute(
-            text(f"SELECT count(*) FROM {table.names.live_q} WHERE deleted IS NULL")).scalar_one())
+        return int(
+            conn.execute(
+                text(f"SELECT count(*) FROM {table.names.live_q} WHERE deleted IS NULL")
+            ).scalar_one()
+        )
 
 
 @router.post(base + "/table/{table_name}/annotations")
-def post_annotations(aligned_volume_name: str, table_name: str, request: Request,
-                     body: Any = Body(...),
-                     principal: Principal = Depends(get_principal)) -> list[int]:
+def post_annotations(
+    aligned_volume_name: str,
+    table_name: str,
+    request: Request,
+    body: Any = Body(...),
+    principal: Principal = Depends(get_principal),
+) -> list[int]:
     ds = _datastack_for(request, aligned_volume_name, principal, table_name, "edit")
     return ann.insert_annotations(engine_of(request), ds, table_name, _batch(body, "annotations"))
 
 
 @router.put(base + "/table/{table_name}/annotations")
-def update_annotations(aligned_volume_name: str, table_name: str, request: Request,
-                       body: Any = Body(...),
-                       principal: Principal = Depends(get_principal)) -> dict[str, int]:
+def update_annotations(
+    aligned_volume_name: str,
+    table_name: str,
+    request: Request,
+    body: Any = Body(...),
+    principal: Principal = Depends(get_principal),
+) -> dict[str, int]:
     ds = _datastack_for(request, aligned_volume_name, principal, table_name, "edit")
-    mapping = ann.update_annotations(engine_of(request), ds, table_name,
-                                     _batch(body, "annotations"))
+    mapping = ann.update_annotations(engine_of(request), ds, table_name, _batch(body, "annotations"))
     return {str(old): new for old, new in mapping.items()}
 
 
 @router.delete(base + "/table/{table_name}/annotations")
-def delete_annotations(aligned_volume_name: str, table_name: str, request: Request,
-                       body: Any = Body(...),
-                       principal: Principal = Depends(get_principal)) -> list[int]:
+def delete_annotations(
+    aligned_volume_name: str,
+    table_name: str,
+    request: Request,
+    body: Any = Body(...),
+    principal: Principal = Depends(get_principal),
+) -> list[int]:
     ds = _datastack_for(request, aligned_volume_name, principal, table_name, "edit")
-    return ann.delete_annotations(engine_of(request), ds, table_name,
-                                  _batch(body, "annotation_ids"))
+    return ann.delete_annotations(engine_of(request), ds, table_name, _batch(body, "annotation_ids"))
 
 
 def _ids(value: str) -> list[int]:
     try:
         ids = [int(v) for v in value.split(",") if v.strip()]
     except ValueError:
-        raise InvalidInput(f"expected comma-separated integers, got {value!r}",
-                           field="annotation_ids") from None
+        raise InvalidInput(
+            f"expected comma-separated integers, got {value!r}", field="annotation_ids"
+        ) from None
     if len(ids) > MAX_BATCH:
         raise TooLarge(f"at most {MAX_BATCH} annotation_ids per request")
     return ids
 
 
 @router.get(base + "/table/{table_name}/annotations")
-def get_annotations(aligned_volume_name: str, table_name: str, request: Request,
-                    annotation_ids: str = "",
-                    principal: Principal = Depends(get_principal)) -> list[dict[str, Any]]:
+def get_annotations(
+    aligned_volume_name: str,
+    table_name: str,
+    request: Request,
+    annotation_ids: str = "",
+    principal: Principal = Depends(get_principal),
+) -> list[dict[str, Any]]:
     ds = _datastack_for(request, aligned_volume_name, principal, table_name, "view")
     table = catalog.get_table(engine_of(request), ds, table_name)
     seg = {c.name for c in table.schema.segmentation_columns()}

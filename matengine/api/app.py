@@ -42,8 +42,9 @@ def _version() -> str:
         return "0+unknown"
 
 
-def create_app(settings: Settings | None = None, *, auth_enabled: bool = True,
-               engine: Engine | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, auth_enabled: bool = True, engine: Engine | None = None
+) -> FastAPI:
     """Build the app. ``auth_enabled=False`` makes it answer loopback requests only."""
     settings = settings or get_settings()
     if engine is None:
@@ -61,8 +62,7 @@ def create_app(settings: Settings | None = None, *, auth_enabled: bool = True,
     app.state.engine = engine
     app.state.auth_enabled = auth_enabled
     if not auth_enabled:
-        log.warning("auth is OFF: every loopback caller is admin; non-loopback requests "
-                    "are refused")
+        log.warning("auth is OFF: every loopback caller is admin; non-loopback requests are refused")
     install_error_handlers(app)
     app.include_router(info.router)
     app.include_router(schema_service.router)

@@ -33,8 +33,19 @@ from matengine.segmentation import Segmentation
 
 _TABLE = re.compile(r"^/segmentation/(?:api/v1/table|table)/([^/]+)(?:/|$)")
 # hop-by-hop headers and those httpx/uvicorn set themselves
-_DROP = {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "upgrade",
-         "proxy-authorization", "te", "trailer", "authorization", "cookie"}
+_DROP = {
+    "host",
+    "content-length",
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "authorization",
+    "cookie",
+}
 
 
 _CACHE_SECONDS = 2.0
@@ -122,11 +133,13 @@ class GrapheneProxy:
             _require_view(principal, remote[0], match.group(1))
             response = await self._forward(request, remote[1], app.state.settings)
         except MatengineError as exc:
-            response = JSONResponse({"message": str(exc), "error": type(exc).__name__},
-                                    status_code=exc.status_code)
+            response = JSONResponse(
+                {"message": str(exc), "error": type(exc).__name__}, status_code=exc.status_code
+            )
         except httpx.HTTPError as exc:
-            response = JSONResponse({"message": f"chunkedgraph server unreachable: {exc}",
-                                     "error": "BadGateway"}, status_code=502)
+            response = JSONResponse(
+                {"message": f"chunkedgraph server unreachable: {exc}", "error": "BadGateway"}, status_code=502
+            )
         await response(scope, receive, send)
 
     async def _forward(self, request: Request, base: str, settings: Any) -> StreamingResponse:
@@ -141,9 +154,17 @@ class GrapheneProxy:
             headers["cookie"] = f"middle_auth_token={token}"
         url = base + request.url.path
         upstream_request = self.client.build_request(
-            request.method, url, params=list(request.query_params.multi_items()),
-            headers=headers, content=request.stream())
+            request.method,
+            url,
+            params=list(request.query_params.multi_items()),
+            headers=headers,
+            content=request.stream(),
+        )
         upstream = await self.client.send(upstream_request, stream=True)
         out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _DROP}
-        return StreamingResponse(upstream.aiter_raw(), status_code=upstream.status_code,
-                                 headers=out_headers, background=BackgroundTask(upstream.aclose))
+        return StreamingResponse(
+            upstream.aiter_raw(),
+            status_code=upstream.status_code,
+            headers=out_headers,
+            background=BackgroundTask(upstream.aclose),
+        )

@@ -60,7 +60,7 @@ COUNT_TTL = 2.0  # seconds a table's count is reused (many open tabs cost one co
 COUNT_TIMEOUT_MS = 2000
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
-                               "img-src 'self' data:; frame-ancestors 'none'; form-action 'self'",
+    "img-src 'self' data:; frame-ancestors 'none'; form-action 'self'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
@@ -109,8 +109,7 @@ class RowCounts:
         try:
             with conn.begin_nested():  # a timeout rolls back to here, the setting with it
                 conn.execute(text(timeout), {"v": str(COUNT_TIMEOUT_MS)})
-                n = conn.execute(
-                    text(f"SELECT count(*) FROM {table_q} WHERE deleted IS NULL")).scalar_one()
+                n = conn.execute(text(f"SELECT count(*) FROM {table_q} WHERE deleted IS NULL")).scalar_one()
                 conn.execute(text(timeout), {"v": previous})
             return int(n), True
         except Exception:  # a timeout (or a table dropped meanwhile): show the estimate
@@ -126,8 +125,11 @@ def _run_dict(run: runs_mod.Run, principal: Principal, now: datetime) -> dict[st
         d["errors"] = []  # error texts can name files and hosts: admins only
     else:
         d["errors"] = run.errors[-5:]
-    d["progress"] = (round(run.chunks_done / run.chunks_total, 4) if run.chunks_total else
-                     (1.0 if run.state == "SUCCESS" else 0.0))
+    d["progress"] = (
+        round(run.chunks_done / run.chunks_total, 4)
+        if run.chunks_total
+        else (1.0 if run.state == "SUCCESS" else 0.0)
+    )
     d["eta_seconds"] = None
     if run.state == "RUNNING" and run.started and 0 < run.chunks_done < run.chunks_total:
         elapsed = (now - run.started).total_seconds()
@@ -135,8 +137,9 @@ def _run_dict(run: runs_mod.Run, principal: Principal, now: datetime) -> dict[st
     return d
 
 
-def _runs(conn: Connection, principal: Principal, visible: list[str], limit: int,
-          now: datetime) -> list[dict[str, Any]]:
+def _runs(
+    conn: Connection, principal: Principal, visible: list[str], limit: int, now: datetime
+) -> list[dict[str, Any]]:
     wr = m.workflow_runs
     stmt = select(wr).order_by(wr.c.id.desc()).limit(limit)
     if principal.datastack != ALL_DATASTACKS:
@@ -147,16 +150,29 @@ def _runs(conn: Connection, principal: Principal, visible: list[str], limit: int
             run = runs_mod.get_run(conn, r.id)
         else:  # finish_run stored the final counts on the row
             run = runs_mod.Run(
-                id=r.id, kind=r.kind, datastack=r.datastack, table_name=r.table_name,
-                parameters=r.parameters, state=r.state, step=r.step, errors=r.errors,
-                result=r.result, created=r.created, started=r.started, finished=r.finished,
-                chunks_total=r.chunks_total, chunks_done=r.chunks_done, rows_done=r.rows_done)
+                id=r.id,
+                kind=r.kind,
+                datastack=r.datastack,
+                table_name=r.table_name,
+                parameters=r.parameters,
+                state=r.state,
+                step=r.step,
+                errors=r.errors,
+                result=r.result,
+                created=r.created,
+                started=r.started,
+                finished=r.finished,
+                chunks_total=r.chunks_total,
+                chunks_done=r.chunks_done,
+                rows_done=r.rows_done,
+            )
         out.append(_run_dict(run, principal, now))
     return out
 
 
-def dashboard_state(engine: Engine, principal: Principal, counts: RowCounts,
-                    run_limit: int = RUN_LIMIT) -> dict[str, Any]:
+def dashboard_state(
+    engine: Engine, principal: Principal, counts: RowCounts, run_limit: int = RUN_LIMIT
+) -> dict[str, Any]:
     """Everything the page shows, restricted to what ``principal`` may view."""
     now = utcnow()
     stacks = [d for d in catalog.list_datastacks(engine) if principal.allows(d.name, "view")]
@@ -167,35 +183,46 @@ def dashboard_state(engine: Engine, principal: Principal, counts: RowCounts,
             tables = []
             for t in catalog.list_tables(engine, ds.name):
                 rows, exact = counts.get(conn, t)
-                tables.append({
-                    "name": t.table_name, "schema": t.schema_type, "rows": rows,
-                    "rows_exact": exact, "description": t.description,
-                    "last_modified": _iso(t.last_modified),
-                    "roots_last_updated": _iso(t.roots_last_updated),
-                    "roots_age_seconds": _age(t.roots_last_updated, now),
-                })
-            datastacks.append({
-                "name": ds.name, "description": ds.description,
-                "segmentation_source": ds.segmentation_source,
-                "voxel_resolution": list(ds.voxel_resolution), "schedule": ds.schedule,
-                "days_to_expire": ds.days_to_expire, "tables": tables,
-            })
+                tables.append(
+                    {
+                        "name": t.table_name,
+                        "schema": t.schema_type,
+                        "rows": rows,
+                        "rows_exact": exact,
+                        "description": t.description,
+                        "last_modified": _iso(t.last_modified),
+                        "roots_last_updated": _iso(t.roots_last_updated),
+                        "roots_age_seconds": _age(t.roots_last_updated, now),
+                    }
+                )
+            datastacks.append(
+                {
+                    "name": ds.name,
+                    "description": ds.description,
+                    "segmentation_source": ds.segmentation_source,
+                    "voxel_resolution": list(ds.voxel_resolution),
+                    "schedule": ds.schedule,
+                    "days_to_expire": ds.days_to_expire,
+                    "tables": tables,
+                }
+            )
         run_list = _runs(conn, principal, visible, run_limit, now)
     versions = []
     for v in list_versions(engine):
         if v.datastack not in visible:
             continue
         d = v.to_dict()
-        d["build_seconds"] = (round((v.finished - v.created).total_seconds(), 2)
-                              if v.finished else None)
-        d["expires_in_seconds"] = (round((v.expires_on - now).total_seconds(), 1)
-                                   if v.expires_on else None)
+        d["build_seconds"] = round((v.finished - v.created).total_seconds(), 2) if v.finished else None
+        d["expires_in_seconds"] = round((v.expires_on - now).total_seconds(), 1) if v.expires_on else None
         versions.append(d)
     versions.sort(key=lambda v: (v["datastack"], -v["version"]))
     return {
         "now": now.isoformat(),
-        "auth": {"enabled": not principal.auth_disabled, "datastack": principal.datastack,
-                 "permission": principal.permission},
+        "auth": {
+            "enabled": not principal.auth_disabled,
+            "datastack": principal.datastack,
+            "permission": principal.permission,
+        },
         "datastacks": datastacks,
         "versions": versions,
         "runs": run_list,
@@ -232,8 +259,9 @@ def _who(principal: Principal) -> str:
 
 def _embed(data: Any) -> str:
     """JSON safe inside a <script type="application/json"> element."""
-    return (json.dumps(data, default=str).replace("<", "\\u003c").replace(">", "\\u003e")
-            .replace("&", "\\u0026"))
+    return (
+        json.dumps(data, default=str).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    )
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -244,23 +272,27 @@ def dashboard(request: Request) -> Response:
         has_token = bool(request.headers.get("authorization") or request.cookies.get(COOKIE_NAME))
         return _login_page(request, str(exc) if has_token else "", 401 if has_token else 200)
     except Forbidden as exc:  # auth off, reached from outside loopback
-        return HTMLResponse(f"<!doctype html><title>matengine</title><p>{html.escape(str(exc))}</p>",
-                            status_code=403, headers=SECURITY_HEADERS)
+        return HTMLResponse(
+            f"<!doctype html><title>matengine</title><p>{html.escape(str(exc))}</p>",
+            status_code=403,
+            headers=SECURITY_HEADERS,
+        )
     state = dashboard_state(engine_of(request), principal, _counts(request))
-    logout = ("" if principal.auth_disabled else
-              '<form method="post" action="/dashboard/logout" class="logout">'
-              '<button type="submit">Log out</button></form>')
-    return _page("dashboard.html", who=html.escape(_who(principal)), logout=logout,
-                 state=_embed(state))
+    logout = (
+        ""
+        if principal.auth_disabled
+        else '<form method="post" action="/dashboard/logout" class="logout">'
+        '<button type="submit">Log out</button></form>'
+    )
+    return _page("dashboard.html", who=html.escape(_who(principal)), logout=logout, state=_embed(state))
 
 
 @router.get("/dashboard/api/state", summary="Everything the dashboard shows, as JSON")
-def state(request: Request, runs: int = RUN_LIMIT,
-          principal: Principal = Depends(get_principal)) -> Response:
-    data = dashboard_state(engine_of(request), principal, _counts(request),
-                           max(1, min(int(runs), 500)))
-    return Response(json.dumps(data, default=str), media_type="application/json",
-                    headers={"Cache-Control": "no-store"})
+def state(request: Request, runs: int = RUN_LIMIT, principal: Principal = Depends(get_principal)) -> Response:
+    data = dashboard_state(engine_of(request), principal, _counts(request), max(1, min(int(runs), 500)))
+    return Response(
+        json.dumps(data, default=str), media_type="application/json", headers={"Cache-Control": "no-store"}
+    )
 
 
 @router.post("/dashboard/login", include_in_schema=False)
@@ -278,8 +310,15 @@ async def login(request: Request) -> Response:
     except MatengineError as exc:
         return _login_page(request, str(exc), 401)
     response = RedirectResponse("/", status_code=303)
-    response.set_cookie(COOKIE_NAME, token, max_age=COOKIE_MAX_AGE, path="/", httponly=True,
-                        samesite="lax", secure=request.url.scheme == "https")
+    response.set_cookie(
+        COOKIE_NAME,
+        token,
+        max_age=COOKIE_MAX_AGE,
+        path="/",
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
     return response
 
 
@@ -294,5 +333,4 @@ def logout() -> Response:
 def static(name: str) -> Response:
     if name not in STATIC_FILES:
         return Response("not found", status_code=404)
-    return FileResponse(STATIC / name, media_type=STATIC_FILES[name],
-                        headers={"Cache-Control": "no-cache"})
+    return FileResponse(STATIC / name, media_type=STATIC_FILES[name], headers={"Cache-Control": "no-cache"})

@@ -55,8 +55,10 @@ def datastack_info(request: Request, ds: Datastack) -> dict[str, Any]:
     return {
         "name": ds.name,
         "aligned_volume": {
-            "name": ds.aligned_volume, "id": av_id(ds.aligned_volume),
-            "image_source": None, "description": ds.description,
+            "name": ds.aligned_volume,
+            "id": av_id(ds.aligned_volume),
+            "image_source": None,
+            "description": ds.description,
         },
         "segmentation_source": client_segmentation_source(ds, origin),
         "local_server": origin,
@@ -65,13 +67,14 @@ def datastack_info(request: Request, ds: Datastack) -> dict[str, Any]:
         "analysis_database": None,
         "viewer_site": None,
         "description": ds.description,
-        "viewer_resolution_x": x, "viewer_resolution_y": y, "viewer_resolution_z": z,
+        "viewer_resolution_x": x,
+        "viewer_resolution_y": y,
+        "viewer_resolution_z": z,
         "skeleton_source": None,
     }
 
 
-def datastacks_of_aligned_volume(request: Request, name: str, principal: Principal
-                                 ) -> list[Datastack]:
+def datastacks_of_aligned_volume(request: Request, name: str, principal: Principal) -> list[Datastack]:
     """Datastacks on aligned volume ``name`` the caller may view; 404 if none."""
     found = [d for d in catalog.list_datastacks(engine_of(request)) if d.aligned_volume == name]
     visible = [d for d in found if principal.allows(d.name, "view")]
@@ -89,60 +92,71 @@ def info_version() -> str:
 
 @router.get(v2 + "/datastacks")
 def datastacks(request: Request, principal: Principal = Depends(get_principal)) -> list[str]:
-    return [d.name for d in catalog.list_datastacks(engine_of(request))
-            if principal.allows(d.name, "view")]
+    return [d.name for d in catalog.list_datastacks(engine_of(request)) if principal.allows(d.name, "view")]
 
 
 @router.get(v2 + "/datastack/full/{datastack_name}")
-def datastack_full(datastack_name: str, request: Request,
-                   _: Principal = Depends(require_permission("view"))) -> dict[str, Any]:
+def datastack_full(
+    datastack_name: str, request: Request, _: Principal = Depends(require_permission("view"))
+) -> dict[str, Any]:
     return datastack_info(request, catalog.get_datastack(engine_of(request), datastack_name))
 
 
 @router.get(v2 + "/datastack/{datastack_name}")
-def datastack(datastack_name: str, request: Request,
-              _: Principal = Depends(require_permission("view"))) -> dict[str, Any]:
+def datastack(
+    datastack_name: str, request: Request, _: Principal = Depends(require_permission("view"))
+) -> dict[str, Any]:
     info = datastack_info(request, catalog.get_datastack(engine_of(request), datastack_name))
     info["aligned_volume_id"] = info["aligned_volume"]["id"]
     return info
 
 
 @router.get(v2 + "/datastack/{datastack_name}/image_sources")
-def image_sources(datastack_name: str, request: Request,
-                  _: Principal = Depends(require_permission("view"))) -> dict[str, Any]:
+def image_sources(
+    datastack_name: str, request: Request, _: Principal = Depends(require_permission("view"))
+) -> dict[str, Any]:
     catalog.get_datastack(engine_of(request), datastack_name)
     return {}
 
 
 def _aligned_volume(ds: Datastack) -> dict[str, Any]:
-    return {"name": ds.aligned_volume, "id": av_id(ds.aligned_volume),
-            "image_source": None, "description": ds.description}
+    return {
+        "name": ds.aligned_volume,
+        "id": av_id(ds.aligned_volume),
+        "image_source": None,
+        "description": ds.description,
+    }
 
 
 @router.get(v2 + "/aligned_volume")
 def aligned_volumes(request: Request, principal: Principal = Depends(get_principal)) -> list[str]:
-    names = {d.aligned_volume for d in catalog.list_datastacks(engine_of(request))
-             if principal.allows(d.name, "view")}
+    names = {
+        d.aligned_volume
+        for d in catalog.list_datastacks(engine_of(request))
+        if principal.allows(d.name, "view")
+    }
     return sorted(names)
 
 
 @router.get(v2 + "/aligned_volume/id/{aligned_volume_id}")
-def aligned_volume_by_id(aligned_volume_id: int, request: Request,
-                         principal: Principal = Depends(get_principal)) -> dict[str, Any]:
+def aligned_volume_by_id(
+    aligned_volume_id: int, request: Request, principal: Principal = Depends(get_principal)
+) -> dict[str, Any]:
     for d in catalog.list_datastacks(engine_of(request)):
-        if av_id(d.aligned_volume) == aligned_volume_id and \
-                principal.allows(d.name, "view"):
+        if av_id(d.aligned_volume) == aligned_volume_id and principal.allows(d.name, "view"):
             return _aligned_volume(d)
     raise NotFound(f"unknown aligned volume id {aligned_volume_id}")
 
 
 @router.get(v2 + "/aligned_volume/{name}")
-def aligned_volume(name: str, request: Request,
-                   principal: Principal = Depends(get_principal)) -> dict[str, Any]:
+def aligned_volume(
+    name: str, request: Request, principal: Principal = Depends(get_principal)
+) -> dict[str, Any]:
     return _aligned_volume(datastacks_of_aligned_volume(request, name, principal)[0])
 
 
 @router.get(v2 + "/aligned_volume/{name}/datastacks")
-def aligned_volume_datastacks(name: str, request: Request,
-                              principal: Principal = Depends(get_principal)) -> list[str]:
+def aligned_volume_datastacks(
+    name: str, request: Request, principal: Principal = Depends(get_principal)
+) -> list[str]:
     return [d.name for d in datastacks_of_aligned_volume(request, name, principal)]

@@ -49,8 +49,9 @@ def _fmt(value: datetime | None) -> str | None:
     return caveclient_format(value) if value else None
 
 
-def table_metadata(request: Request, datastack: str, table: str,
-                   vt: meta.VersionTable | None) -> dict[str, Any]:
+def table_metadata(
+    request: Request, datastack: str, table: str, vt: meta.VersionTable | None
+) -> dict[str, Any]:
     """The v3 server's table metadata (AnalysisTable ∪ AnnoMetadata ∪ segmentation)."""
     engine = engine_of(request)
     ds = catalog.get_datastack(engine, datastack)
@@ -62,8 +63,9 @@ def table_metadata(request: Request, datastack: str, table: str,
 
     t = m.annotation_tables
     with engine.connect() as conn:
-        notice = conn.execute(select(t.c.notice_text).where(
-            t.c.datastack == datastack, t.c.table_name == table)).scalar()
+        notice = conn.execute(
+            select(t.c.notice_text).where(t.c.datastack == datastack, t.c.table_name == table)
+        ).scalar()
     return {
         "id": zlib.crc32(f"{datastack}/{table}".encode()) & 0x7FFFFFFF,
         "aligned_volume": ds.aligned_volume,
@@ -91,8 +93,7 @@ def table_metadata(request: Request, datastack: str, table: str,
     }
 
 
-def _version_table_or_live(request: Request, ds: str, version: int, table: str
-                           ) -> meta.VersionTable | None:
+def _version_table_or_live(request: Request, ds: str, version: int, table: str) -> meta.VersionTable | None:
     """The version's table, or None when only the live table exists: caveclient's
     live_live_query asks the latest version for the metadata of tables made since."""
     try:
@@ -108,20 +109,23 @@ def add_routes(prefix: str) -> None:
     @router.get(base + "/versions", dependencies=[view])
     def versions(datastack_name: str, request: Request, expired: str | None = None) -> list[int]:
         catalog.get_datastack(engine_of(request), datastack_name)
-        return [v.version for v in
-                meta.list_versions(engine_of(request), datastack_name, expired=flag(expired))]
+        return [
+            v.version for v in meta.list_versions(engine_of(request), datastack_name, expired=flag(expired))
+        ]
 
     @router.get(base + "/version/{version}", dependencies=[view])
     def version(datastack_name: str, version: int, request: Request) -> dict[str, Any]:
-        return version_dict(meta.get_version(engine_of(request), datastack_name, version,
-                                             queryable=False))
+        return version_dict(meta.get_version(engine_of(request), datastack_name, version, queryable=False))
 
     @router.get(base + "/metadata", dependencies=[view])
-    def versions_metadata(datastack_name: str, request: Request,
-                          expired: str | None = None) -> list[dict[str, Any]]:
+    def versions_metadata(
+        datastack_name: str, request: Request, expired: str | None = None
+    ) -> list[dict[str, Any]]:
         catalog.get_datastack(engine_of(request), datastack_name)
-        out = [version_dict(v) for v in
-               meta.list_versions(engine_of(request), datastack_name, expired=flag(expired))]
+        out = [
+            version_dict(v)
+            for v in meta.list_versions(engine_of(request), datastack_name, expired=flag(expired))
+        ]
         if not out:
             raise NotFound(f"datastack {datastack_name!r} has no versions")
         return out
@@ -129,19 +133,18 @@ def add_routes(prefix: str) -> None:
     @router.get(base + "/version/{version}/tables", dependencies=[view])
     def tables(datastack_name: str, version: int, request: Request) -> list[str]:
         meta.get_version(engine_of(request), datastack_name, version)
-        return [t.table_name for t in
-                meta.version_tables(engine_of(request), datastack_name, version)]
+        return [t.table_name for t in meta.version_tables(engine_of(request), datastack_name, version)]
 
     @router.get(base + "/version/{version}/tables/metadata", dependencies=[view])
-    def tables_metadata(datastack_name: str, version: int, request: Request
-                        ) -> list[dict[str, Any]]:
+    def tables_metadata(datastack_name: str, version: int, request: Request) -> list[dict[str, Any]]:
         meta.get_version(engine_of(request), datastack_name, version)
-        return [table_metadata(request, datastack_name, t.table_name, t)
-                for t in meta.version_tables(engine_of(request), datastack_name, version)]
+        return [
+            table_metadata(request, datastack_name, t.table_name, t)
+            for t in meta.version_tables(engine_of(request), datastack_name, version)
+        ]
 
     @router.get(base + "/version/{version}/table/{table_name}/metadata", dependencies=[view])
-    def metadata(datastack_name: str, version: int, table_name: str, request: Request
-                 ) -> dict[str, Any]:
+    def metadata(datastack_name: str, version: int, table_name: str, request: Request) -> dict[str, Any]:
         meta.get_version(engine_of(request), datastack_name, version)
         vt = _version_table_or_live(request, datastack_name, version, table_name)
         return table_metadata(request, datastack_name, table_name, vt)
@@ -149,41 +152,65 @@ def add_routes(prefix: str) -> None:
     @router.get(base + "/version/{version}/table/{table_name}/count", dependencies=[view])
     def count(datastack_name: str, version: int, table_name: str, request: Request) -> int:
         meta.get_version(engine_of(request), datastack_name, version)
-        return meta.version_table(engine_of(request), datastack_name, version,
-                                  table_name).row_count
+        return meta.version_table(engine_of(request), datastack_name, version, table_name).row_count
 
     @router.post(base + "/version/{version}/table/{table_name}/query", dependencies=[view])
-    def query(datastack_name: str, version: int, table_name: str, request: Request,
-              body: dict[str, Any] = Body(default_factory=dict),
-              return_pyarrow: str | None = None, arrow_format: str | None = None,
-              ipc_compress: str | None = None, random_sample: int | None = None,
-              count: str | None = None) -> StreamingResponse:
+    def query(
+        datastack_name: str,
+        version: int,
+        table_name: str,
+        request: Request,
+        body: dict[str, Any] = Body(default_factory=dict),
+        return_pyarrow: str | None = None,
+        arrow_format: str | None = None,
+        ipc_compress: str | None = None,
+        random_sample: int | None = None,
+        count: str | None = None,
+    ) -> StreamingResponse:
         validate_name(table_name, "table name")
         if flag(count):
             raise NotImplementedYet("count=True is not supported; query ids and count them")
-        result = version_query(engine_of(request), datastack_name, version, table_name, body,
-                               settings=settings_of(request), random_sample=random_sample)
-        return query_response(result, request, arrow=flag(return_pyarrow, True),
-                              ipc_compress=flag(ipc_compress, True))
+        result = version_query(
+            engine_of(request),
+            datastack_name,
+            version,
+            table_name,
+            body,
+            settings=settings_of(request),
+            random_sample=random_sample,
+        )
+        return query_response(
+            result, request, arrow=flag(return_pyarrow, True), ipc_compress=flag(ipc_compress, True)
+        )
 
     @router.post(base + "/version/{version}/query", dependencies=[view])
-    def join(datastack_name: str, version: int, request: Request,
-             body: dict[str, Any] = Body(default_factory=dict),
-             return_pyarrow: str | None = None, arrow_format: str | None = None,
-             ipc_compress: str | None = None) -> StreamingResponse:
-        result = join_query(engine_of(request), datastack_name, version, body,
-                            settings=settings_of(request))
-        return query_response(result, request, arrow=flag(return_pyarrow, True),
-                              ipc_compress=flag(ipc_compress, True))
+    def join(
+        datastack_name: str,
+        version: int,
+        request: Request,
+        body: dict[str, Any] = Body(default_factory=dict),
+        return_pyarrow: str | None = None,
+        arrow_format: str | None = None,
+        ipc_compress: str | None = None,
+    ) -> StreamingResponse:
+        result = join_query(engine_of(request), datastack_name, version, body, settings=settings_of(request))
+        return query_response(
+            result, request, arrow=flag(return_pyarrow, True), ipc_compress=flag(ipc_compress, True)
+        )
 
     @router.post(base + "/query")
-    def live_live(datastack_name: str, request: Request,
-                  body: dict[str, Any] = Body(default_factory=dict),
-                  principal: Principal = view,
-                  return_pyarrow: str | None = None, arrow_format: str | None = None,
-                  ipc_compress: str | None = None, random_sample: int | None = None,
-                  allow_missing_lookups: str | None = None,
-                  allow_invalid_root_ids: str | None = None) -> StreamingResponse:
+    def live_live(
+        datastack_name: str,
+        request: Request,
+        body: dict[str, Any] = Body(default_factory=dict),
+        principal: Principal = view,
+        return_pyarrow: str | None = None,
+        arrow_format: str | None = None,
+        ipc_compress: str | None = None,
+        random_sample: int | None = None,
+        allow_missing_lookups: str | None = None,
+        allow_invalid_root_ids: str | None = None,
+    ) -> StreamingResponse:
         table = body.get("table")
         if not isinstance(table, str):
             raise InvalidInput("name the table to query", field="table")
@@ -193,12 +220,19 @@ def add_routes(prefix: str) -> None:
         if "timestamp" not in body:
             raise InvalidInput("give the timestamp to query at", field="timestamp")
         result = live_query(
-            engine_of(request), datastack_name, table, body["timestamp"], body,
-            settings=settings_of(request), random_sample=random_sample,
+            engine_of(request),
+            datastack_name,
+            table,
+            body["timestamp"],
+            body,
+            settings=settings_of(request),
+            random_sample=random_sample,
             allow_missing_lookups=flag(allow_missing_lookups),
-            allow_invalid_root_ids=flag(allow_invalid_root_ids))
-        return query_response(result, request, arrow=flag(return_pyarrow, True),
-                              ipc_compress=flag(ipc_compress, True))
+            allow_invalid_root_ids=flag(allow_invalid_root_ids),
+        )
+        return query_response(
+            result, request, arrow=flag(return_pyarrow, True), ipc_compress=flag(ipc_compress, True)
+        )
 
 
 @router.get("/materialize/version")

@@ -62,16 +62,19 @@ class DatabaseCollector:
         with self.engine.connect() as conn:
             q = lambda sql: conn.execute(text(sql)).all()  # noqa: E731
 
-            runs = GaugeMetricFamily("matengine_runs", "Workflow runs by kind and state",
-                                     labels=["kind", "state"])
-            for kind, state, n in q("SELECT kind, state, count(*) FROM matengine.workflow_runs "
-                                    "GROUP BY kind, state ORDER BY 1, 2"):
+            runs = GaugeMetricFamily(
+                "matengine_runs", "Workflow runs by kind and state", labels=["kind", "state"]
+            )
+            for kind, state, n in q(
+                "SELECT kind, state, count(*) FROM matengine.workflow_runs GROUP BY kind, state ORDER BY 1, 2"
+            ):
                 runs.add_metric([kind, state], n)
             out.append(runs)
 
             # rows: final counts of ended runs + chunk markers of active ones
-            rows = CounterMetricFamily("matengine_run_rows_processed",
-                                       "Rows processed by workflow runs", labels=["kind"])
+            rows = CounterMetricFamily(
+                "matengine_run_rows_processed", "Rows processed by workflow runs", labels=["kind"]
+            )
             for kind, n in q(
                 "SELECT kind, sum(n) FROM ("
                 f" SELECT kind, rows_done AS n FROM matengine.workflow_runs WHERE state NOT IN {ACTIVE}"
@@ -84,8 +87,8 @@ class DatabaseCollector:
 
             filters = ", ".join(f"count(*) FILTER (WHERE d <= {b})" for b in RUN_DURATION_BUCKETS)
             durations = HistogramMetricFamily(
-                "matengine_run_duration_seconds", "Duration of ended workflow runs",
-                labels=["kind", "state"])
+                "matengine_run_duration_seconds", "Duration of ended workflow runs", labels=["kind", "state"]
+            )
             for kind, state, n, total, *counts in q(
                 f"SELECT kind, state, count(*), sum(d), {filters} FROM ("
                 " SELECT kind, state, extract(epoch FROM finished - started) AS d"
@@ -98,10 +101,12 @@ class DatabaseCollector:
             out.append(durations)
 
             labels = ["run_id", "kind", "datastack"]
-            progress = GaugeMetricFamily("matengine_run_progress_ratio",
-                                         "Chunks done / chunks planned of active runs", labels=labels)
-            active_rows = GaugeMetricFamily("matengine_run_active_rows_done",
-                                            "Rows done so far by active runs", labels=labels)
+            progress = GaugeMetricFamily(
+                "matengine_run_progress_ratio", "Chunks done / chunks planned of active runs", labels=labels
+            )
+            active_rows = GaugeMetricFamily(
+                "matengine_run_active_rows_done", "Rows done so far by active runs", labels=labels
+            )
             for run_id, kind, ds, total, done, n in q(
                 "SELECT r.id, r.kind, coalesce(r.datastack, ''),"
                 " (SELECT coalesce(sum(chunks_total), 0) FROM matengine.run_steps s WHERE s.run_id = r.id),"
@@ -114,20 +119,26 @@ class DatabaseCollector:
                 active_rows.add_metric(key, float(n))
             out += [progress, active_rows]
 
-            versions = GaugeMetricFamily("matengine_versions", "Versions by datastack and status",
-                                         labels=["datastack", "status"])
-            for ds, status, n in q("SELECT datastack, status, count(*) FROM matengine.versions "
-                                   "GROUP BY 1, 2 ORDER BY 1, 2"):
+            versions = GaugeMetricFamily(
+                "matengine_versions", "Versions by datastack and status", labels=["datastack", "status"]
+            )
+            for ds, status, n in q(
+                "SELECT datastack, status, count(*) FROM matengine.versions GROUP BY 1, 2 ORDER BY 1, 2"
+            ):
                 versions.add_metric([ds, status], n)
             out.append(versions)
 
-            latest = GaugeMetricFamily("matengine_latest_version",
-                                       "Number of the newest valid version", labels=["datastack"])
+            latest = GaugeMetricFamily(
+                "matengine_latest_version", "Number of the newest valid version", labels=["datastack"]
+            )
             latest_ts = GaugeMetricFamily(
                 "matengine_latest_version_timestamp_seconds",
-                "Timestamp (Unix) the newest valid version freezes", labels=["datastack"])
-            latest_rows = GaugeMetricFamily("matengine_latest_version_rows",
-                                            "Rows in the newest valid version", labels=["datastack"])
+                "Timestamp (Unix) the newest valid version freezes",
+                labels=["datastack"],
+            )
+            latest_rows = GaugeMetricFamily(
+                "matengine_latest_version_rows", "Rows in the newest valid version", labels=["datastack"]
+            )
             for ds, version, ts, n in q(
                 "SELECT DISTINCT ON (v.datastack) v.datastack, v.version, extract(epoch FROM v.time_stamp),"
                 " (SELECT coalesce(sum(row_count), 0) FROM matengine.version_tables t"
@@ -143,10 +154,13 @@ class DatabaseCollector:
             roots = GaugeMetricFamily(
                 "matengine_table_roots_updated_timestamp_seconds",
                 "Time (Unix) at which all of a table's root ids are valid; alert on time() - this",
-                labels=["datastack", "table"])
-            est = GaugeMetricFamily("matengine_table_rows_estimate",
-                                    "Planner's estimate of a live table's rows (pg_class.reltuples)",
-                                    labels=["datastack", "table"])
+                labels=["datastack", "table"],
+            )
+            est = GaugeMetricFamily(
+                "matengine_table_rows_estimate",
+                "Planner's estimate of a live table's rows (pg_class.reltuples)",
+                labels=["datastack", "table"],
+            )
             for ds, table, ts, n in q(
                 "SELECT a.datastack, a.table_name, extract(epoch FROM a.roots_last_updated),"
                 " (SELECT c.reltuples FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace"
@@ -194,11 +208,19 @@ class RequestMetrics:
 
 def make_registry(engine: Engine) -> tuple[CollectorRegistry, Counter, Histogram]:
     registry = CollectorRegistry()
-    requests = Counter("matengine_http_requests", "HTTP requests by method, route and status",
-                       ["method", "route", "status"], registry=registry)
-    latency = Histogram("matengine_http_request_duration_seconds",
-                        "HTTP request duration, to the last byte sent", ["method", "route"],
-                        buckets=REQUEST_BUCKETS, registry=registry)
+    requests = Counter(
+        "matengine_http_requests",
+        "HTTP requests by method, route and status",
+        ["method", "route", "status"],
+        registry=registry,
+    )
+    latency = Histogram(
+        "matengine_http_request_duration_seconds",
+        "HTTP request duration, to the last byte sent",
+        ["method", "route"],
+        buckets=REQUEST_BUCKETS,
+        registry=registry,
+    )
     registry.register(DatabaseCollector(engine))
     ProcessCollector(registry=registry)
     return registry, requests, latency
@@ -211,8 +233,11 @@ def make_router(app: FastAPI) -> APIRouter:
     app.add_middleware(RequestMetrics, requests=requests, latency=latency)
     router = APIRouter(tags=["operations"])
 
-    @router.get("/metrics", dependencies=[Depends(require_permission("view"))],
-                summary="Prometheus metrics (needs a token with view on every datastack)")
+    @router.get(
+        "/metrics",
+        dependencies=[Depends(require_permission("view"))],
+        summary="Prometheus metrics (needs a token with view on every datastack)",
+    )
     def metrics(request: Request) -> Response:
         body: Any = generate_latest(request.app.state.metrics_registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)

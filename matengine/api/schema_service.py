@@ -26,14 +26,20 @@ _SCALARS = {
 _POSITION = {"type": "array", "items": {"type": "number"}, "minItems": 3, "maxItems": 3}
 _DEFINITIONS = {
     "SpatialPoint": {
-        "type": "object", "additionalProperties": False, "required": ["position"],
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["position"],
         "properties": {"position": _POSITION},
     },
     "BoundSpatialPoint": {
-        "type": "object", "additionalProperties": False, "required": ["position"],
-        "properties": {"position": _POSITION,
-                       "supervoxel_id": {"type": ["integer", "null"]},
-                       "root_id": {"type": ["integer", "null"]}},
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["position"],
+        "properties": {
+            "position": _POSITION,
+            "supervoxel_id": {"type": ["integer", "null"]},
+            "root_id": {"type": ["integer", "null"]},
+        },
     },
 }
 
@@ -58,8 +64,13 @@ def json_schema(schema: AnnotationSchema) -> dict[str, Any]:
     return {
         "$schema": "http://json-schema.org/draft-07/schema#",
         "definitions": {
-            name: {"type": "object", "additionalProperties": True, "required": required,
-                   "properties": props, "description": schema.description},
+            name: {
+                "type": "object",
+                "additionalProperties": True,
+                "required": required,
+                "properties": props,
+                "description": schema.description,
+            },
             **_DEFINITIONS,
         },
         "$ref": f"#/definitions/{name}",

@@ -53,13 +53,15 @@ def result_headers(result: QueryResult) -> dict[str, str]:
     return headers
 
 
-def query_response(result: QueryResult, request: Request, *, arrow: bool = True,
-                   ipc_compress: bool = True) -> StreamingResponse:
+def query_response(
+    result: QueryResult, request: Request, *, arrow: bool = True, ipc_compress: bool = True
+) -> StreamingResponse:
     headers = result_headers(result)
     if not arrow:
-        return StreamingResponse(_in_threads(json_records(result)),
-                                 media_type="application/json", headers=headers)
-    compression = ipc_compression(request.headers.get("accept-encoding")) if ipc_compress \
-        else None
-    return StreamingResponse(_in_threads(arrow_stream(result, compression)),
-                             media_type=ARROW_MEDIA_TYPE, headers=headers)
+        return StreamingResponse(
+            _in_threads(json_records(result)), media_type="application/json", headers=headers
+        )
+    compression = ipc_compression(request.headers.get("accept-encoding")) if ipc_compress else None
+    return StreamingResponse(
+        _in_threads(arrow_stream(result, compression)), media_type=ARROW_MEDIA_TYPE, headers=headers
+    )

@@ -32,7 +32,8 @@ def _ids(value: str) -> list[int]:
 
 @app.command()
 def insert(
-    datastack: str, table: str,
+    datastack: str,
+    table: str,
     rows: str = typer.Argument(..., help="JSON file with a list of rows, or - for stdin."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -43,7 +44,8 @@ def insert(
 
 @app.command()
 def update(
-    datastack: str, table: str,
+    datastack: str,
+    table: str,
     rows: str = typer.Argument(..., help="JSON rows, each with the id it replaces."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -55,7 +57,9 @@ def update(
 
 @app.command()
 def delete(
-    datastack: str, table: str, ids: str = typer.Argument(..., help="Comma-separated ids."),
+    datastack: str,
+    table: str,
+    ids: str = typer.Argument(..., help="Comma-separated ids."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Soft-delete rows."""
@@ -65,7 +69,9 @@ def delete(
 
 @app.command()
 def get(
-    datastack: str, table: str, ids: str = typer.Argument(..., help="Comma-separated ids."),
+    datastack: str,
+    table: str,
+    ids: str = typer.Argument(..., help="Comma-separated ids."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Rows by id, deleted ones included."""

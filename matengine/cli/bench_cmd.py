@@ -28,7 +28,8 @@ def find_bench_dir(given: Path | None = None) -> Path:
     where = given or candidates[0]
     raise typer.BadParameter(
         f"no benchmarks at {where}: `matengine bench` runs from a source checkout of matengine "
-        "(pip install -e .), or pass --bench-dir PATH/TO/bench")
+        "(pip install -e .), or pass --bench-dir PATH/TO/bench"
+    )
 
 
 def load_report(bench_dir: Path):
@@ -45,21 +46,27 @@ def _names(only: list[str] | None) -> list[str] | None:
     names = [n.strip() for item in only for n in item.split(",") if n.strip()]
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
-        raise typer.BadParameter(f"unknown benchmark(s) {', '.join(unknown)}; choose from "
-                                 f"{', '.join(BENCHMARKS)}", param_hint="--only")
+        raise typer.BadParameter(
+            f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}",
+            param_hint="--only",
+        )
     return names
 
 
 def bench(
     rows: str = typer.Option("1M", "--rows", help="Rows per benchmark: 20k, 1M, 10M or a number."),
     only: list[str] = typer.Option(
-        None, "--only", help="Run only these benchmarks (repeat or comma-separate): "
-        + ", ".join(BENCHMARKS) + "."),
+        None,
+        "--only",
+        help="Run only these benchmarks (repeat or comma-separate): " + ", ".join(BENCHMARKS) + ".",
+    ),
     json_out: Path = typer.Option(None, "--json", help="Also write the report as JSON here."),
-    workdir: Path = typer.Option(None, "--workdir",
-                                 help="Where synthetic datasets are written (default: a temp dir)."),
-    bench_dir: Path = typer.Option(None, "--bench-dir",
-                                   help="The repository's bench/ folder (default: found)."),
+    workdir: Path = typer.Option(
+        None, "--workdir", help="Where synthetic datasets are written (default: a temp dir)."
+    ),
+    bench_dir: Path = typer.Option(
+        None, "--bench-dir", help="The repository's bench/ folder (default: found)."
+    ),
 ) -> None:
     """Benchmark bulk upload, ingest, update-roots, materialize (and queries) against their
     baselines, each measured in the same run on the same data, and print one table:
@@ -70,11 +77,18 @@ def bench(
         n = report_mod.parse_rows(rows)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--rows") from None
-    report = report_mod.run_all(n, _names(only), json_out=json_out, workdir=workdir,
-                                log=lambda msg: err_console.print(f"[dim]{msg}[/dim]"))
+    report = report_mod.run_all(
+        n,
+        _names(only),
+        json_out=json_out,
+        workdir=workdir,
+        log=lambda msg: err_console.print(f"[dim]{msg}[/dim]"),
+    )
     typer.echo(report_mod.format_table(report["table"]))
-    typer.echo(f"{len(report['table'])} results in {report['seconds']} s"
-               + (f"; JSON written to {json_out}" if json_out else ""))
+    typer.echo(
+        f"{len(report['table'])} results in {report['seconds']} s"
+        + (f"; JSON written to {json_out}" if json_out else "")
+    )
     for name, error in report["errors"].items():
         err_console.print(f"[red]{name} failed:[/red] {error}")
     if report["errors"]:

@@ -8,8 +8,7 @@ from matengine import catalog
 from matengine.cli.output import console, emit, print_table
 from matengine.db.connection import get_engine
 
-datastack_app = typer.Typer(help="Datastacks: annotation database + segmentation.",
-                            no_args_is_help=True)
+datastack_app = typer.Typer(help="Datastacks: annotation database + segmentation.", no_args_is_help=True)
 table_app = typer.Typer(help="Annotation tables of a datastack.", no_args_is_help=True)
 
 
@@ -36,8 +35,11 @@ def datastack_add(
 ) -> None:
     """Declare a datastack."""
     ds = catalog.add_datastack(
-        get_engine(), name, segmentation_source=segmentation_source,
-        voxel_resolution=parse_resolution(voxel_resolution), aligned_volume=aligned_volume,
+        get_engine(),
+        name,
+        segmentation_source=segmentation_source,
+        voxel_resolution=parse_resolution(voxel_resolution),
+        aligned_volume=aligned_volume,
         description=description,
     )
     emit(ds.to_dict(), json_out, lambda: console.print(f"added datastack {ds.name}"))
@@ -47,8 +49,11 @@ def datastack_add(
 def datastack_list(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List datastacks."""
     rows = [d.to_dict() for d in catalog.list_datastacks(get_engine())]
-    emit(rows, json_out, lambda: print_table(
-        rows, ["name", "aligned_volume", "segmentation_source", "voxel_resolution"]))
+    emit(
+        rows,
+        json_out,
+        lambda: print_table(rows, ["name", "aligned_volume", "segmentation_source", "voxel_resolution"]),
+    )
 
 
 @table_app.command("create")
@@ -63,17 +68,19 @@ def table_create(
 ) -> None:
     """Create an annotation table (and its segmentation table) from a schema."""
     t = catalog.create_table(
-        get_engine(), datastack, table, schema=schema,
-        voxel_resolution=parse_resolution(voxel_resolution), description=description,
+        get_engine(),
+        datastack,
+        table,
+        schema=schema,
+        voxel_resolution=parse_resolution(voxel_resolution),
+        description=description,
         reference_table=reference_table,
     )
     emit(t.to_dict(), json_out, lambda: console.print(f"created table {datastack}.{table}"))
 
 
 @table_app.command("list")
-def table_list(
-    datastack: str, json_out: bool = typer.Option(False, "--json", help="Print JSON.")
-) -> None:
+def table_list(datastack: str, json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List the annotation tables of a datastack with row counts."""
     from matengine.stats import table_row_counts
 
@@ -81,5 +88,10 @@ def table_list(
     tables = catalog.list_tables(engine, datastack)
     counts = table_row_counts(engine, tables)
     rows = [dict(t.to_dict(), live_rows=counts[t.table_name]) for t in tables]
-    emit(rows, json_out, lambda: print_table(
-        rows, ["table_name", "schema_type", "live_rows", "roots_last_updated", "description"]))
+    emit(
+        rows,
+        json_out,
+        lambda: print_table(
+            rows, ["table_name", "schema_type", "live_rows", "roots_last_updated", "description"]
+        ),
+    )

@@ -21,8 +21,7 @@ def status(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -
         data = {"mode": "external", "running": True, "url": settings.database_url}
     else:
         st = embedded.status(settings.home)
-        data = {"mode": "embedded", "running": st.running, "url": st.url,
-                "pgdata": st.pgdata, "pid": st.pid}
+        data = {"mode": "embedded", "running": st.running, "url": st.url, "pgdata": st.pgdata, "pid": st.pid}
     emit(data, json_out, lambda: console.print(data))
 
 
@@ -35,8 +34,11 @@ def start(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     t0 = time.perf_counter()
     url = resolve_database_url(settings)
     get_engine(url)
-    data = {"mode": "external" if settings.database_url else "embedded", "url": url,
-            "seconds": round(time.perf_counter() - t0, 3)}
+    data = {
+        "mode": "external" if settings.database_url else "embedded",
+        "url": url,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
     emit(data, json_out, lambda: console.print(data))
 
 

@@ -13,35 +13,47 @@ from matengine.db.connection import get_engine
 JSON = typer.Option(False, "--json", help="Print JSON.")
 
 
-def versions(datastack: str = typer.Argument(None, help="Only this datastack."),
-             json_out: bool = JSON) -> None:
+def versions(
+    datastack: str = typer.Argument(None, help="Only this datastack."), json_out: bool = JSON
+) -> None:
     """List versions: number, timestamp, status, expiry, tables, rows."""
     from matengine.versions import list_versions
 
     rows = [v.to_dict() for v in list_versions(get_engine(), datastack)]
-    shown = [dict(r, tables=", ".join(f"{t}:{n}" for t, n in r["tables"].items()))
-             for r in rows]
-    emit(rows, json_out, lambda: print_table(
-        shown, ["datastack", "version", "time_stamp", "status", "expires_on", "tables", "rows"]))
+    shown = [dict(r, tables=", ".join(f"{t}:{n}" for t, n in r["tables"].items())) for r in rows]
+    emit(
+        rows,
+        json_out,
+        lambda: print_table(
+            shown, ["datastack", "version", "time_stamp", "status", "expires_on", "tables", "rows"]
+        ),
+    )
 
 
-def remove_expired(datastack: str = typer.Argument(None, help="Only this datastack."),
-                   dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would go."),
-                   keep: int = typer.Option(None, help="Valid versions always kept (default "
-                                            "from settings)."),
-                   json_out: bool = JSON) -> None:
+def remove_expired(
+    datastack: str = typer.Argument(None, help="Only this datastack."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would go."),
+    keep: int = typer.Option(None, help="Valid versions always kept (default from settings)."),
+    json_out: bool = JSON,
+) -> None:
     """Drop versions past their expiry (never the latest valid ones)."""
     from matengine.versions import remove_expired as remove
 
     done = [r.__dict__ for r in remove(get_engine(), datastack, dry_run=dry_run, keep=keep)]
-    emit({"dry_run": dry_run, "removed": done}, json_out, lambda: print_table(
-        done, ["datastack", "version", "reason"],
-        title="would remove" if dry_run else "removed"))
+    emit(
+        {"dry_run": dry_run, "removed": done},
+        json_out,
+        lambda: print_table(
+            done, ["datastack", "version", "reason"], title="would remove" if dry_run else "removed"
+        ),
+    )
 
 
-def schedule(datastack: str,
-             cron: str = typer.Argument(None, help="Crontab 'm h dom mon dow'; omit to clear."),
-             json_out: bool = JSON) -> None:
+def schedule(
+    datastack: str,
+    cron: str = typer.Argument(None, help="Crontab 'm h dom mon dow'; omit to clear."),
+    json_out: bool = JSON,
+) -> None:
     """Set (or clear) a datastack's periodic `complete` schedule, run by `matengine beat`."""
     from matengine import catalog
     from matengine.workflows.schedule import parse_schedule
@@ -57,28 +69,38 @@ def _celery_app():
 
     settings = get_settings()
     if not settings.broker_url:
-        raise typer.BadParameter("no broker configured: set MATENGINE_BROKER_URL or "
-                                 "--broker-url (the embedded default runs workflows in-process)")
+        raise typer.BadParameter(
+            "no broker configured: set MATENGINE_BROKER_URL or "
+            "--broker-url (the embedded default runs workflows in-process)"
+        )
     return configure(settings)
 
 
-def worker(concurrency: int = typer.Option(2, help="Worker processes."),
-           loglevel: str = typer.Option("INFO", help="Log level."),
-           name: str = typer.Option(None, help="Node name (default: QUEUE.PID@HOST, unique, "
-                                    "so several workers can share a machine and a broker).")
-           ) -> None:
+def worker(
+    concurrency: int = typer.Option(2, help="Worker processes."),
+    loglevel: str = typer.Option("INFO", help="Log level."),
+    name: str = typer.Option(
+        None,
+        help="Node name (default: QUEUE.PID@HOST, unique, "
+        "so several workers can share a machine and a broker).",
+    ),
+) -> None:
     """Start a Celery worker for matengine's workflows."""
     import os
 
     queue = get_settings().queue
     node = name or f"{queue}.{os.getpid()}@%h"
-    _celery_app().worker_main(["worker", f"--loglevel={loglevel}", "-Q", queue, "-n", node,
-                               f"--concurrency={concurrency}", "-E"])
+    _celery_app().worker_main(
+        ["worker", f"--loglevel={loglevel}", "-Q", queue, "-n", node, f"--concurrency={concurrency}", "-E"]
+    )
 
 
-def beat(loglevel: str = typer.Option("INFO", help="Log level."),
-         schedule_file: str = typer.Option(None, help="Where beat keeps its state (default: "
-                                           "MATENGINE_HOME/celerybeat-schedule).")) -> None:
+def beat(
+    loglevel: str = typer.Option("INFO", help="Log level."),
+    schedule_file: str = typer.Option(
+        None, help="Where beat keeps its state (default: MATENGINE_HOME/celerybeat-schedule)."
+    ),
+) -> None:
     """Start celery beat: periodic materialization and version removal."""
     home = get_settings().home
     home.mkdir(parents=True, exist_ok=True)
@@ -121,12 +143,16 @@ def doctor(json_out: bool = JSON) -> None:
             try:
                 got = chord(group(ping.clone((i,)) for i in range(10)))(total).get(timeout=30)
                 ok = got == sum(range(10))
-                report["group+chord"] = (f"ok in {time.perf_counter() - t0:.2f} s" if ok
-                                         else f"FAILED: got {got}")
+                report["group+chord"] = (
+                    f"ok in {time.perf_counter() - t0:.2f} s" if ok else f"FAILED: got {got}"
+                )
                 report["result_backend"] = f"ok: {settings.result_backend}"
             except Exception as exc:
                 report["group+chord"] = f"FAILED: {exc}"
-    emit(report, json_out, lambda: print_table(
-        [{"check": k, "result": v} for k, v in report.items()], ["check", "result"]))
+    emit(
+        report,
+        json_out,
+        lambda: print_table([{"check": k, "result": v} for k, v in report.items()], ["check", "result"]),
+    )
     if any(v.startswith("FAILED") for v in report.values()):
         raise typer.Exit(1)

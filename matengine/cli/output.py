@@ -49,4 +49,3 @@ def emit(data: Any, json_out: bool, human: Callable[[], None]) -> None:
 def fail(message: str, code: int = 1) -> typer.Exit:
     err_console.print(f"[red]error:[/red] {message}")
     return typer.Exit(code)
-

@@ -34,18 +34,28 @@ def _numbers(text: str, n: int, option: str) -> list[float]:
     except ValueError:
         values = []
     if len(values) != n:
-        raise typer.BadParameter(f"expected {n} comma-separated numbers, got {text!r}",
-                                 param_hint=option)
+        raise typer.BadParameter(f"expected {n} comma-separated numbers, got {text!r}", param_hint=option)
     return values
 
 
-def build_body(table: str, filter_in: list[str], filter_notin: list[str], filter_equal: list[str],
-               bbox: str | None, bbox_column: str | None, select: str | None, limit: int | None,
-               offset: int | None, desired_resolution: str | None) -> dict[str, Any]:
+def build_body(
+    table: str,
+    filter_in: list[str],
+    filter_notin: list[str],
+    filter_equal: list[str],
+    bbox: str | None,
+    bbox_column: str | None,
+    select: str | None,
+    limit: int | None,
+    offset: int | None,
+    desired_resolution: str | None,
+) -> dict[str, Any]:
     """The request body the REST routes take, from command-line options."""
     body: dict[str, Any] = {}
-    for key, items, option in (("filter_in_dict", filter_in, "--filter-in"),
-                               ("filter_notin_dict", filter_notin, "--filter-notin")):
+    for key, items, option in (
+        ("filter_in_dict", filter_in, "--filter-in"),
+        ("filter_notin_dict", filter_notin, "--filter-notin"),
+    ):
         conds: dict[str, list[str]] = {}
         for item in items:
             col, values = _pair(item, option)
@@ -56,8 +66,7 @@ def build_body(table: str, filter_in: list[str], filter_notin: list[str], filter
         body["filter_equal_dict"] = {table: dict(_pair(i, "--filter-equal") for i in filter_equal)}
     if bbox is not None:
         if not bbox_column:
-            raise typer.BadParameter("give --bbox-column (e.g. pre_pt_position)",
-                                     param_hint="--bbox")
+            raise typer.BadParameter("give --bbox-column (e.g. pre_pt_position)", param_hint="--bbox")
         v = _numbers(bbox, 6, "--bbox")
         body["filter_spatial_dict"] = {table: {bbox_column: [v[:3], v[3:]]}}
     if select:
@@ -96,8 +105,7 @@ def query(
     datastack: str = typer.Argument(..., help="Datastack name."),
     table: str = typer.Argument(..., help="Annotation table name."),
     version: int = typer.Option(None, "--version", help="Version to read (default: latest)."),
-    timestamp: str = typer.Option(None, "--timestamp",
-                                  help="Read the live tables at this ISO time instead."),
+    timestamp: str = typer.Option(None, "--timestamp", help="Read the live tables at this ISO time instead."),
     filter_in: list[str] = typer.Option([], "--filter-in", help="COL=V1,V2,… (repeatable)."),
     filter_notin: list[str] = typer.Option([], "--filter-notin", help="COL=V1,V2,…"),
     filter_equal: list[str] = typer.Option([], "--filter-equal", help="COL=V (repeatable)."),
@@ -106,10 +114,12 @@ def query(
     select: str = typer.Option(None, "--select", help="Columns to return, comma-separated."),
     limit: int = typer.Option(None, "--limit", min=1, help="At most N rows."),
     offset: int = typer.Option(None, "--offset", min=0, help="Skip N rows."),
-    desired_resolution: str = typer.Option(None, "--desired-resolution",
-                                           help="X,Y,Z nm per unit of returned positions."),
+    desired_resolution: str = typer.Option(
+        None, "--desired-resolution", help="X,Y,Z nm per unit of returned positions."
+    ),
     allow_missing_lookups: bool = typer.Option(
-        False, "--allow-missing-lookups", help="With --timestamp: return rows not ingested yet."),
+        False, "--allow-missing-lookups", help="With --timestamp: return rows not ingested yet."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON records to stdout."),
     arrow: Path = typer.Option(None, "--arrow", help="Write an Arrow IPC file."),
     csv: Path = typer.Option(None, "--csv", help="Write CSV."),
@@ -119,12 +129,29 @@ def query(
         raise typer.BadParameter("choose one output: --json, --arrow FILE or --csv FILE")
     if version is not None and timestamp is not None:
         raise typer.BadParameter("give --version or --timestamp, not both")
-    body = build_body(table, filter_in, filter_notin, filter_equal, bbox, bbox_column, select,
-                      limit, offset, desired_resolution)
+    body = build_body(
+        table,
+        filter_in,
+        filter_notin,
+        filter_equal,
+        bbox,
+        bbox_column,
+        select,
+        limit,
+        offset,
+        desired_resolution,
+    )
     engine, settings = get_engine(), get_settings()
     if timestamp is not None:
-        result = live_query(engine, datastack, table, timestamp, body, settings=settings,
-                            allow_missing_lookups=allow_missing_lookups)
+        result = live_query(
+            engine,
+            datastack,
+            table,
+            timestamp,
+            body,
+            settings=settings,
+            allow_missing_lookups=allow_missing_lookups,
+        )
     else:
         if version is None:
             versions = meta.list_versions(engine, datastack)

@@ -24,14 +24,16 @@ def _triple(text: str, what: str) -> tuple[int, int, int]:
 def synth(
     directory: Path = typer.Argument(..., help="Where to write the dataset (created if needed)."),
     size: str = typer.Option("160,128,48", "--size", help="Volume size in voxels, X,Y,Z."),
-    supervoxels: int = typer.Option(600, "--supervoxels", min=1,
-                                    help="Number of supervoxels in the volume (exact)."),
+    supervoxels: int = typer.Option(
+        600, "--supervoxels", min=1, help="Number of supervoxels in the volume (exact)."
+    ),
     edits: int = typer.Option(60, "--edits", min=0, help="Merge/split edits in the log."),
     synapses: int = typer.Option(2000, "--synapses", min=0, help="Rows of the synapses table."),
     cells: int = typer.Option(100, "--cells", min=0, help="Rows of the cells table."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same dataset)."),
-    span_days: float = typer.Option(30.0, "--span-days", min=0.001,
-                                    help="Edits are spread over this many days."),
+    span_days: float = typer.Option(
+        30.0, "--span-days", min=0.001, help="Edits are spread over this many days."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the dataset description as JSON."),
 ) -> None:
     """Generate a synthetic dataset: a precomputed supervoxel volume, a local:// edit-log
@@ -43,8 +45,15 @@ def synth(
     started = time.perf_counter()
     try:
         info = generate_dataset(
-            directory, size=_triple(size, "--size"), supervoxels=supervoxels, edits=edits,
-            synapses=synapses, cells=cells, seed=seed, span=timedelta(days=span_days))
+            directory,
+            size=_triple(size, "--size"),
+            supervoxels=supervoxels,
+            edits=edits,
+            synapses=synapses,
+            cells=cells,
+            seed=seed,
+            span=timedelta(days=span_days),
+        )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     data = info_as_json(info)
@@ -55,7 +64,9 @@ def synth(
     typer.echo(f"dataset written to {info.directory} in {data['seconds']} s")
     typer.echo(f"  segmentation source: {info.graph_url}")
     typer.echo(f"  flat source:         {info.precomputed_url}")
-    typer.echo(f"  supervoxels {info.supervoxels}, edits {info.edits} "
-               f"({info.start.isoformat()} .. {info.end.isoformat()})")
+    typer.echo(
+        f"  supervoxels {info.supervoxels}, edits {info.edits} "
+        f"({info.start.isoformat()} .. {info.end.isoformat()})"
+    )
     for name, folder in info.tables.items():
         typer.echo(f"  table {name}: {folder}")

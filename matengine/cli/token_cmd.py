@@ -11,8 +11,7 @@ from matengine import auth
 from matengine.cli.output import console, emit, print_table
 from matengine.db.connection import get_engine
 
-app = typer.Typer(help="API tokens with per-datastack view/edit/admin permissions.",
-                  no_args_is_help=True)
+app = typer.Typer(help="API tokens with per-datastack view/edit/admin permissions.", no_args_is_help=True)
 
 
 @app.command()
@@ -24,8 +23,11 @@ def create(
 ) -> None:
     """Create a token and print it (it is not shown again)."""
     token_id, token = auth.create_token(get_engine(), datastack, permission, description)
-    emit({"id": token_id, "token": token, "datastack": datastack, "permission": permission},
-         json_out, lambda: console.print(token, highlight=False, soft_wrap=True))
+    emit(
+        {"id": token_id, "token": token, "datastack": datastack, "permission": permission},
+        json_out,
+        lambda: console.print(token, highlight=False, soft_wrap=True),
+    )
 
 
 @app.command("list")
@@ -35,9 +37,13 @@ def list_(
 ) -> None:
     """List tokens (ids and grants, never the tokens themselves)."""
     rows = auth.list_tokens(get_engine(), include_revoked=all_)
-    emit(rows, json_out, lambda: print_table(
-        rows, ["id", "datastack", "permission", "description", "created", "revoked"],
-        title="tokens"))
+    emit(
+        rows,
+        json_out,
+        lambda: print_table(
+            rows, ["id", "datastack", "permission", "description", "created", "revoked"], title="tokens"
+        ),
+    )
 
 
 @app.command()

@@ -20,8 +20,15 @@ JSON = typer.Option(False, "--json", help="Print the final run record as JSON.")
 DETACH = typer.Option(False, "--detach", help="Print the run id and return at once.")
 
 
-def launch(kind: str, params: dict[str, Any], *, datastack: str | None, table: str | None,
-           json_out: bool, detach: bool) -> None:
+def launch(
+    kind: str,
+    params: dict[str, Any],
+    *,
+    datastack: str | None,
+    table: str | None,
+    json_out: bool,
+    detach: bool,
+) -> None:
     """Shared by every workflow command."""
     engine = get_engine()
     settings = get_settings()
@@ -33,21 +40,32 @@ def launch(kind: str, params: dict[str, Any], *, datastack: str | None, table: s
     if json_out:
         run = wait_for(engine, run_id)
     else:
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[rows]} rows"), TimeElapsedColumn(),
-                      console=err_console) as bar:
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rows]} rows"),
+            TimeElapsedColumn(),
+            console=err_console,
+        ) as bar:
             task = bar.add_task(f"run {run_id} {kind}", total=None, rows=0)
 
             def show(r: runs.Run) -> None:
-                bar.update(task, total=r.chunks_total or None, completed=r.chunks_done,
-                           rows=f"{r.rows_done:,}", description=f"run {r.id} {r.step or kind}")
+                bar.update(
+                    task,
+                    total=r.chunks_total or None,
+                    completed=r.chunks_done,
+                    rows=f"{r.rows_done:,}",
+                    description=f"run {r.id} {r.step or kind}",
+                )
 
             run = wait_for(engine, run_id, on_progress=show)
     if json_out:
         print_json(run.to_dict())
     else:
-        console.print(f"run {run.id} {run.kind}: {run.state} — {run.rows_done:,} rows in "
-                      f"{run.to_dict()['seconds']} s")
+        console.print(
+            f"run {run.id} {run.kind}: {run.state} — {run.rows_done:,} rows in {run.to_dict()['seconds']} s"
+        )
         for e in run.errors:
             err_console.print(f"[red]{e['message']}[/red]")
     if run.state != "SUCCESS":
@@ -65,28 +83,38 @@ def _mapping(value: str) -> dict[str, Any]:
 
 
 def upload(
-    datastack: str, table: str,
+    datastack: str,
+    table: str,
     schema: str = typer.Option(..., help="Annotation schema, e.g. synapse."),
     source: str = typer.Option(..., help="Folder of .npy files: file://, gs://, s3://, http(s)://"),
     column_mapping: str = typer.Option(..., help="JSON file or JSON text {file: column(s)}."),
     roots_timestamp: str = typer.Option(None, help="When the given root ids were valid (ISO)."),
     voxel_resolution: str = typer.Option(None, help="X,Y,Z of the positions (new tables)."),
     chunk_rows: int = typer.Option(None, help="Rows per chunk task."),
-    created: str = typer.Option(None, help="When these annotations came to exist (ISO; "
-                                "default: now). For importing historical tables."),
-    json_out: bool = JSON, detach: bool = DETACH,
+    created: str = typer.Option(
+        None,
+        help="When these annotations came to exist (ISO; default: now). For importing historical tables.",
+    ),
+    json_out: bool = JSON,
+    detach: bool = DETACH,
 ) -> None:
     """Bulk-upload .npy column files into a table (created from --schema if absent)."""
     from matengine.cli.catalog_cmd import parse_resolution
     from matengine.workflows.bulk_upload import check_request
 
-    params = {"datastack": datastack, "table": table, "schema": schema, "source": source,
-              "column_mapping": _mapping(column_mapping), "roots_timestamp": roots_timestamp,
-              "voxel_resolution": parse_resolution(voxel_resolution),
-              "chunk_rows": chunk_rows or get_settings().chunk_rows, "created": created}
+    params = {
+        "datastack": datastack,
+        "table": table,
+        "schema": schema,
+        "source": source,
+        "column_mapping": _mapping(column_mapping),
+        "roots_timestamp": roots_timestamp,
+        "voxel_resolution": parse_resolution(voxel_resolution),
+        "chunk_rows": chunk_rows or get_settings().chunk_rows,
+        "created": created,
+    }
     check_request(get_engine(), params)
-    launch("bulk_upload", params, datastack=datastack, table=table, json_out=json_out,
-           detach=detach)
+    launch("bulk_upload", params, datastack=datastack, table=table, json_out=json_out, detach=detach)
 
 
 def runs_list(
@@ -101,9 +129,25 @@ def runs_list(
         emit(run, json_out, lambda: console.print(run))
         return
     rows = [r.to_dict() for r in runs.list_runs(engine, datastack)]
-    emit(rows, json_out, lambda: print_table(
-        rows, ["id", "kind", "datastack", "table_name", "state", "step", "chunks_done",
-               "chunks_total", "rows_done", "seconds"]))
+    emit(
+        rows,
+        json_out,
+        lambda: print_table(
+            rows,
+            [
+                "id",
+                "kind",
+                "datastack",
+                "table_name",
+                "state",
+                "step",
+                "chunks_done",
+                "chunks_total",
+                "rows_done",
+                "seconds",
+            ],
+        ),
+    )
 
 
 def runs_cancel(run_id: int) -> None:
@@ -123,12 +167,20 @@ def runs_resume(run_id: int, json_out: bool = JSON) -> None:
         raise typer.Exit(1)
 
 
-def _sync(kind: str, datastack: str, table: str | None, timestamp: str | None,
-          json_out: bool, detach: bool, days_to_expire: int | None = None) -> None:
+def _sync(
+    kind: str,
+    datastack: str,
+    table: str | None,
+    timestamp: str | None,
+    json_out: bool,
+    detach: bool,
+    days_to_expire: int | None = None,
+) -> None:
     from matengine.workflows.submit import sync_parameters
 
-    params = sync_parameters(get_engine(), kind, datastack, table=table, timestamp=timestamp,
-                             days_to_expire=days_to_expire)
+    params = sync_parameters(
+        get_engine(), kind, datastack, table=table, timestamp=timestamp, days_to_expire=days_to_expire
+    )
     # materialize/complete lock the whole datastack; a one-table sync locks that table
     lock_table = table if kind in ("ingest", "update_roots") else None
     launch(kind, params, datastack=datastack, table=lock_table, json_out=json_out, detach=detach)
@@ -138,27 +190,45 @@ TABLE = typer.Option(None, "--table", help="Only this table (default: all).")
 TIMESTAMP = typer.Option(None, "--timestamp", help="ISO time (UTC if no zone); default now.")
 
 
-def ingest(datastack: str, table: str = TABLE, timestamp: str = TIMESTAMP,
-           json_out: bool = JSON, detach: bool = DETACH) -> None:
+def ingest(
+    datastack: str,
+    table: str = TABLE,
+    timestamp: str = TIMESTAMP,
+    json_out: bool = JSON,
+    detach: bool = DETACH,
+) -> None:
     """Look up supervoxels and roots for annotations that lack them."""
     _sync("ingest", datastack, table, timestamp, json_out, detach)
 
 
-def update_roots(datastack: str, table: str = TABLE, timestamp: str = TIMESTAMP,
-                 json_out: bool = JSON, detach: bool = DETACH) -> None:
+def update_roots(
+    datastack: str,
+    table: str = TABLE,
+    timestamp: str = TIMESTAMP,
+    json_out: bool = JSON,
+    detach: bool = DETACH,
+) -> None:
     """Replace root ids that expired since the table's last update, as of --timestamp."""
     _sync("update_roots", datastack, table, timestamp, json_out, detach)
 
 
-def materialize(datastack: str, timestamp: str = TIMESTAMP,
-                days_to_expire: int = typer.Option(None, help="Days until the version expires."),
-                json_out: bool = JSON, detach: bool = DETACH) -> None:
+def materialize(
+    datastack: str,
+    timestamp: str = TIMESTAMP,
+    days_to_expire: int = typer.Option(None, help="Days until the version expires."),
+    json_out: bool = JSON,
+    detach: bool = DETACH,
+) -> None:
     """Freeze the datastack at --timestamp as a new version (ingests and updates roots first)."""
     _sync("materialize", datastack, None, timestamp, json_out, detach, days_to_expire)
 
 
-def complete(datastack: str, timestamp: str = TIMESTAMP,
-             days_to_expire: int = typer.Option(None, help="Days until the version expires."),
-             json_out: bool = JSON, detach: bool = DETACH) -> None:
+def complete(
+    datastack: str,
+    timestamp: str = TIMESTAMP,
+    days_to_expire: int = typer.Option(None, help="Days until the version expires."),
+    json_out: bool = JSON,
+    detach: bool = DETACH,
+) -> None:
     """Ingest → update roots → materialize, as one run."""
     _sync("complete", datastack, None, timestamp, json_out, detach, days_to_expire)

@@ -70,8 +70,11 @@ def live_indexes(names: TableNames, schema: AnnotationSchema) -> list[tuple[str,
     t, q = names.table, names.live_q
     out = [_index(f"ix_{t}_created", q, "(created)"), _index(f"ix_{t}_deleted", q, "(deleted)")]
     out += [point_index(f"ix_{t}_{f.name}_bbox", q, f.name) for f in schema.points]
-    out += [_index(f"ix_{t}_{f.name}", q, f"({quote(f.name)})")
-            for f in schema.fields if f.index and not f.is_point]
+    out += [
+        _index(f"ix_{t}_{f.name}", q, f"({quote(f.name)})")
+        for f in schema.fields
+        if f.index and not f.is_point
+    ]
     return out
 
 
@@ -84,8 +87,7 @@ def pending_condition(schema: AnnotationSchema, alias: str = "") -> str:
 
 def segmentation_indexes(names: TableNames, schema: AnnotationSchema) -> list[tuple[str, str]]:
     s, q = names.segmentation, names.segmentation_q
-    out = [_index(f"ix_{s}_{pt}_root_id", q, f"({quote(pt + '_root_id')})")
-           for pt in schema.bound_points]
+    out = [_index(f"ix_{s}_{pt}_root_id", q, f"({quote(pt + '_root_id')})") for pt in schema.bound_points]
     # a partial index holding just the rows that wait for ingest: finding them costs nothing
     # on a fully ingested table
     out.append(_index(f"ix_{s}_pending", q, f"(id) WHERE {pending_condition(schema)}"))
@@ -126,9 +128,7 @@ def create_tables(conn: Connection, names: TableNames, schema: AnnotationSchema)
     )
     conn.execute(text(f"ALTER SEQUENCE {names.sequence_q} OWNED BY {names.live_q}.id"))
     if schema.bound_points:
-        seg_cols = ",\n  ".join(
-            f"{quote(c.name)} {c.sql_type}" for c in schema.segmentation_columns()
-        )
+        seg_cols = ",\n  ".join(f"{quote(c.name)} {c.sql_type}" for c in schema.segmentation_columns())
         conn.execute(
             text(f"CREATE TABLE {names.segmentation_q} (\n  id bigint PRIMARY KEY,\n  {seg_cols}\n)")
         )

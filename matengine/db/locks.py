@@ -55,9 +55,7 @@ def pass_write_barrier(conn: Connection, datastack: str) -> None:
 
 
 @contextmanager
-def session_lock(
-    conn: Connection, kind: LockKind, name: str, *, wait: float | None = 0.0
-) -> Iterator[None]:
+def session_lock(conn: Connection, kind: LockKind, name: str, *, wait: float | None = 0.0) -> Iterator[None]:
     """Hold a session-level lock on ``name`` for the block.
 
     ``wait=0`` refuses at once if another session holds it; ``wait=None`` waits forever;
@@ -66,9 +64,7 @@ def session_lock(
     deadline = None if wait is None else time.monotonic() + wait
     params = {"k": int(kind), "n": name}
     while True:
-        got = conn.execute(
-            text("SELECT pg_try_advisory_lock(:k, hashtext(:n))"), params
-        ).scalar_one()
+        got = conn.execute(text("SELECT pg_try_advisory_lock(:k, hashtext(:n))"), params).scalar_one()
         conn.commit()
         if got:
             break

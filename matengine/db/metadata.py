@@ -121,8 +121,7 @@ workflow_runs = Table(
 run_steps = Table(
     "run_steps",
     metadata,
-    Column("run_id", BigInteger, ForeignKey("workflow_runs.id", ondelete="CASCADE"),
-           primary_key=True),
+    Column("run_id", BigInteger, ForeignKey("workflow_runs.id", ondelete="CASCADE"), primary_key=True),
     Column("step_index", Integer, primary_key=True),
     Column("key", Text, nullable=False),
     Column("state", Text, nullable=False),  # PLANNED / FINISHING / DONE
@@ -139,16 +138,14 @@ run_locks = Table(
     "run_locks",
     metadata,
     Column("lock_key", Text, primary_key=True),
-    Column("run_id", BigInteger, ForeignKey("workflow_runs.id", ondelete="CASCADE"),
-           nullable=False),
+    Column("run_id", BigInteger, ForeignKey("workflow_runs.id", ondelete="CASCADE"), nullable=False),
     Column("acquired", TS, nullable=False, server_default=func.now()),
 )
 
 run_chunks = Table(
     "run_chunks",
     metadata,
-    Column("run_id", BigInteger, ForeignKey("workflow_runs.id", ondelete="CASCADE"),
-           primary_key=True),
+    Column("run_id", BigInteger, ForeignKey("workflow_runs.id", ondelete="CASCADE"), primary_key=True),
     Column("step_index", Integer, primary_key=True),
     Column("chunk", Integer, primary_key=True),
     Column("rows", BigInteger, nullable=False, server_default="0"),

@@ -104,13 +104,13 @@ def table_columns(schema: AnnotationSchema) -> TableColumns:
                 name = f"{logical}_{letter}"
                 # positions are required by every writer (finite numbers), so they travel
                 # without a null flag: a third less data for a synapse row
-                cols.append(OutColumn(name, logical, ColKind.FLOAT, "a", name, nullable=False,
-                                      axis=axis))
+                cols.append(OutColumn(name, logical, ColKind.FLOAT, "a", name, nullable=False, axis=axis))
             if f.kind is Kind.BOUND_POINT:
                 for suffix in ("supervoxel_id", "root_id"):
                     name = f"{f.name}_{suffix}"
-                    cols.append(OutColumn(name, name, ColKind.INT, "s", name,
-                                          nullable=False, zero_for_null=True))
+                    cols.append(
+                        OutColumn(name, name, ColKind.INT, "s", name, nullable=False, zero_for_null=True)
+                    )
         else:
             cols.append(OutColumn(f.name, f.name, _SCALAR_KINDS[f.kind], "a", f.name))
     return TableColumns(tuple(cols), tuple(schema.bound_points))

@@ -112,10 +112,7 @@ class QueryResult:
 
 
 def to_record_batch(batch: Batch, cols: list[OutColumn], schema: pa.Schema) -> pa.RecordBatch:
-    arrays = [
-        pa.array(batch.values[c.name], type=c.arrow_type, mask=batch.nulls.get(c.name))
-        for c in cols
-    ]
+    arrays = [pa.array(batch.values[c.name], type=c.arrow_type, mask=batch.nulls.get(c.name)) for c in cols]
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
@@ -127,8 +124,7 @@ def _points_to_correct(plan: QueryPlan, wanted: list[OutColumn]) -> list[str]:
     return [pt for pt in plan.cols.bound_points if f"{pt}_root_id" in names]
 
 
-def _stream(plan: QueryPlan, wanted: list[OutColumn], stop_after: int | None = None
-            ) -> Iterator[Batch]:
+def _stream(plan: QueryPlan, wanted: list[OutColumn], stop_after: int | None = None) -> Iterator[Batch]:
     """Batches of the ``wanted`` columns; stops after ``stop_after`` rows if given."""
     by_name = plan.cols.by_name()
     points = _points_to_correct(plan, wanted)
@@ -162,9 +158,13 @@ def _stream(plan: QueryPlan, wanted: list[OutColumn], stop_after: int | None = N
                     svid = by_name[f.column.name[: -len("root_id")] + "supervoxel_id"]
                     where.append(root_candidates_sql(f.column, svid, source, cands, binder))
         fetches: list[Fetch] = [output_fetch(c, source, plan.scales, binder) for c in fetch_cols]
-        tail = select_tail(source, where, binder,
-                           limit=None if in_python else limit,
-                           offset=0 if in_python else plan.spec.offset)
+        tail = select_tail(
+            source,
+            where,
+            binder,
+            limit=None if in_python else limit,
+            offset=0 if in_python else plan.spec.offset,
+        )
         skip = plan.spec.offset if in_python else 0
         remaining = limit
         for batch in read_batches(conn, tail, binder.params, fetches):
@@ -218,15 +218,17 @@ def _count(plan: QueryPlan, n: int) -> int:
 
 
 # ------------------------------------------------------------------ planning
-def scale_of(table_res: tuple[float, float, float], desired: tuple[float, float, float]
-             ) -> tuple[float, float, float] | None:
+def scale_of(
+    table_res: tuple[float, float, float], desired: tuple[float, float, float]
+) -> tuple[float, float, float] | None:
     """Factors turning positions in ``table_res`` voxels into ``desired`` ones (None: same)."""
     scale = tuple(t / d for t, d in zip(table_res, desired, strict=True))
     return None if all(s == 1.0 for s in scale) else scale  # type: ignore[return-value]
 
 
-def _scale(table_res: tuple[float, float, float], desired: tuple[float, float, float] | None
-           ) -> tuple[tuple[float, float, float], Scales]:
+def _scale(
+    table_res: tuple[float, float, float], desired: tuple[float, float, float] | None
+) -> tuple[tuple[float, float, float], Scales]:
     if desired is None:
         return table_res, {}
     scale = scale_of(table_res, desired)
@@ -259,9 +261,16 @@ def _sample_percent(random_sample: int | None, rows: int) -> float | None:
     return min(100.0, 100.0 * random_sample / max(rows, 1))
 
 
-def version_query(engine: Engine, datastack: str, version: int, table: str,
-                  body: Mapping[str, Any], *, settings: Settings | None = None,
-                  random_sample: int | None = None) -> QueryResult:
+def version_query(
+    engine: Engine,
+    datastack: str,
+    version: int,
+    table: str,
+    body: Mapping[str, Any],
+    *,
+    settings: Settings | None = None,
+    random_sample: int | None = None,
+) -> QueryResult:
     """Query table ``table`` of version ``version`` (a frozen, indexed, merged table)."""
     settings = settings or get_settings()
     vt, notice_text = meta.queryable_table(engine, datastack, version, table)
@@ -272,9 +281,15 @@ def version_query(engine: Engine, datastack: str, version: int, table: str,
     schema_name = version_schema(datastack, version)
     pct = _sample_percent(spec.random_sample, vt.row_count)
     plan = QueryPlan(
-        engine, table, cols, spec, resolution, scales,
+        engine,
+        table,
+        cols,
+        spec,
+        resolution,
+        scales,
         make_source=lambda b: version_source(schema_name, table, pct, b),
-        where=filters_sql(spec.filters), limit=limit,
+        where=filters_sql(spec.filters),
+        limit=limit,
     )
     return finish(plan, cap, [notice(table, notice_text)] if notice_text else [])
 
@@ -297,20 +312,29 @@ def notice(table: str, text: str) -> str:
     return f'299 - "Table Owner Notice on {table}: {text}"'
 
 
-def live_query(engine: Engine, datastack: str, table: str, timestamp: Any,
-               body: Mapping[str, Any], *, settings: Settings | None = None,
-               allow_missing_lookups: bool = False, allow_invalid_root_ids: bool = False,
-               random_sample: int | None = None, graph: RootGraph | None = None) -> QueryResult:
+def live_query(
+    engine: Engine,
+    datastack: str,
+    table: str,
+    timestamp: Any,
+    body: Mapping[str, Any],
+    *,
+    settings: Settings | None = None,
+    allow_missing_lookups: bool = False,
+    allow_invalid_root_ids: bool = False,
+    random_sample: int | None = None,
+    graph: RootGraph | None = None,
+) -> QueryResult:
     """Query the live table at ``timestamp``, exactly by the time rule (DESIGN §3)."""
     settings = settings or get_settings()
     try:
         ts = to_utc(timestamp)
     except (TypeError, ValueError, OverflowError):
-        raise InvalidInput(f"expected an ISO timestamp, got {timestamp!r}", field="timestamp") \
-            from None
+        raise InvalidInput(f"expected an ISO timestamp, got {timestamp!r}", field="timestamp") from None
     if ts > utcnow() + FUTURE_SLACK:
-        raise InvalidInput(f"{ts.isoformat()} is in the future: rows and roots there are not "
-                           "known yet", field="timestamp")
+        raise InvalidInput(
+            f"{ts.isoformat()} is in the future: rows and roots there are not known yet", field="timestamp"
+        )
     tbl = catalog.get_table(engine, datastack, table)
     ds = catalog.get_datastack(engine, datastack)
     cols = table_columns(tbl.schema)
@@ -322,13 +346,18 @@ def live_query(engine: Engine, datastack: str, table: str, timestamp: Any,
         graph = graphs.root_graph(ds.segmentation_source, settings.segmentation_token)
     root_filters = [f for f in spec.filters if f.on_root]
     plain = [f for f in spec.filters if not f.on_root]
-    pct = (_sample_percent(spec.random_sample, _estimate_rows(engine, tbl))
-           if spec.random_sample else None)
+    pct = _sample_percent(spec.random_sample, _estimate_rows(engine, tbl)) if spec.random_sample else None
     target = LiveTarget(tbl, ts, graph, allow_invalid_root_ids) if graph is not None else None
     plan = QueryPlan(
-        engine, table, cols, spec, resolution, scales,
+        engine,
+        table,
+        cols,
+        spec,
+        resolution,
+        scales,
         make_source=lambda b: live_source(tbl.names.live_q, seg_q, pct, b),
-        where=[lambda src, b: time_rule(b, ts), *filters_sql(plain)], limit=limit,
+        where=[lambda src, b: time_rule(b, ts), *filters_sql(plain)],
+        limit=limit,
         live=target,
         root_prefilters=[f for f in root_filters if f.op in ("in", "equal")],
         post_filters=root_filters,
@@ -338,16 +367,17 @@ def live_query(engine: Engine, datastack: str, table: str, timestamp: Any,
         target.corrector = RootCorrector.create(graph, ts, tbl.roots_last_updated)
         for f in plan.root_prefilters:  # refuse roots invalid at T before streaming
             RootCorrector(graph, ts, None, None).candidates(
-                f.value if f.op == "in" else [f.value], allow_invalid=allow_invalid_root_ids)
+                f.value if f.op == "in" else [f.value], allow_invalid=allow_invalid_root_ids
+            )
         missing = _missing_lookups(plan, tbl, ts) if not plan.root_prefilters else 0
         if missing and not allow_missing_lookups:
             raise MissingLookups(
                 f"{missing} annotation(s) of {table!r} at {ts.isoformat()} have no supervoxel "
                 "lookup yet (run ingest); pass allow_missing_lookups=True to get them with "
-                "supervoxel and root id 0")
+                "supervoxel and root id 0"
+            )
         if missing:
-            warnings.append(f'299 - "{missing} annotation(s) lack supervoxel/root lookups; '
-                            'their ids are 0"')
+            warnings.append(f'299 - "{missing} annotation(s) lack supervoxel/root lookups; their ids are 0"')
     notice = notice_of(engine, datastack, table)
     if notice:
         warnings.append(notice)
@@ -370,8 +400,11 @@ def _scalar(engine: Engine, sql: str, params: Mapping[str, Any]) -> Any:
 
 
 def _estimate_rows(engine: Engine, tbl: catalog.AnnotationTable) -> int:
-    n = _scalar(engine, "SELECT reltuples::bigint FROM pg_class WHERE oid = CAST(%(t)s AS regclass)",
-                {"t": f"{tbl.datastack}.{tbl.table_name}"})
+    n = _scalar(
+        engine,
+        "SELECT reltuples::bigint FROM pg_class WHERE oid = CAST(%(t)s AS regclass)",
+        {"t": f"{tbl.datastack}.{tbl.table_name}"},
+    )
     return max(int(n or 0), 1)
 
 
@@ -379,13 +412,13 @@ def _missing_lookups(plan: QueryPlan, tbl: catalog.AnnotationTable, ts: datetime
     """Rows of the result (non-root filters only) whose points have no supervoxel yet."""
     from matengine.db.identifiers import quote
 
-    pending = " OR ".join(f"s.{quote(pt + '_supervoxel_id')} IS NULL"
-                          for pt in tbl.schema.bound_points)
+    pending = " OR ".join(f"s.{quote(pt + '_supervoxel_id')} IS NULL" for pt in tbl.schema.bound_points)
     binder = Binder()
     # inner join: every live row has a segmentation row from its insert on, and the join
     # lets PostgreSQL use the partial index of rows waiting for ingest
-    src = Source(f"FROM {tbl.names.live_q} AS a JOIN {tbl.names.segmentation_q} AS s "
-                 "ON s.id = a.id", live=True)
+    src = Source(
+        f"FROM {tbl.names.live_q} AS a JOIN {tbl.names.segmentation_q} AS s ON s.id = a.id", live=True
+    )
     where = [w(src, binder) for w in plan.where] + [pending]
     tail = select_tail(src, where, binder, limit=100_000, order=False)
     return int(_scalar(plan.engine, f"SELECT count(*) FROM (SELECT 1 {tail}) q", binder.params))

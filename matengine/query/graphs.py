@@ -25,7 +25,7 @@ def _stamp(url: str) -> tuple:
     """What identifies the current content behind ``url`` (file mtimes for local graphs)."""
     if not url.startswith("local://"):
         return ()
-    directory = Path(url[len("local://"):])
+    directory = Path(url[len("local://") :])
     out = []
     for name in ("graph.json", "initial.npy", "edits.npz"):
         try:
@@ -59,7 +59,7 @@ def root_graph(url: str, token: str | None = None) -> RootGraph:
     if url.startswith("local://"):
         from matengine.segmentation.local_graph import LocalGraph
 
-        graph = LocalGraph(url[len("local://"):])
+        graph = LocalGraph(url[len("local://") :])
     elif url.startswith("precomputed://"):
         from matengine.segmentation.flat import FlatGraph
 

@@ -65,13 +65,13 @@ def _suffixes(body: Mapping[str, Any], names: list[str]) -> list[str]:
 
 
 def _aliased(col: OutColumn, alias: str, suffix: str) -> OutColumn:
-    tail = col.name[len(col.logical):]  # "_x" of a split position, else ""
-    return replace(col, name=col.logical + suffix + tail, logical=col.logical + suffix,
-                   source=alias)
+    tail = col.name[len(col.logical) :]  # "_x" of a split position, else ""
+    return replace(col, name=col.logical + suffix + tail, logical=col.logical + suffix, source=alias)
 
 
-def join_query(engine: Engine, datastack: str, version: int, body: Mapping[str, Any], *,
-               settings: Settings | None = None) -> QueryResult:
+def join_query(
+    engine: Engine, datastack: str, version: int, body: Mapping[str, Any], *, settings: Settings | None = None
+) -> QueryResult:
     settings = settings or get_settings()
     if not isinstance(body, Mapping):
         raise InvalidInput("the request body must be a JSON object")
@@ -84,8 +84,15 @@ def join_query(engine: Engine, datastack: str, version: int, body: Mapping[str, 
     for (t, c), tc in zip(pairs, cols, strict=True):
         if c not in tc.by_name():
             raise InvalidInput(f"table {t!r} has no column {c!r}", field="tables")
-    base = parse_query({k: v for k, v in body.items() if k not in (
-        "select_columns", "select_column_map") and not k.startswith("filter_")}, names[0], cols[0])
+    base = parse_query(
+        {
+            k: v
+            for k, v in body.items()
+            if k not in ("select_columns", "select_column_map") and not k.startswith("filter_")
+        },
+        names[0],
+        cols[0],
+    )
     select_key = "select_column_map" if "select_column_map" in body else "select_columns"
     selected: list[OutColumn] = []
     all_cols: list[OutColumn] = []
@@ -106,12 +113,16 @@ def join_query(engine: Engine, datastack: str, version: int, body: Mapping[str, 
     wire = [c.name for c in all_cols]
     dupes = sorted({n for n in wire if wire.count(n) > 1})
     if dupes:
-        raise InvalidInput(f"columns {dupes[:5]} appear in both tables: give suffix_map",
-                           field="suffix_map")
+        raise InvalidInput(f"columns {dupes[:5]} appear in both tables: give suffix_map", field="suffix_map")
     resolution = base.desired_resolution or vts[0].voxel_resolution
     scales = {f"j{i}": scale_of(vt.voxel_resolution, resolution) for i, vt in enumerate(vts)}
-    spec = QuerySpec(select=selected, filters=filters, offset=base.offset, limit=base.limit,
-                     desired_resolution=base.desired_resolution)
+    spec = QuerySpec(
+        select=selected,
+        filters=filters,
+        offset=base.offset,
+        limit=base.limit,
+        desired_resolution=base.desired_resolution,
+    )
     limit, cap = cap_of(spec, settings)
     schema_name = version_schema(datastack, version)
     (t1, c1), (t2, c2) = pairs
@@ -119,9 +130,21 @@ def join_query(engine: Engine, datastack: str, version: int, body: Mapping[str, 
     def source(binder: Binder) -> Source:
         return Source(
             f"FROM {quote(schema_name, t1)} AS j0 JOIN {quote(schema_name, t2)} AS j1 "
-            f"ON j0.{quote(c1)} = j1.{quote(c2)}", live=False, order_by="j0.id")
+            f"ON j0.{quote(c1)} = j1.{quote(c2)}",
+            live=False,
+            order_by="j0.id",
+        )
 
-    plan = QueryPlan(engine, names[0], TableColumns(tuple(all_cols), ()), spec,
-                     tuple(resolution), scales, make_source=source,  # type: ignore[arg-type]
-                     where=filters_sql(filters), limit=limit, names=mapping)
+    plan = QueryPlan(
+        engine,
+        names[0],
+        TableColumns(tuple(all_cols), ()),
+        spec,
+        tuple(resolution),
+        scales,
+        make_source=source,  # type: ignore[arg-type]
+        where=filters_sql(filters),
+        limit=limit,
+        names=mapping,
+    )
     return finish(plan, cap, [])

@@ -27,8 +27,9 @@ from matengine.segmentation.base import RootGraph
 
 
 def _ids(values: Iterable[int] | np.ndarray) -> np.ndarray:
-    return np.unique(np.asarray(list(values) if not isinstance(values, np.ndarray) else values,
-                                dtype=np.uint64)).astype(np.int64)
+    return np.unique(
+        np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=np.uint64)
+    ).astype(np.int64)
 
 
 @dataclass
@@ -39,8 +40,7 @@ class RootCorrector:
     stale: np.ndarray | None  # sorted int64 stored roots not valid at T; None: unknown L
 
     @classmethod
-    def create(cls, graph: RootGraph, timestamp: datetime, last_updated: datetime | None
-               ) -> RootCorrector:
+    def create(cls, graph: RootGraph, timestamp: datetime, last_updated: datetime | None) -> RootCorrector:
         if last_updated is None:
             stale = None
         elif timestamp == last_updated:
@@ -56,8 +56,7 @@ class RootCorrector:
         if self.stale is not None:
             return missing_root | ((svids != 0) & np.isin(roots, self.stale))
         unique = np.unique(roots[roots != 0])
-        latest = np.asarray(
-            self.graph.is_latest_roots(unique.astype(np.uint64), self.timestamp), bool)
+        latest = np.asarray(self.graph.is_latest_roots(unique.astype(np.uint64), self.timestamp), bool)
         return missing_root | ((svids != 0) & np.isin(roots, unique[~latest]))
 
     def correct(self, batch: Batch, points: Iterable[str]) -> int:
@@ -74,11 +73,11 @@ class RootCorrector:
         if not total:
             return 0
         found = np.asarray(
-            self.graph.get_roots(np.concatenate(svid_parts).astype(np.uint64), self.timestamp),
-            np.uint64).astype(np.int64)
+            self.graph.get_roots(np.concatenate(svid_parts).astype(np.uint64), self.timestamp), np.uint64
+        ).astype(np.int64)
         start = 0
         for pt, need, part in zip(points, masks, svid_parts, strict=True):
-            batch.values[f"{pt}_root_id"][need] = found[start:start + len(part)]
+            batch.values[f"{pt}_root_id"][need] = found[start : start + len(part)]
             start += len(part)
         return total
 
@@ -90,15 +89,18 @@ class RootCorrector:
         # 0 is "no segmentation", not a root: always a valid filter value, matched as stored
         valid = wanted == 0
         if (~valid).any():
-            valid[~valid] = np.asarray(self.graph.is_latest_roots(
-                wanted[~valid].astype(np.uint64), self.timestamp), bool)
+            valid[~valid] = np.asarray(
+                self.graph.is_latest_roots(wanted[~valid].astype(np.uint64), self.timestamp), bool
+            )
         if not valid.all():
             if not allow_invalid:
                 bad = wanted[~valid][:10].tolist()
                 raise InvalidInput(
                     f"root id(s) {bad} are not valid at {self.timestamp.isoformat()}; map them "
                     "with the chunkedgraph (get_latest_roots / get_past_ids) or pass "
-                    "allow_invalid_root_ids=True", field="root_id filter")
+                    "allow_invalid_root_ids=True",
+                    field="root_id filter",
+                )
             wanted = wanted[valid]
         if self.last_updated is None or self.timestamp == self.last_updated or not len(wanted):
             return wanted.tolist()

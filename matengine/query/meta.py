@@ -56,36 +56,38 @@ def list_versions(engine: Engine, datastack: str, *, expired: bool = False) -> l
     return rows if expired else [r for r in rows if not r.expired]
 
 
-def get_version(engine: Engine, datastack: str, version: int, *, queryable: bool = True
-                ) -> VersionInfo:
+def get_version(engine: Engine, datastack: str, version: int, *, queryable: bool = True) -> VersionInfo:
     v = m.versions
     with engine.connect() as conn:
-        row = conn.execute(
-            select(v).where(v.c.datastack == datastack, v.c.version == int(version))
-        ).first()
+        row = conn.execute(select(v).where(v.c.datastack == datastack, v.c.version == int(version))).first()
     if row is None:
         raise NotFound(f"datastack {datastack!r} has no version {version}")
     info = _version(row)
     if queryable and not info.queryable:
         if info.expired:
             raise Gone(f"version {version} of {datastack!r} has expired")
-        raise NotFound(f"version {version} of {datastack!r} is not available "
-                       f"(status {info.status})")
+        raise NotFound(f"version {version} of {datastack!r} is not available (status {info.status})")
     return info
 
 
 def _table(row: Any) -> VersionTable:
-    return VersionTable(row.datastack, int(row.version), row.table_name, row.schema_type,
-                        int(row.row_count), tuple(row.voxel_resolution), row.reference_table,
-                        row.description)
+    return VersionTable(
+        row.datastack,
+        int(row.version),
+        row.table_name,
+        row.schema_type,
+        int(row.row_count),
+        tuple(row.voxel_resolution),
+        row.reference_table,
+        row.description,
+    )
 
 
 def version_tables(engine: Engine, datastack: str, version: int) -> list[VersionTable]:
     t = m.version_tables
     with engine.connect() as conn:
         rows = conn.execute(
-            select(t).where(t.c.datastack == datastack, t.c.version == int(version))
-            .order_by(t.c.table_name)
+            select(t).where(t.c.datastack == datastack, t.c.version == int(version)).order_by(t.c.table_name)
         ).all()
     return [_table(r) for r in rows]
 
@@ -94,26 +96,35 @@ def version_table(engine: Engine, datastack: str, version: int, table: str) -> V
     t = m.version_tables
     with engine.connect() as conn:
         row = conn.execute(
-            select(t).where(t.c.datastack == datastack, t.c.version == int(version),
-                            t.c.table_name == table)
+            select(t).where(t.c.datastack == datastack, t.c.version == int(version), t.c.table_name == table)
         ).first()
     if row is None:
         raise NotFound(f"version {version} of {datastack!r} has no table {table!r}")
     return _table(row)
 
 
-def queryable_table(engine: Engine, datastack: str, version: int, table: str
-                    ) -> tuple[VersionTable, str | None]:
+def queryable_table(
+    engine: Engine, datastack: str, version: int, table: str
+) -> tuple[VersionTable, str | None]:
     """The table of a queryable version, and its owner's notice, in one round trip (the
     checks every query makes before its first row)."""
     v, t, a = m.versions, m.version_tables, m.annotation_tables
     stmt = (
-        select(v, t.c.table_name, t.c.schema_type, t.c.row_count,
-               t.c.voxel_resolution, t.c.reference_table, t.c.description, a.c.notice_text)
+        select(
+            v,
+            t.c.table_name,
+            t.c.schema_type,
+            t.c.row_count,
+            t.c.voxel_resolution,
+            t.c.reference_table,
+            t.c.description,
+            a.c.notice_text,
+        )
         .select_from(
-            v.outerjoin(t, (t.c.datastack == v.c.datastack) & (t.c.version == v.c.version)
-                        & (t.c.table_name == table))
-            .outerjoin(a, (a.c.datastack == v.c.datastack) & (a.c.table_name == table)))
+            v.outerjoin(
+                t, (t.c.datastack == v.c.datastack) & (t.c.version == v.c.version) & (t.c.table_name == table)
+            ).outerjoin(a, (a.c.datastack == v.c.datastack) & (a.c.table_name == table))
+        )
         .where(v.c.datastack == datastack, v.c.version == int(version))
     )
     with engine.connect() as conn:
@@ -124,11 +135,17 @@ def queryable_table(engine: Engine, datastack: str, version: int, table: str
     if not info.queryable:
         if info.expired:
             raise Gone(f"version {version} of {datastack!r} has expired")
-        raise NotFound(f"version {version} of {datastack!r} is not available "
-                       f"(status {info.status})")
+        raise NotFound(f"version {version} of {datastack!r} is not available (status {info.status})")
     if row.table_name is None:
         raise NotFound(f"version {version} of {datastack!r} has no table {table!r}")
-    vt = VersionTable(datastack, int(version), row.table_name, row.schema_type,
-                      int(row.row_count), tuple(row.voxel_resolution), row.reference_table,
-                      row.description)
+    vt = VersionTable(
+        datastack,
+        int(version),
+        row.table_name,
+        row.schema_type,
+        int(row.row_count),
+        tuple(row.voxel_resolution),
+        row.reference_table,
+        row.description,
+    )
     return vt, row.notice_text

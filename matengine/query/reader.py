@@ -29,10 +29,13 @@ _SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 # COPY binary timestamps count µs from 2000-01-01; batches carry µs since the Unix epoch
 _PG_EPOCH_US = 946_684_800_000_000
 _WIDTH = {ColKind.INT: ">i8", ColKind.FLOAT: ">f8", ColKind.BOOL: "u1", ColKind.TIME: ">i8"}
-_DEFAULT = {ColKind.INT: "0", ColKind.FLOAT: "0::float8", ColKind.BOOL: "false",
-            ColKind.TIME: "'2000-01-01 00:00:00+00'::timestamptz"}
-_NUMPY = {ColKind.INT: np.int64, ColKind.FLOAT: np.float64, ColKind.BOOL: np.bool_,
-          ColKind.TIME: np.int64}
+_DEFAULT = {
+    ColKind.INT: "0",
+    ColKind.FLOAT: "0::float8",
+    ColKind.BOOL: "false",
+    ColKind.TIME: "'2000-01-01 00:00:00+00'::timestamptz",
+}
+_NUMPY = {ColKind.INT: np.int64, ColKind.FLOAT: np.float64, ColKind.BOOL: np.bool_, ColKind.TIME: np.int64}
 
 
 @dataclass(frozen=True)
@@ -60,8 +63,9 @@ class Batch:
         return len(next(iter(self.values.values()))) if self.values else 0
 
     def take(self, index: np.ndarray | slice) -> Batch:
-        return Batch({k: v[index] for k, v in self.values.items()},
-                     {k: v[index] for k, v in self.nulls.items()})
+        return Batch(
+            {k: v[index] for k, v in self.values.items()}, {k: v[index] for k, v in self.nulls.items()}
+        )
 
 
 def fixed_width(fetches: list[Fetch]) -> bool:
@@ -86,8 +90,7 @@ def _row_dtype(fetches: list[Fetch]) -> np.dtype:
     return np.dtype(parts)
 
 
-def _parse_rows(raw: bytes | bytearray, n: int, dtype: np.dtype, fetches: list[Fetch]
-                ) -> Batch:
+def _parse_rows(raw: bytes | bytearray, n: int, dtype: np.dtype, fetches: list[Fetch]) -> Batch:
     """Column arrays (native byte order, copies) from the first ``n`` rows of ``raw``."""
     rows = np.frombuffer(raw, dtype=dtype, count=n)
     batch = Batch({})
@@ -104,7 +107,10 @@ def _parse_rows(raw: bytes | bytearray, n: int, dtype: np.dtype, fetches: list[F
 
 
 def copy_batches(
-    conn: psycopg.Connection, select_sql: str, params: Mapping[str, Any], fetches: list[Fetch],
+    conn: psycopg.Connection,
+    select_sql: str,
+    params: Mapping[str, Any],
+    fetches: list[Fetch],
     batch_rows: int = BATCH_ROWS,
 ) -> Iterator[Batch]:
     """Batches of ``SELECT <fetches> <select_sql>`` (``select_sql`` starts at FROM)."""
@@ -136,7 +142,7 @@ def copy_batches(
             n = len(buf) // row_size
             if n:
                 yield _parse_rows(buf, n, dtype, fetches)
-            rest = bytes(buf[n * row_size:])
+            rest = bytes(buf[n * row_size :])
             if ended:
                 if rest not in (b"", b"\xff\xff"):  # what is left is the 2-byte trailer
                     raise RuntimeError("truncated COPY binary stream")
@@ -149,7 +155,10 @@ def _to_us(value: datetime) -> int:
 
 
 def cursor_batches(
-    conn: psycopg.Connection, select_sql: str, params: Mapping[str, Any], fetches: list[Fetch],
+    conn: psycopg.Connection,
+    select_sql: str,
+    params: Mapping[str, Any],
+    fetches: list[Fetch],
     batch_rows: int = BATCH_ROWS,
 ) -> Iterator[Batch]:
     """Slow path for columns of variable width: a server-side cursor, ``batch_rows`` at a time."""
@@ -178,7 +187,10 @@ def cursor_batches(
 
 
 def read_batches(
-    conn: psycopg.Connection, select_sql: str, params: Mapping[str, Any], fetches: list[Fetch],
+    conn: psycopg.Connection,
+    select_sql: str,
+    params: Mapping[str, Any],
+    fetches: list[Fetch],
     batch_rows: int = BATCH_ROWS,
 ) -> Iterator[Batch]:
     reader = copy_batches if fixed_width(fetches) else cursor_batches

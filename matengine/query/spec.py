@@ -115,9 +115,10 @@ def _column(cols: TableColumns, name: Any, where: str, *, allow_position: bool) 
     if name in by_logical:
         raise InvalidInput(
             f"{name!r} is a position: filter it with filter_spatial_dict, or use one of "
-            f"{', '.join(c.name for c in by_logical[name])}", field=where)
-    raise InvalidInput(
-        f"unknown column {name!r}; columns are {', '.join(cols.logical_names())}", field=where)
+            f"{', '.join(c.name for c in by_logical[name])}",
+            field=where,
+        )
+    raise InvalidInput(f"unknown column {name!r}; columns are {', '.join(cols.logical_names())}", field=where)
 
 
 def _bbox(value: Any, where: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -126,12 +127,10 @@ def _bbox(value: Any, where: str) -> tuple[tuple[float, ...], tuple[float, ...]]
         box = [[float(v) for v in corner] for corner in (lo, hi)]
     except (TypeError, ValueError):
         box = []
-    if len(box) != 2 or any(len(c) != 3 for c in box) or not all(
-        math.isfinite(v) for c in box for v in c
-    ):
+    if len(box) != 2 or any(len(c) != 3 for c in box) or not all(math.isfinite(v) for c in box for v in c):
         raise InvalidInput(
-            f"a bounding box is [[x0, y0, z0], [x1, y1, z1]] of finite numbers, got {value!r}",
-            field=where)
+            f"a bounding box is [[x0, y0, z0], [x1, y1, z1]] of finite numbers, got {value!r}", field=where
+        )
     return tuple(box[0]), tuple(box[1])
 
 
@@ -151,16 +150,16 @@ def _filter(cols: TableColumns, key: str, op: str, name: Any, value: Any) -> Fil
         return Filter(op, name, (col,), [coerce_value(col, v, where) for v in value])
     if op == "regex":
         if col.kind is not ColKind.TEXT:
-            raise InvalidInput(f"regex filters need a text column; {name!r} is {col.kind}",
-                               field=where)
+            raise InvalidInput(f"regex filters need a text column; {name!r} is {col.kind}", field=where)
         return Filter(op, name, (col,), coerce_value(col, value, where))
     if op in ("gt", "lt", "ge", "le") and col.kind in (ColKind.BOOL, ColKind.TEXT):
         raise InvalidInput(f"cannot compare {col.kind} column {name!r} by order", field=where)
     return Filter(op, name, (col,), coerce_value(col, value, where))
 
 
-def parse_filters(body: Mapping[str, Any], table: str, cols: TableColumns, *,
-                  tables: Collection[str] = ()) -> list[Filter]:
+def parse_filters(
+    body: Mapping[str, Any], table: str, cols: TableColumns, *, tables: Collection[str] = ()
+) -> list[Filter]:
     """Filters of ``table`` from a request body (each filter dict nested by table name);
     ``tables``: every table of the query (a join), whose filters are parsed separately."""
     allowed = {table, *tables}
@@ -173,8 +172,9 @@ def parse_filters(body: Mapping[str, Any], table: str, cols: TableColumns, *,
             raise InvalidInput("expected {table: {column: value}}", field=key)
         for tname, conds in by_table.items():
             if tname not in allowed:
-                raise InvalidInput(f"unknown table {tname!r} (this query reads "
-                                   f"{', '.join(sorted(allowed))})", field=key)
+                raise InvalidInput(
+                    f"unknown table {tname!r} (this query reads {', '.join(sorted(allowed))})", field=key
+                )
             if conds is None or tname != table:
                 continue
             if not isinstance(conds, Mapping):
@@ -183,8 +183,9 @@ def parse_filters(body: Mapping[str, Any], table: str, cols: TableColumns, *,
     return out
 
 
-def parse_select(value: Any, table: str, cols: TableColumns, key: str = "select_columns", *,
-                 tables: Collection[str] = ()) -> list[OutColumn]:
+def parse_select(
+    value: Any, table: str, cols: TableColumns, key: str = "select_columns", *, tables: Collection[str] = ()
+) -> list[OutColumn]:
     """Wire columns for ``select_columns`` (a list, or ``{table: [...]}``); all if absent.
     In a join (``tables`` given) a table left out of the mapping contributes nothing."""
     if value is None:
@@ -193,8 +194,9 @@ def parse_select(value: Any, table: str, cols: TableColumns, key: str = "select_
         allowed = {table, *tables}
         unknown = [t for t in value if t not in allowed]
         if unknown:
-            raise InvalidInput(f"unknown table {unknown[0]!r} (this query reads "
-                               f"{', '.join(sorted(allowed))})", field=key)
+            raise InvalidInput(
+                f"unknown table {unknown[0]!r} (this query reads {', '.join(sorted(allowed))})", field=key
+            )
         value = value.get(table)
         if value is None:
             return [] if tables else list(cols.columns)
@@ -218,8 +220,7 @@ def _int(value: Any, key: str, minimum: int) -> int | None:
     return value
 
 
-def parse_resolution(value: Any, key: str = "desired_resolution"
-                     ) -> tuple[float, float, float] | None:
+def parse_resolution(value: Any, key: str = "desired_resolution") -> tuple[float, float, float] | None:
     if value is None:
         return None
     try:
@@ -231,8 +232,9 @@ def parse_resolution(value: Any, key: str = "desired_resolution"
     return res  # type: ignore[return-value]
 
 
-def parse_query(body: Mapping[str, Any], table: str, cols: TableColumns, *,
-                random_sample: Any = None) -> QuerySpec:
+def parse_query(
+    body: Mapping[str, Any], table: str, cols: TableColumns, *, random_sample: Any = None
+) -> QuerySpec:
     if not isinstance(body, Mapping):
         raise InvalidInput("the request body must be a JSON object")
     select_key = "select_column_map" if "select_column_map" in body else "select_columns"

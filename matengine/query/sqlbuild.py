@@ -15,8 +15,13 @@ from matengine.query.columns import ColKind, OutColumn
 from matengine.query.reader import Fetch
 from matengine.query.spec import Filter
 
-SQL_TYPES = {ColKind.INT: "bigint", ColKind.FLOAT: "float8", ColKind.BOOL: "boolean",
-             ColKind.TEXT: "text", ColKind.TIME: "timestamptz"}
+SQL_TYPES = {
+    ColKind.INT: "bigint",
+    ColKind.FLOAT: "float8",
+    ColKind.BOOL: "boolean",
+    ColKind.TEXT: "text",
+    ColKind.TIME: "timestamptz",
+}
 _COMPARE = {"equal": "=", "gt": ">", "lt": "<", "ge": ">=", "le": "<="}
 
 
@@ -54,16 +59,16 @@ class Source:
         return f"{alias}.{quote(col.db_column)}"
 
 
-def version_source(schema_name: str, table: str, sample_percent: float | None,
-                   binder: Binder) -> Source:
+def version_source(schema_name: str, table: str, sample_percent: float | None, binder: Binder) -> Source:
     sample = ""
     if sample_percent is not None:
         sample = f" TABLESAMPLE BERNOULLI ({binder.bind(sample_percent, 'float8')})"
     return Source(f"FROM {quote(schema_name, table)} AS a{sample}", live=False)
 
 
-def live_source(live_q: str, segmentation_q: str | None, sample_percent: float | None,
-                binder: Binder) -> Source:
+def live_source(
+    live_q: str, segmentation_q: str | None, sample_percent: float | None, binder: Binder
+) -> Source:
     sample = ""
     if sample_percent is not None:
         sample = f" TABLESAMPLE BERNOULLI ({binder.bind(sample_percent, 'float8')})"
@@ -94,8 +99,10 @@ def filter_sql(f: Filter, source: Source, binder: Binder) -> str:
         (x0, y0, z0), (x1, y1, z1) = f.value
         b = [binder.bind(v, "float8") for v in (x0, y0, x1, y1, z0, z1)]
         # box() orders its corners itself; BETWEEN SYMMETRIC does the same for z
-        return (f"point({x}, {y}) <@ box(point({b[0]}, {b[1]}), point({b[2]}, {b[3]})) "
-                f"AND {z} BETWEEN SYMMETRIC {b[4]} AND {b[5]}")
+        return (
+            f"point({x}, {y}) <@ box(point({b[0]}, {b[1]}), point({b[2]}, {b[3]})) "
+            f"AND {z} BETWEEN SYMMETRIC {b[4]} AND {b[5]}"
+        )
     ref = source.ref(f.column)
     sql_type = SQL_TYPES[f.column.kind]
     if f.op == "in":
@@ -107,8 +114,9 @@ def filter_sql(f: Filter, source: Source, binder: Binder) -> str:
     return f"{ref} {_COMPARE[f.op]} {binder.bind(f.value, sql_type)}"
 
 
-def root_candidates_sql(root: OutColumn, svid: OutColumn, source: Source, candidates: list[int],
-                        binder: Binder) -> str:
+def root_candidates_sql(
+    root: OutColumn, svid: OutColumn, source: Source, candidates: list[int], binder: Binder
+) -> str:
     """Live prefilter of a root filter: stored root among the candidates, or not looked up."""
     r, s = source.ref(root), source.ref(svid)
     # a null root is looked up at T when its supervoxel is known, and is sent as 0 otherwise
@@ -116,8 +124,15 @@ def root_candidates_sql(root: OutColumn, svid: OutColumn, source: Source, candid
     return f"({r} = ANY({binder.bind(candidates, 'bigint[]')}) OR {unknown})"
 
 
-def select_tail(source: Source, where: list[str], binder: Binder, *, limit: int | None = None,
-                offset: int = 0, order: bool = True) -> str:
+def select_tail(
+    source: Source,
+    where: list[str],
+    binder: Binder,
+    *,
+    limit: int | None = None,
+    offset: int = 0,
+    order: bool = True,
+) -> str:
     """``FROM … WHERE … ORDER BY a.id LIMIT … OFFSET …`` (what follows the select list)."""
     sql = source.from_sql
     if where:

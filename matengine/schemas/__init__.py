@@ -124,8 +124,11 @@ _SCHEMAS = [
     ),
     AnnotationSchema(
         "cell_type_local",
-        (_bp("pt"), Field("cell_type", Kind.STRING),
-         Field("classification_system", Kind.STRING, required=False)),
+        (
+            _bp("pt"),
+            Field("cell_type", Kind.STRING),
+            Field("classification_system", Kind.STRING, required=False),
+        ),
         "a cell type label at a point",
     ),
     AnnotationSchema("bound_tag", (_bp("pt"), Field("tag", Kind.STRING)), "a tag at a point"),
@@ -136,8 +139,7 @@ _SCHEMAS = [
     ),
     AnnotationSchema(
         "nucleus_detection",
-        (_bp("pt"), Field("volume", Kind.FLOAT, required=False),
-         _sp("bb_start"), _sp("bb_end")),
+        (_bp("pt"), Field("volume", Kind.FLOAT, required=False), _sp("bb_start"), _sp("bb_end")),
         "a detected nucleus: center point, volume and bounding box",
     ),
     AnnotationSchema(

@@ -58,7 +58,8 @@ def open_segmentation(url: str, *, token: str | None = None) -> Segmentation:
     if not isinstance(url, str) or "://" not in url:
         raise SegmentationSourceError(
             f"{url!r}: expected local://PATH, graphene://http(s)://HOST/segmentation/table/"
-            "NAME or precomputed://…")
+            "NAME or precomputed://…"
+        )
     scheme, rest = url.split("://", 1)
     if scheme == "local":
         from matengine.segmentation.local_graph import LocalGraph
@@ -68,8 +69,12 @@ def open_segmentation(url: str, *, token: str | None = None) -> Segmentation:
             raise SegmentationSourceError(f"{url}: directory {path} does not exist")
         graph = LocalGraph(path)
         return Segmentation(
-            supervoxels=CloudVolumeSupervoxels(graph.supervoxels_url), roots=graph, url=url,
-            name=_last_component(rest), flat=False)
+            supervoxels=CloudVolumeSupervoxels(graph.supervoxels_url),
+            roots=graph,
+            url=url,
+            name=_last_component(rest),
+            flat=False,
+        )
     if scheme == "graphene":
         from matengine.segmentation.graphene import open_graphene
 
@@ -80,7 +85,12 @@ def open_segmentation(url: str, *, token: str | None = None) -> Segmentation:
         if not rest:
             raise SegmentationSourceError(f"{url}: empty volume path")
         return Segmentation(
-            supervoxels=CloudVolumeSupervoxels(rest), roots=FlatGraph(), url=url,
-            name=_last_component(rest), flat=True)
+            supervoxels=CloudVolumeSupervoxels(rest),
+            roots=FlatGraph(),
+            url=url,
+            name=_last_component(rest),
+            flat=True,
+        )
     raise SegmentationSourceError(
-        f"{url}: unsupported scheme {scheme!r} (use local://, graphene:// or precomputed://)")
+        f"{url}: unsupported scheme {scheme!r} (use local://, graphene:// or precomputed://)"
+    )

@@ -67,9 +67,7 @@ class SupervoxelSource(Protocol):
     bounds: VolumeBounds
     cloudpath: str  # the precomputed volume, as CloudVolume reads it
 
-    def lookup(
-        self, points: np.ndarray, points_resolution: Sequence[float]
-    ) -> LookupResult:
+    def lookup(self, points: np.ndarray, points_resolution: Sequence[float]) -> LookupResult:
         """Supervoxel id under each point.
 
         ``points`` is (N, 3), in voxels of ``points_resolution`` (nm). The voxel of a point

@@ -21,7 +21,7 @@ from matengine.segmentation.errors import SegmentationSourceError
 
 def strip_precomputed(url: str) -> str:
     """CloudVolume path of a ``precomputed://…`` URL (the scheme prefix is optional)."""
-    return url[len("precomputed://"):] if url.startswith("precomputed://") else url
+    return url[len("precomputed://") :] if url.startswith("precomputed://") else url
 
 
 def open_cloudvolume(cloudpath: str, secrets: str | dict | None = None):
@@ -30,8 +30,13 @@ def open_cloudvolume(cloudpath: str, secrets: str | dict | None = None):
 
     try:
         return CloudVolume(
-            strip_precomputed(cloudpath), mip=0, progress=False, fill_missing=True,
-            bounded=False, secrets=secrets, cache=False,
+            strip_precomputed(cloudpath),
+            mip=0,
+            progress=False,
+            fill_missing=True,
+            bounded=False,
+            secrets=secrets,
+            cache=False,
         )
     except Exception as exc:  # CloudVolume raises many types; callers need one
         raise SegmentationSourceError(f"cannot open volume {cloudpath}: {exc}") from exc
@@ -57,8 +62,7 @@ class CloudVolumeSupervoxels:
     """:class:`~matengine.segmentation.base.SupervoxelSource` over any CloudVolume path
     (file://, gs://, s3://, http(s)://)."""
 
-    def __init__(self, cloudpath: str, *, parallel: int = 4,
-                 secrets: str | dict | None = None) -> None:
+    def __init__(self, cloudpath: str, *, parallel: int = 4, secrets: str | dict | None = None) -> None:
         self.cloudpath = strip_precomputed(cloudpath)
         self._secrets = secrets
         self._cv = open_cloudvolume(self.cloudpath, secrets)
@@ -81,7 +85,7 @@ class CloudVolumeSupervoxels:
 
     def _read(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         cv = self._volume()
-        img = cv[int(lo[0]):int(hi[0]), int(lo[1]):int(hi[1]), int(lo[2]):int(hi[2])]
+        img = cv[int(lo[0]) : int(hi[0]), int(lo[1]) : int(hi[1]), int(lo[2]) : int(hi[2])]
         return np.asarray(img)[..., 0]
 
     def _classify(self, points, points_resolution):
@@ -104,8 +108,7 @@ class CloudVolumeSupervoxels:
             key_sorted = key[order]
             starts = np.flatnonzero(np.r_[True, key_sorted[1:] != key_sorted[:-1]])
             ends = np.r_[starts[1:], len(order)]
-            groups = [(idx[order[s:e]], cidx[order[s]]) for s, e in zip(starts, ends,
-                                                                        strict=True)]
+            groups = [(idx[order[s:e]], cidx[order[s]]) for s, e in zip(starts, ends, strict=True)]
             chunks_read = len(groups)
 
             def answer(group) -> None:
@@ -125,8 +128,11 @@ class CloudVolumeSupervoxels:
                     answer(g)
         label0 = int(np.count_nonzero(inside & (out == 0)))
         return LookupResult(
-            supervoxel_ids=out, outside=int(np.count_nonzero(~nan & ~inside)),
-            nan=int(np.count_nonzero(nan)), label0=label0, chunks_read=chunks_read,
+            supervoxel_ids=out,
+            outside=int(np.count_nonzero(~nan & ~inside)),
+            nan=int(np.count_nonzero(nan)),
+            label0=label0,
+            chunks_read=chunks_read,
         )
 
 
@@ -140,7 +146,9 @@ def lookup_one_cutout_per_point(
         v = vox[i]
         out[i] = source._read(v, v + 1)[0, 0, 0]
     return LookupResult(
-        supervoxel_ids=out, outside=int(np.count_nonzero(~nan & ~inside)),
-        nan=int(np.count_nonzero(nan)), label0=int(np.count_nonzero(inside & (out == 0))),
+        supervoxel_ids=out,
+        outside=int(np.count_nonzero(~nan & ~inside)),
+        nan=int(np.count_nonzero(nan)),
+        label0=int(np.count_nonzero(inside & (out == 0))),
         chunks_read=int(np.count_nonzero(inside)),
     )

@@ -48,14 +48,15 @@ class FlatGraph:
     def root_intervals(self, roots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         roots = np.asarray(roots, dtype=np.uint64).ravel()
         known = roots != 0
-        return (np.where(known, 0, NEVER).astype(np.int64),
-                np.full(len(roots), NEVER, np.int64), known)
+        return (np.where(known, 0, NEVER).astype(np.int64), np.full(len(roots), NEVER, np.int64), known)
 
     def candidate_delta_roots(self, t0_us: int, t1_us: int) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
 
     def lineage_graph(self, roots: np.ndarray, t_past_us: int, t_future_us: int) -> dict:
-        nodes = [{"id": int(r), "timestamp": us_to_seconds(0)}
-                 for r in sorted(set(np.asarray(roots, np.uint64).tolist())) if r]
-        return {"directed": True, "multigraph": False, "graph": {}, "nodes": nodes,
-                "links": []}
+        nodes = [
+            {"id": int(r), "timestamp": us_to_seconds(0)}
+            for r in sorted(set(np.asarray(roots, np.uint64).tolist()))
+            if r
+        ]
+        return {"directed": True, "multigraph": False, "graph": {}, "nodes": nodes, "links": []}

@@ -44,10 +44,9 @@ def _retryable(exc: BaseException) -> bool:
 
 def parse_graphene_url(url: str) -> tuple[str, str]:
     """``graphene://http(s)://HOST[/prefix]/segmentation/table/NAME`` -> (base, NAME)."""
-    rest = url[len("graphene://"):] if url.startswith("graphene://") else url
+    rest = url[len("graphene://") :] if url.startswith("graphene://") else url
     if not rest.startswith(("http://", "https://")) or "/segmentation/" not in rest:
-        raise SegmentationSourceError(
-            f"{url}: expected graphene://http(s)://HOST/segmentation/table/NAME")
+        raise SegmentationSourceError(f"{url}: expected graphene://http(s)://HOST/segmentation/table/NAME")
     base, tail = rest.rsplit("/segmentation/", 1)
     name = tail.rstrip("/").rsplit("/", 1)[-1]
     if not name or name in ("table", "segmentation"):
@@ -58,21 +57,37 @@ def parse_graphene_url(url: str) -> tuple[str, str]:
 class GrapheneClient:
     """:class:`RootGraph` answered by a PyChunkedGraph-compatible server."""
 
-    def __init__(self, base_url: str, table: str, *, token: str | None = None,
-                 batch_size: int = 100_000, max_workers: int = 4, timeout: float = 60.0,
-                 retries: int = 5, backoff: float = 0.2) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        table: str,
+        *,
+        token: str | None = None,
+        batch_size: int = 100_000,
+        max_workers: int = 4,
+        timeout: float = 60.0,
+        retries: int = 5,
+        backoff: float = 0.2,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.table = table
         self.api = f"{self.base_url}/segmentation/api/v1/table/{table}"
         self.batch_size = max(1, int(batch_size))
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         cookies = {"middle_auth_token": token} if token else {}
-        self._http = httpx.Client(headers=headers, cookies=cookies, timeout=timeout,
-                                  limits=httpx.Limits(max_connections=max_workers * 2))
+        self._http = httpx.Client(
+            headers=headers,
+            cookies=cookies,
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=max_workers * 2),
+        )
         self._pool = ThreadPoolExecutor(max_workers=max(1, max_workers))
         self._retry = retry(
-            retry=retry_if_exception(_retryable), stop=stop_after_attempt(max(1, retries)),
-            wait=wait_exponential(multiplier=backoff, max=10), reraise=True)
+            retry=retry_if_exception(_retryable),
+            stop=stop_after_attempt(max(1, retries)),
+            wait=wait_exponential(multiplier=backoff, max=10),
+            reraise=True,
+        )
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
@@ -81,6 +96,7 @@ class GrapheneClient:
     # ---------------------------------------------------------------- transport
     def request(self, method: str, url: str, **kwargs) -> httpx.Response:
         """One HTTP call with retries; raises :class:`GrapheneRequestError` on failure."""
+
         def once() -> httpx.Response:
             resp = self._http.request(method, url, **kwargs)
             resp.raise_for_status()
@@ -100,7 +116,7 @@ class GrapheneClient:
         """Apply ``fn`` to batches of ``ids`` concurrently, results in input order."""
         if len(ids) == 0:
             return np.zeros(0)
-        batches = [ids[i:i + self.batch_size] for i in range(0, len(ids), self.batch_size)]
+        batches = [ids[i : i + self.batch_size] for i in range(0, len(ids), self.batch_size)]
         if len(batches) == 1:
             return fn(batches[0])
         return np.concatenate(list(self._pool.map(fn, batches)))
@@ -117,8 +133,12 @@ class GrapheneClient:
         t = self._t(timestamp)
 
         def fetch(batch: np.ndarray) -> np.ndarray:
-            r = self.request("POST", f"{self.api}/roots_binary", params={"timestamp": t},
-                             content=np.asarray(batch, "<u8").tobytes())
+            r = self.request(
+                "POST",
+                f"{self.api}/roots_binary",
+                params={"timestamp": t},
+                content=np.asarray(batch, "<u8").tobytes(),
+            )
             return np.frombuffer(r.content, dtype="<u8").astype(np.uint64)
 
         roots = np.zeros(len(uniq), np.uint64)
@@ -132,9 +152,12 @@ class GrapheneClient:
 
         def fetch(batch: np.ndarray) -> np.ndarray:
             try:
-                r = self.request("POST", f"{self.api}/root_timestamps",
-                                 params={"latest": False},
-                                 json={"node_ids": [int(v) for v in batch]})
+                r = self.request(
+                    "POST",
+                    f"{self.api}/root_timestamps",
+                    params={"latest": False},
+                    json={"node_ids": [int(v) for v in batch]},
+                )
             except GrapheneRequestError as exc:
                 if exc.status_code in (400, 404):
                     raise KeyError(str(exc)) from exc
@@ -148,8 +171,12 @@ class GrapheneClient:
 
     def _not_retired(self, roots: np.ndarray, t: float) -> np.ndarray:
         def fetch(batch: np.ndarray) -> np.ndarray:
-            r = self.request("POST", f"{self.api}/is_latest_roots", params={"timestamp": t},
-                             json={"node_ids": [int(v) for v in batch]})
+            r = self.request(
+                "POST",
+                f"{self.api}/is_latest_roots",
+                params={"timestamp": t},
+                json={"node_ids": [int(v) for v in batch]},
+            )
             return np.asarray(r.json()["is_latest"], bool)
 
         return self._batched(np.asarray(roots, np.uint64), fetch).astype(bool)
@@ -168,8 +195,11 @@ class GrapheneClient:
         return out
 
     def get_delta_roots(self, t0: datetime, t1: datetime) -> tuple[np.ndarray, np.ndarray]:
-        r = self.request("GET", f"{self.api}/delta_roots",
-                         params={"timestamp_past": self._t(t0), "timestamp_future": self._t(t1)})
+        r = self.request(
+            "GET",
+            f"{self.api}/delta_roots",
+            params={"timestamp_past": self._t(t0), "timestamp_future": self._t(t1)},
+        )
         body = r.json()
         cands = np.unique(np.asarray(body["old_roots"] + body["new_roots"], np.uint64))
         empty = np.zeros(0, np.uint64)
@@ -180,9 +210,12 @@ class GrapheneClient:
         return cands[valid0 & ~valid1], cands[valid1 & ~valid0]
 
     def lineage_graph(self, roots: Sequence[int], t_past: float, t_future: float) -> dict:
-        r = self.request("POST", f"{self.api}/lineage_graph_multiple",
-                         params={"timestamp_past": t_past, "timestamp_future": t_future},
-                         json={"root_ids": [int(v) for v in roots]})
+        r = self.request(
+            "POST",
+            f"{self.api}/lineage_graph_multiple",
+            params={"timestamp_past": t_past, "timestamp_future": t_future},
+            json={"root_ids": [int(v) for v in roots]},
+        )
         return r.json()
 
     def _related(self, roots: np.ndarray, t: datetime, backwards: bool) -> dict[int, np.ndarray]:
@@ -194,8 +227,11 @@ class GrapheneClient:
         # other direction, which can hide ancestors when several roots share a request.
         # Past: no forward step (nothing is created before 0). Future: no backward step
         # (nothing is created after year 9999).
-        graph = (self.lineage_graph(roots.tolist(), ts, 0.0) if backwards
-                 else self.lineage_graph(roots.tolist(), _FAR_FUTURE, ts))
+        graph = (
+            self.lineage_graph(roots.tolist(), ts, 0.0)
+            if backwards
+            else self.lineage_graph(roots.tolist(), _FAR_FUTURE, ts)
+        )
         created = {int(n["id"]): seconds_to_us(n["timestamp"]) for n in graph["nodes"]}
         step: dict[int, list[int]] = {}
         for link in graph["links"]:
@@ -245,5 +281,6 @@ def open_graphene(url: str, *, token: str | None = None, **client_kwargs) -> Seg
         raise SegmentationSourceError(f"{url}: table info has no data_dir")
     client.n_layers = int(info.get("graph", {}).get("n_layers", 10))
     supervoxels = CloudVolumeSupervoxels(data_dir)
-    return Segmentation(supervoxels=supervoxels, roots=client, url=url, name=name, flat=False,
-                        extra={"info": info})
+    return Segmentation(
+        supervoxels=supervoxels, roots=client, url=url, name=name, flat=False, extra={"info": info}
+    )

@@ -77,8 +77,7 @@ class EditLog:
     @classmethod
     def empty(cls) -> EditLog:
         u = np.zeros(0, np.uint64)
-        return cls(np.zeros(0, np.int64), u, np.zeros(0, np.uint8), u, u, u, u,
-                   np.zeros(1, np.int64), u)
+        return cls(np.zeros(0, np.int64), u, np.zeros(0, np.uint8), u, u, u, u, np.zeros(1, np.int64), u)
 
 
 @dataclass
@@ -165,9 +164,7 @@ def read_graph(directory: str | Path) -> GraphFiles:
         raise GraphFormatError(f"{initial_path}: missing")
     initial = np.load(initial_path)
     if initial.ndim != 2 or initial.shape[1] != 2 or initial.dtype != np.uint64:
-        raise GraphFormatError(
-            f"{initial_path}: expected uint64 (N, 2), got {initial.dtype} {initial.shape}"
-        )
+        raise GraphFormatError(f"{initial_path}: expected uint64 (N, 2), got {initial.dtype} {initial.shape}")
     edits = _read_edits(directory / "edits.npz")
     return GraphFiles(
         directory=directory,

@@ -99,8 +99,7 @@ class LocalGraph:
         creating the initial roots, so windows starting before it stay exact."""
         ix = self.index
         new_mask = (ix.root_created >= t0_us) & (ix.root_created <= t1_us)
-        old_mask = (ix.root_expired_op >= 0) & (ix.root_expired >= t0_us) & (
-            ix.root_expired <= t1_us)
+        old_mask = (ix.root_expired_op >= 0) & (ix.root_expired >= t0_us) & (ix.root_expired <= t1_us)
         return ix.root_ids[old_mask], ix.root_ids[new_mask]
 
     # ---------------------------------------------------------------- lineage
@@ -123,8 +122,9 @@ class LocalGraph:
             nxt = []
             arr = np.asarray(frontier, np.uint64)
             created, expired, known = self.root_intervals(arr)
-            for node, c, x, k in zip(frontier, created.tolist(), expired.tolist(),
-                                     known.tolist(), strict=True):
+            for node, c, x, k in zip(
+                frontier, created.tolist(), expired.tolist(), known.tolist(), strict=True
+            ):
                 if not k:
                     continue
                 if c <= t < x:
@@ -143,8 +143,7 @@ class LocalGraph:
 
     def get_future_ids(self, roots: np.ndarray, t_future: datetime) -> dict[int, np.ndarray]:
         t = to_us(t_future)
-        return {int(r): self._walk(int(r), t, False)
-                for r in np.asarray(roots, np.uint64).ravel()}
+        return {int(r): self._walk(int(r), t, False) for r in np.asarray(roots, np.uint64).ravel()}
 
     def lineage_graph(self, roots: np.ndarray, t_past_us: int, t_future_us: int) -> dict:
         """networkx node-link dict, traversed as PyChunkedGraph does: backwards from a node
@@ -180,7 +179,9 @@ class LocalGraph:
                         nxt_future.append(c)
             past, future = sorted(set(nxt_past)), sorted(set(nxt_future))
         return {
-            "directed": True, "multigraph": False, "graph": {},
+            "directed": True,
+            "multigraph": False,
+            "graph": {},
             "nodes": [{"id": k, **v} for k, v in sorted(nodes.items())],
             "links": [{"source": s, "target": t} for s, t in sorted(links)],
         }

@@ -48,16 +48,14 @@ class GraphIndex:
         svids = np.asarray(svids, dtype=np.uint64)
         pos = np.searchsorted(self.sv_sorted, svids)
         pos = np.minimum(pos, max(len(self.sv_sorted) - 1, 0))
-        found = (self.sv_sorted[pos] == svids) if len(self.sv_sorted) else np.zeros(
-            svids.shape, bool)
+        found = (self.sv_sorted[pos] == svids) if len(self.sv_sorted) else np.zeros(svids.shape, bool)
         return pos, found & (svids != 0)
 
     def root_pos(self, roots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         roots = np.asarray(roots, dtype=np.uint64)
         pos = np.searchsorted(self.root_ids, roots)
         pos = np.minimum(pos, max(len(self.root_ids) - 1, 0))
-        found = (self.root_ids[pos] == roots) if len(self.root_ids) else np.zeros(
-            roots.shape, bool)
+        found = (self.root_ids[pos] == roots) if len(self.root_ids) else np.zeros(roots.shape, bool)
         return pos, found
 
 
@@ -82,7 +80,8 @@ def build_index(files: GraphFiles) -> GraphIndex:
     cuts = np.flatnonzero(rs[1:] != rs[:-1]) + 1
     init_roots = rs[np.concatenate([[0], cuts])] if n else np.zeros(0, np.uint64)
     members: dict[int, np.ndarray] = (
-        dict(zip(init_roots.tolist(), np.split(ro, cuts), strict=True)) if n else {})
+        dict(zip(init_roots.tolist(), np.split(ro, cuts), strict=True)) if n else {}
+    )
 
     edits = files.edits
     e = len(edits)
@@ -102,12 +101,12 @@ def build_index(files: GraphFiles) -> GraphIndex:
         if n == 0 or np.any(sv_sorted[pos] != ids):
             bad = ids[sv_sorted[pos] != ids][0] if n else ids[0]
             raise GraphFormatError(
-                f"{files.directory}/edits.npz: edit {i} uses unknown supervoxel {int(bad)}")
+                f"{files.directory}/edits.npz: edit {i} uses unknown supervoxel {int(bad)}"
+            )
         return pos
 
     sv_a = dense_or_fail(edits.sv_a, -1) if e else np.zeros(0, np.int64)
-    split_dense = (dense_or_fail(edits.split_svs, -1) if len(edits.split_svs)
-                   else np.zeros(0, np.int64))
+    split_dense = dense_or_fail(edits.split_svs, -1) if len(edits.split_svs) else np.zeros(0, np.int64)
     sv_b_known = edits.kind == MERGE
     sv_b = np.zeros(e, np.int64)
     if sv_b_known.any():
@@ -123,8 +122,7 @@ def build_index(files: GraphFiles) -> GraphIndex:
         if kinds[i] == MERGE:
             ra, rb = int(cur[sv_a[i]]), int(cur[sv_b[i]])
             if ra == rb:
-                raise GraphFormatError(
-                    f"edit {i}: merge of supervoxels already in the same root {ra}")
+                raise GraphFormatError(f"edit {i}: merge of supervoxels already in the same root {ra}")
             m = np.concatenate([members.pop(ra), members.pop(rb)])
             new = int(na[i])
             cur[m] = new
@@ -140,7 +138,7 @@ def build_index(files: GraphFiles) -> GraphIndex:
             new_created.append(t)
             new_op.append(i)
         elif kinds[i] == SPLIT:
-            moved = split_dense[offs[i]: offs[i + 1]]
+            moved = split_dense[offs[i] : offs[i + 1]]
             if len(moved) == 0:
                 raise GraphFormatError(f"edit {i}: split with an empty moved set")
             r = int(cur[moved[0]])
@@ -171,12 +169,36 @@ def build_index(files: GraphFiles) -> GraphIndex:
         else:
             raise GraphFormatError(f"edit {i}: unknown kind {int(kinds[i])}")
 
-    return _assemble(files, sv_sorted, init_roots, rec_idx, rec_root, rec_t, new_roots,
-                     new_created, new_op, expired, parents, children)
+    return _assemble(
+        files,
+        sv_sorted,
+        init_roots,
+        rec_idx,
+        rec_root,
+        rec_t,
+        new_roots,
+        new_created,
+        new_op,
+        expired,
+        parents,
+        children,
+    )
 
 
-def _assemble(files, sv_sorted, init_roots, rec_idx, rec_root, rec_t, new_roots,
-              new_created, new_op, expired, parents, children) -> GraphIndex:
+def _assemble(
+    files,
+    sv_sorted,
+    init_roots,
+    rec_idx,
+    rec_root,
+    rec_t,
+    new_roots,
+    new_created,
+    new_op,
+    expired,
+    parents,
+    children,
+) -> GraphIndex:
     ri = np.concatenate(rec_idx)
     order = np.argsort(ri, kind="stable")  # stable: keeps time order within a supervoxel
     ri = ri[order]
@@ -187,16 +209,15 @@ def _assemble(files, sv_sorted, init_roots, rec_idx, rec_root, rec_t, new_roots,
     tend[:-1][same] = rt[1:][same]
 
     all_roots = np.concatenate([init_roots, np.asarray(new_roots, np.uint64)])
-    created = np.concatenate([np.full(len(init_roots), files.created_us, np.int64),
-                              np.asarray(new_created, np.int64)])
-    created_op = np.concatenate([np.full(len(init_roots), -1, np.int64),
-                                 np.asarray(new_op, np.int64)])
+    created = np.concatenate(
+        [np.full(len(init_roots), files.created_us, np.int64), np.asarray(new_created, np.int64)]
+    )
+    created_op = np.concatenate([np.full(len(init_roots), -1, np.int64), np.asarray(new_op, np.int64)])
     ro = np.argsort(all_roots, kind="stable")
     all_roots, created, created_op = all_roots[ro], created[ro], created_op[ro]
     if np.any(all_roots[1:] == all_roots[:-1]) or (len(all_roots) and all_roots[0] == 0):
         dup = all_roots[1:][all_roots[1:] == all_roots[:-1]]
-        raise GraphFormatError(
-            f"{files.directory}: root id reused or 0 ({int(dup[0]) if len(dup) else 0})")
+        raise GraphFormatError(f"{files.directory}: root id reused or 0 ({int(dup[0]) if len(dup) else 0})")
     expired_arr = np.full(len(all_roots), NEVER, np.int64)
     expired_op = np.full(len(all_roots), -1, np.int64)
     if expired:
@@ -210,10 +231,19 @@ def _assemble(files, sv_sorted, init_roots, rec_idx, rec_root, rec_t, new_roots,
     po = np.argsort(parent, kind="stable")
     parent, child = parent[po], child[po]
     return GraphIndex(
-        sv_sorted=sv_sorted, rec_idx=ri, rec_root=rr, rec_t=rt, rec_tend=tend,
-        root_ids=all_roots, root_created=created, root_expired=expired_arr,
-        root_created_op=created_op, root_expired_op=expired_op,
-        edge_parent=parent, edge_child=child,
+        sv_sorted=sv_sorted,
+        rec_idx=ri,
+        rec_root=rr,
+        rec_t=rt,
+        rec_tend=tend,
+        root_ids=all_roots,
+        root_created=created,
+        root_expired=expired_arr,
+        root_created_op=created_op,
+        root_expired_op=expired_op,
+        edge_parent=parent,
+        edge_child=child,
         edge_child_order=np.argsort(child, kind="stable"),
-        edit_t=files.edits.timestamp_us, edit_op=files.edits.operation_id,
+        edit_t=files.edits.timestamp_us,
+        edit_op=files.edits.operation_id,
     )

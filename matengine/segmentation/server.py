@@ -45,8 +45,7 @@ def _ts(request: Request, name: str, default_now: bool = True) -> int:
     try:
         return seconds_to_us(float(raw))
     except ValueError as exc:
-        raise HTTPException(400, f"Timestamp parameter {name} is not a valid unix timestamp") \
-            from exc
+        raise HTTPException(400, f"Timestamp parameter {name} is not a valid unix timestamp") from exc
 
 
 def _ts_or_zero(request: Request, name: str) -> int:
@@ -66,7 +65,7 @@ async def _json_ids(request: Request, key: str) -> np.ndarray:
         payload = json.loads(await _body(request) or b"{}")
         return np.asarray([int(v) for v in payload[key]], dtype=np.uint64)
     except (ValueError, KeyError, TypeError) as exc:
-        raise HTTPException(400, f"request body must be JSON {{\"{key}\": [ids...]}}") from exc
+        raise HTTPException(400, f'request body must be JSON {{"{key}": [ids...]}}') from exc
 
 
 def _bool(value: str | None) -> bool:
@@ -82,25 +81,30 @@ def graph_info(seg: Segmentation, data_dir: str) -> dict:
     info = dict(getattr(seg.supervoxels, "info", {}))
     n_layers = int(getattr(seg.roots, "n_layers", 10))
     chunk = [int(c) for c in seg.supervoxels.bounds.chunk_size]
-    info.update({
-        "data_dir": data_dir,
-        "graph": {
-            "chunk_size": chunk, "n_layers": n_layers, "n_bits_for_layer_id": 8,
-            "cv_mip": 0, "fan_out": 2,
-            "spatial_bit_masks": {str(lay): max(1, 10 - max(0, lay - 2))
-                                  for lay in range(1, n_layers + 1)},
-        },
-        "app": {"supported_api_versions": API_VERSIONS},
-        "chunks_start_at_voxel_offset": True,
-        "sharded_mesh": True,
-        "verify_mesh": False,
-        "mesh": "graphene_meshes",
-    })
+    info.update(
+        {
+            "data_dir": data_dir,
+            "graph": {
+                "chunk_size": chunk,
+                "n_layers": n_layers,
+                "n_bits_for_layer_id": 8,
+                "cv_mip": 0,
+                "fan_out": 2,
+                "spatial_bit_masks": {
+                    str(lay): max(1, 10 - max(0, lay - 2)) for lay in range(1, n_layers + 1)
+                },
+            },
+            "app": {"supported_api_versions": API_VERSIONS},
+            "chunks_start_at_voxel_offset": True,
+            "sharded_mesh": True,
+            "verify_mesh": False,
+            "mesh": "graphene_meshes",
+        }
+    )
     return info
 
 
-def make_pcg_router(resolve: Callable[[str], Segmentation], *,
-                    serve_volumes: bool = True) -> APIRouter:
+def make_pcg_router(resolve: Callable[[str], Segmentation], *, serve_volumes: bool = True) -> APIRouter:
     """Router with ``/segmentation/...`` PCG routes; mount with ``app.include_router``."""
     router = APIRouter(tags=["chunkedgraph"])
     api = "/segmentation/api/v1/table/{name}"
@@ -137,7 +141,7 @@ def make_pcg_router(resolve: Callable[[str], Segmentation], *,
         cloudpath = get(name).supervoxels.cloudpath
         if not (serve_volumes and cloudpath.startswith("file://")):
             raise HTTPException(404, "this table's volume is not served here")
-        root = Path(cloudpath[len("file://"):]).resolve()
+        root = Path(cloudpath[len("file://") :]).resolve()
         target = (root / path).resolve()
         if not target.is_relative_to(root):
             raise HTTPException(404, "not found")
@@ -145,8 +149,9 @@ def make_pcg_router(resolve: Callable[[str], Segmentation], *,
             return FileResponse(target)
         gz = target.with_name(target.name + ".gz")
         if gz.is_file():  # CloudVolume stores chunks gzipped; say so, let the client inflate
-            return Response(gz.read_bytes(), media_type="application/octet-stream",
-                            headers={"Content-Encoding": "gzip"})
+            return Response(
+                gz.read_bytes(), media_type="application/octet-stream", headers={"Content-Encoding": "gzip"}
+            )
         raise HTTPException(404, "not found")
 
     @router.post(api + "/roots_binary")
@@ -162,8 +167,7 @@ def make_pcg_router(resolve: Callable[[str], Segmentation], *,
         svids = await _json_ids(request, "node_ids")
         roots = await run_in_threadpool(graph.get_roots, svids, from_us(t))
         if request.query_params.get("as_binary") == "root_ids":
-            return Response(np.asarray(roots, "<u8").tobytes(),
-                            media_type="application/octet-stream")
+            return Response(np.asarray(roots, "<u8").tobytes(), media_type="application/octet-stream")
         return JSONResponse({"root_ids": _ids(roots)})
 
     @router.get(api + "/node/{node_id}/root")
@@ -209,8 +213,9 @@ def make_pcg_router(resolve: Callable[[str], Segmentation], *,
     @router.get(api + "/root/{root_id}/lineage_graph")
     def lineage_graph(name: str, root_id: int, request: Request) -> dict:
         t0 = _ts_or_zero(request, "timestamp_past")
-        return roots_of(name).lineage_graph(np.array([root_id], np.uint64), t0,
-                                            _ts(request, "timestamp_future"))
+        return roots_of(name).lineage_graph(
+            np.array([root_id], np.uint64), t0, _ts(request, "timestamp_future")
+        )
 
     @router.get(api + "/past_id_mapping")
     async def past_id_mapping(name: str, request: Request) -> dict:
@@ -222,8 +227,7 @@ def make_pcg_router(resolve: Callable[[str], Segmentation], *,
         future = await run_in_threadpool(graph.get_future_ids, past_ids, from_us(t1))
         # PCG maps a past id forward only when its future is a single root.
         fut_map = {str(p): int(f[0]) for p, f in future.items() if len(f) == 1}
-        return {"past_id_map": {str(k): _ids(v) for k, v in past.items()},
-                "future_id_map": fut_map}
+        return {"past_id_map": {str(k): _ids(v) for k, v in past.items()}, "future_id_map": fut_map}
 
     @router.get(api + "/node/{node_id}/leaves")
     def leaves(name: str, node_id: int) -> dict:

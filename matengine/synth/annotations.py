@@ -29,8 +29,9 @@ CELL_MAPPING = {
     "cell_type": "cell_type",
     "classification_system": "classification_system",
 }
-CELL_TYPES = np.array(["pyramidal", "basket", "chandelier", "martinotti", "astrocyte",
-                       "microglia", "unknown"])
+CELL_TYPES = np.array(
+    ["pyramidal", "basket", "chandelier", "martinotti", "astrocyte", "microglia", "unknown"]
+)
 CLASSIFICATION_SYSTEMS = np.array(["morphological", "functional"])
 OUTSIDE_FRACTION = 0.02
 CHUNK_ROWS = 1_000_000
@@ -42,8 +43,7 @@ def _column(folder: Path, name: str, dtype, shape: tuple[int, ...]) -> np.ndarra
     return np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
 
 
-def random_points(count: int, box_lo: np.ndarray, box_hi: np.ndarray,
-                  rng: np.random.Generator) -> np.ndarray:
+def random_points(count: int, box_lo: np.ndarray, box_hi: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Integer points in [box_lo, box_hi); a few are pushed outside the box on purpose."""
     pts = rng.integers(box_lo, box_hi, size=(count, 3), dtype=np.int64)
     out = rng.random(count) < OUTSIDE_FRACTION
@@ -60,9 +60,15 @@ def random_points(count: int, box_lo: np.ndarray, box_hi: np.ndarray,
     return pts
 
 
-def write_synapses(folder: Path, count: int, box_lo, box_hi, labels: LabelFn,
-                   roots_at_initial: Callable[[np.ndarray], np.ndarray],
-                   rng: np.random.Generator) -> None:
+def write_synapses(
+    folder: Path,
+    count: int,
+    box_lo,
+    box_hi,
+    labels: LabelFn,
+    roots_at_initial: Callable[[np.ndarray], np.ndarray],
+    rng: np.random.Generator,
+) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     cols = {
         "id": _column(folder, "id", np.int64, (count,)),
@@ -99,6 +105,8 @@ def write_cells(folder: Path, count: int, box_lo, box_hi, rng: np.random.Generat
     np.save(folder / "id.npy", np.arange(1, count + 1, dtype=np.int64))
     np.save(folder / "pt_position.npy", random_points(count, box_lo, box_hi, rng))
     np.save(folder / "cell_type.npy", CELL_TYPES[rng.integers(len(CELL_TYPES), size=count)])
-    np.save(folder / "classification_system.npy",
-            CLASSIFICATION_SYSTEMS[rng.integers(len(CLASSIFICATION_SYSTEMS), size=count)])
+    np.save(
+        folder / "classification_system.npy",
+        CLASSIFICATION_SYSTEMS[rng.integers(len(CLASSIFICATION_SYSTEMS), size=count)],
+    )
     (folder / "column_mapping.json").write_text(json.dumps(CELL_MAPPING, indent=2))

@@ -14,8 +14,9 @@ import numpy as np
 from matengine.segmentation.local_format import MERGE, SPLIT, EditLog, make_root_id
 
 
-def initial_agglomeration(svids: np.ndarray, roots: int, n_layers: int,
-                          rng: np.random.Generator) -> np.ndarray:
+def initial_agglomeration(
+    svids: np.ndarray, roots: int, n_layers: int, rng: np.random.Generator
+) -> np.ndarray:
     """(N, 2) uint64 [supervoxel, root] with ``roots`` roots of random sizes."""
     n = len(svids)
     roots = max(1, min(roots, n))
@@ -40,8 +41,9 @@ def _timestamps(count: int, start_us: int, span_us: int, rng: np.random.Generato
     return start_us + np.sort(picked[:count])
 
 
-def generate_edits(initial: np.ndarray, count: int, start_us: int, span_us: int,
-                   n_layers: int, rng: np.random.Generator) -> EditLog:
+def generate_edits(
+    initial: np.ndarray, count: int, start_us: int, span_us: int, n_layers: int, rng: np.random.Generator
+) -> EditLog:
     if count == 0:
         return EditLog.empty()
     members: dict[int, np.ndarray] = {}
@@ -113,9 +115,13 @@ def generate_edits(initial: np.ndarray, count: int, start_us: int, span_us: int,
     offsets = np.zeros(count + 1, np.int64)
     offsets[1:] = np.cumsum([len(s) for s in split_sets])
     return EditLog(
-        timestamp_us=ts.astype(np.int64), operation_id=np.arange(1, count + 1, dtype=np.uint64),
-        kind=kind, sv_a=sv_a, sv_b=sv_b, new_root_a=new_a, new_root_b=new_b,
+        timestamp_us=ts.astype(np.int64),
+        operation_id=np.arange(1, count + 1, dtype=np.uint64),
+        kind=kind,
+        sv_a=sv_a,
+        sv_b=sv_b,
+        new_root_a=new_a,
+        new_root_b=new_b,
         split_offsets=offsets,
-        split_svs=np.concatenate(split_sets).astype(np.uint64) if split_sets else np.zeros(
-            0, np.uint64),
+        split_svs=np.concatenate(split_sets).astype(np.uint64) if split_sets else np.zeros(0, np.uint64),
     )

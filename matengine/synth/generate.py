@@ -93,13 +93,19 @@ def generate_dataset(
     write_volume(directory / "volume", grid, seg_res, chunk_size)
 
     svids = grid.supervoxel_ids
-    initial = initial_agglomeration(svids, initial_roots or max(1, supervoxels // 8),
-                                    N_LAYERS, rng)
-    log = generate_edits(initial, edits, start_us, int(span / timedelta(microseconds=1)),
-                         N_LAYERS, rng)
+    initial = initial_agglomeration(svids, initial_roots or max(1, supervoxels // 8), N_LAYERS, rng)
+    log = generate_edits(initial, edits, start_us, int(span / timedelta(microseconds=1)), N_LAYERS, rng)
     graph_dir = directory / pcg_name
-    write_graph(graph_dir, name=pcg_name, created=start, supervoxels="../volume",
-                resolution=tuple(seg_res), initial=initial, edits=log, n_layers=N_LAYERS)
+    write_graph(
+        graph_dir,
+        name=pcg_name,
+        created=start,
+        supervoxels="../volume",
+        resolution=tuple(seg_res),
+        initial=initial,
+        edits=log,
+        n_layers=N_LAYERS,
+    )
 
     init_sorted = initial[np.argsort(initial[:, 0])]
 
@@ -116,8 +122,7 @@ def generate_dataset(
     stop = offset + np.asarray(size, np.int64)
     box_lo = np.floor(offset * seg_res / ann_res).astype(np.int64)
     box_hi = np.ceil(stop * seg_res / ann_res).astype(np.int64)
-    write_synapses(directory / "synapses", synapses, box_lo, box_hi, labels,
-                   roots_at_initial, rng)
+    write_synapses(directory / "synapses", synapses, box_lo, box_hi, labels, roots_at_initial, rng)
     write_cells(directory / "cells", cells, box_lo, box_hi, rng)
 
     end = start + span
@@ -126,21 +131,33 @@ def generate_dataset(
         "version": 1,
         "seed": seed,
         "volume": {
-            "path": "volume", "resolution": seg_res.tolist(), "voxel_offset": list(voxel_offset),
-            "size": list(size), "chunk_size": list(chunk_size),
-            "encoding": "compressed_segmentation", "supervoxels": supervoxels,
+            "path": "volume",
+            "resolution": seg_res.tolist(),
+            "voxel_offset": list(voxel_offset),
+            "size": list(size),
+            "chunk_size": list(chunk_size),
+            "encoding": "compressed_segmentation",
+            "supervoxels": supervoxels,
         },
         "graph": {"path": pcg_name, "name": pcg_name, "edits": len(log)},
-        "time": {"initial": start.isoformat(), "start": start.isoformat(),
-                 "end": end.isoformat()},
+        "time": {"initial": start.isoformat(), "start": start.isoformat(), "end": end.isoformat()},
         "annotation_resolution": ann_res.tolist(),
         "annotations_created": start.isoformat(),
         "tables": {
-            "synapses": {"folder": "synapses", "schema": "synapse", "rows": synapses,
-                         "points": ["pre_pt", "ctr_pt", "post_pt"],
-                         "bound_points": ["pre_pt", "post_pt"]},
-            "cells": {"folder": "cells", "schema": "cell_type_local", "rows": cells,
-                      "points": ["pt"], "bound_points": ["pt"]},
+            "synapses": {
+                "folder": "synapses",
+                "schema": "synapse",
+                "rows": synapses,
+                "points": ["pre_pt", "ctr_pt", "post_pt"],
+                "bound_points": ["pre_pt", "post_pt"],
+            },
+            "cells": {
+                "folder": "cells",
+                "schema": "cell_type_local",
+                "rows": cells,
+                "points": ["pt"],
+                "bound_points": ["pt"],
+            },
         },
     }
     (directory / "dataset.json").write_text(json.dumps(meta, indent=2))

@@ -68,7 +68,7 @@ class Oracle:
                 rb = cur[self._pos[int(e["sv_b"][i])]]
                 cur[(cur == ra) | (cur == rb)] = e["new_root_a"][i]
             else:  # split: the listed supervoxels leave, the rest of the root stays
-                moved = e["split_svs"][e["split_offsets"][i]:e["split_offsets"][i + 1]]
+                moved = e["split_svs"][e["split_offsets"][i] : e["split_offsets"][i + 1]]
                 idx = np.array([self._pos[int(s)] for s in moved])
                 old = cur[idx[0]]
                 rest = cur == old
@@ -102,8 +102,7 @@ class Oracle:
 
     def leaves(self, root: int) -> np.ndarray:
         created = self.root_created_us(root)
-        state = self.roots_at(self.svids, datetime.fromtimestamp(0, UTC)
-                              + timedelta(microseconds=created))
+        state = self.roots_at(self.svids, datetime.fromtimestamp(0, UTC) + timedelta(microseconds=created))
         return np.sort(self.svids[state == np.uint64(root)])
 
     def _lineage_tables(self) -> tuple[dict, dict, dict]:
@@ -116,8 +115,10 @@ class Oracle:
             for i in range(len(e["timestamp_us"])):
                 before = self._state_after(i)
                 if e["kind"][i] == 0:
-                    olds = {int(before[self._pos[int(e["sv_a"][i])]]),
-                            int(before[self._pos[int(e["sv_b"][i])]])}
+                    olds = {
+                        int(before[self._pos[int(e["sv_a"][i])]]),
+                        int(before[self._pos[int(e["sv_b"][i])]]),
+                    }
                     news = [int(e["new_root_a"][i])]
                 else:
                     first = e["split_svs"][e["split_offsets"][i]]
@@ -202,9 +203,14 @@ class Oracle:
                 cols[target] = arr
         return cols
 
-    def table_at(self, name: str, t: datetime, extra_rows: list[dict] | None = None,
-                 deleted: dict[int, datetime] | None = None,
-                 created: datetime | None = None) -> dict[str, np.ndarray]:
+    def table_at(
+        self,
+        name: str,
+        t: datetime,
+        extra_rows: list[dict] | None = None,
+        deleted: dict[int, datetime] | None = None,
+        created: datetime | None = None,
+    ) -> dict[str, np.ndarray]:
         """Expected rows of table ``name`` in the state at ``t``, sorted by id.
 
         Returns columns: ``id``, every ``<pt>_position`` (n, 3), the other annotation
@@ -217,8 +223,7 @@ class Oracle:
         info = self.meta["tables"][name]
         base = self.base_rows(name)
         n = len(base["id"])
-        base_created = _us(created) if created is not None else _us(
-            self.meta["annotations_created"])
+        base_created = _us(created) if created is not None else _us(self.meta["annotations_created"])
         created_us = np.full(n, base_created, np.int64)
         deleted_us = np.full(n, np.iinfo(np.int64).max, np.int64)
         if deleted:
@@ -232,8 +237,7 @@ class Oracle:
             for c in keep_cols:
                 cols[c].append(np.asarray(row[c]))
             created_l.append(_us(row["created"]))
-            deleted_l.append(_us(row["deleted"]) if row.get("deleted") else
-                             np.iinfo(np.int64).max)
+            deleted_l.append(_us(row["deleted"]) if row.get("deleted") else np.iinfo(np.int64).max)
         t_us = _us(t)
         alive = (np.asarray(created_l) <= t_us) & (np.asarray(deleted_l) > t_us)
         out = {c: np.asarray(v)[alive] for c, v in cols.items()}

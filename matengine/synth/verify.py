@@ -15,9 +15,14 @@ from matengine.db.identifiers import quote
 from matengine.schemas import get_schema
 
 
-def read_columns(engine: Engine, table_q: str, schema_name: str, seg_q: str | None = None,
-                 where: str = "true", params: dict[str, Any] | None = None
-                 ) -> dict[str, np.ndarray]:
+def read_columns(
+    engine: Engine,
+    table_q: str,
+    schema_name: str,
+    seg_q: str | None = None,
+    where: str = "true",
+    params: dict[str, Any] | None = None,
+) -> dict[str, np.ndarray]:
     """A table (live ⋈ segmentation, or a version table) as oracle-shaped columns."""
     schema = get_schema(schema_name)
     sel = ["a.id"]
@@ -31,8 +36,9 @@ def read_columns(engine: Engine, table_q: str, schema_name: str, seg_q: str | No
     sel += [f"{src}.{quote(c)}" for c in seg_cols]
     join = f"JOIN {seg_q} s ON s.id = a.id" if seg_q else ""
     with engine.connect() as conn:
-        rows = conn.execute(text(f"SELECT {', '.join(sel)} FROM {table_q} a {join} "
-                                 f"WHERE {where} ORDER BY a.id"), params or {}).all()
+        rows = conn.execute(
+            text(f"SELECT {', '.join(sel)} FROM {table_q} a {join} WHERE {where} ORDER BY a.id"), params or {}
+        ).all()
     return _shape([list(r) for r in rows], schema_name)
 
 
@@ -42,14 +48,13 @@ def _shape(rows: list[list[Any]], schema_name: str) -> dict[str, np.ndarray]:
     i = 1
     for f in schema.fields:
         if f.is_point:
-            out[f"{f.name}_position"] = np.array([r[i:i + 3] for r in rows], np.float64)
+            out[f"{f.name}_position"] = np.array([r[i : i + 3] for r in rows], np.float64)
             i += 3
         else:
             out[f.name] = np.array([r[i] for r in rows])
             i += 1
     for c in schema.segmentation_columns():
-        out[c.name] = np.array([0 if r[i] is None else r[i] for r in rows],
-                               np.int64).view(np.uint64)
+        out[c.name] = np.array([0 if r[i] is None else r[i] for r in rows], np.int64).view(np.uint64)
         i += 1
     return out
 
@@ -61,7 +66,7 @@ def columns_from_arrow(table: Any, schema_name: str) -> dict[str, np.ndarray]:
     order = np.argsort(np.asarray(data["id"], np.int64), kind="stable")
     names = ["id"]
     for f in schema.fields:
-        names += ([f"{f.name}_position_{a}" for a in "xyz"] if f.is_point else [f.name])
+        names += [f"{f.name}_position_{a}" for a in "xyz"] if f.is_point else [f.name]
     names += [c.name for c in schema.segmentation_columns()]
     rows = [[data[n][k] for n in names] for k in order]
     return _shape(rows, schema_name)
@@ -74,8 +79,9 @@ def differences(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> list
     if g_ids.tolist() != w_ids.tolist():
         extra = np.setdiff1d(g_ids, w_ids)[:5].tolist()
         missing = np.setdiff1d(w_ids, g_ids)[:5].tolist()
-        return [f"ids differ: {len(g_ids)} rows vs {len(w_ids)} expected; "
-                f"unexpected {extra}, missing {missing}"]
+        return [
+            f"ids differ: {len(g_ids)} rows vs {len(w_ids)} expected; unexpected {extra}, missing {missing}"
+        ]
     out = []
     for col, expected in want.items():
         if col == "id" or col not in got:
@@ -89,8 +95,9 @@ def differences(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> list
             close = np.isclose(actual.astype(float), expected.astype(float), equal_nan=True)
             bad = np.flatnonzero(~close.reshape(len(actual), -1).all(axis=1))
         else:
-            bad = np.flatnonzero(np.asarray(actual.tolist(), dtype=object)
-                                 != np.asarray(expected.tolist(), dtype=object))
+            bad = np.flatnonzero(
+                np.asarray(actual.tolist(), dtype=object) != np.asarray(expected.tolist(), dtype=object)
+            )
         if bad.size:
             out.append(f"{col}: {bad.size} rows differ (first id {int(g_ids[bad[0]])})")
     return out

@@ -39,8 +39,10 @@ class BlockGrid:
 
     def block(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """Labels of the global voxel box [lo, hi) (must lie inside the volume)."""
-        idx = [np.searchsorted(self.cuts[a], np.arange(lo[a], hi[a]) - self.offset[a],
-                               side="right") for a in range(3)]
+        idx = [
+            np.searchsorted(self.cuts[a], np.arange(lo[a], hi[a]) - self.offset[a], side="right")
+            for a in range(3)
+        ]
         return self.table[np.ix_(idx[0], idx[1], idx[2])]
 
     @property
@@ -56,6 +58,7 @@ def _grid_shape(size: np.ndarray, blocks: int) -> np.ndarray:
     edge = (float(np.prod(size)) / blocks) ** (1 / 3)
     ideal = np.clip(size / edge, 1, size)
     best, best_score = None, None
+
     # Search y/z counts near the ideal and solve x. Score: excess blocks (they become
     # extra label 0) first, then how far from cubic the blocks are.
     def span(a: int) -> range:
@@ -82,8 +85,12 @@ def make_grid(offset, size, supervoxels: int, rng: np.random.Generator) -> Block
     size = np.asarray(size, np.int64)
     blocks = int(np.ceil(supervoxels / (1 - ZERO_FRACTION)))
     n = _grid_shape(size, blocks)
-    cuts = tuple(np.sort(rng.choice(np.arange(1, size[a]), n[a] - 1, replace=False))
-                 if n[a] > 1 else np.zeros(0, np.int64) for a in range(3))
+    cuts = tuple(
+        np.sort(rng.choice(np.arange(1, size[a]), n[a] - 1, replace=False))
+        if n[a] > 1
+        else np.zeros(0, np.int64)
+        for a in range(3)
+    )
     total = int(np.prod(n))
     labels = np.zeros(total, np.uint64)
     chosen = rng.permutation(total)[:supervoxels]  # the rest of the blocks stay label 0
@@ -98,10 +105,15 @@ def write_volume(path: Path, grid: BlockGrid, resolution, chunk_size) -> str:
     url = "file://" + str(Path(path).resolve())
     chunk = np.asarray(chunk_size, np.int64)
     info = CloudVolume.create_new_info(
-        num_channels=1, layer_type="segmentation", data_type="uint64",
-        encoding="compressed_segmentation", resolution=[float(r) for r in resolution],
-        voxel_offset=grid.offset.tolist(), volume_size=grid.size.tolist(),
-        chunk_size=chunk.tolist(), compressed_segmentation_block_size=[8, 8, 8],
+        num_channels=1,
+        layer_type="segmentation",
+        data_type="uint64",
+        encoding="compressed_segmentation",
+        resolution=[float(r) for r in resolution],
+        voxel_offset=grid.offset.tolist(),
+        volume_size=grid.size.tolist(),
+        chunk_size=chunk.tolist(),
+        compressed_segmentation_block_size=[8, 8, 8],
     )
     cv = CloudVolume(url, info=info, progress=False)
     cv.commit_info()
@@ -113,5 +125,5 @@ def write_volume(path: Path, grid: BlockGrid, resolution, chunk_size) -> str:
             y1 = min(y0 + int(chunk[1]), int(stop[1]))
             lo = np.array([grid.offset[0], y0, z0])
             hi = np.array([stop[0], y1, z1])
-            cv[int(lo[0]):int(hi[0]), y0:y1, z0:z1] = grid.block(lo, hi)
+            cv[int(lo[0]) : int(hi[0]), y0:y1, z0:z1] = grid.block(lo, hi)
     return url

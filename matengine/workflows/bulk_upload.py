@@ -45,24 +45,25 @@ def check_request(engine: Engine, params: dict[str, Any]) -> None:
     validate_name(params["table"], "table name")
     schema = get_schema(params["schema"])
     size = params.get("chunk_rows")
-    if size is not None and (isinstance(size, bool) or not isinstance(size, Integral)
-                             or size < 1):
-        raise InvalidInput(f"chunk_rows must be a positive integer, not {size!r}",
-                           field="chunk_rows")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, Integral) or size < 1):
+        raise InvalidInput(f"chunk_rows must be a positive integer, not {size!r}", field="chunk_rows")
     for key in ("roots_timestamp", "created"):  # used only after rows are written
         if params.get(key):
             try:
                 to_utc(params[key])
             except (TypeError, ValueError, OverflowError) as exc:
-                raise InvalidInput(f"{key} {params[key]!r} is not a time (ISO 8601, e.g. "
-                                   f"2024-05-01T12:00:00Z): {exc}", field=key) from None
+                raise InvalidInput(
+                    f"{key} {params[key]!r} is not a time (ISO 8601, e.g. 2024-05-01T12:00:00Z): {exc}",
+                    field=key,
+                ) from None
     try:
         table = catalog.get_table(engine, params["datastack"], params["table"])
     except NotFound:
         table = None
     if table is not None and table.schema_type != schema.name:
-        raise InvalidInput(f"table {table.table_name!r} has schema {table.schema_type!r}, "
-                           f"not {schema.name!r}")
+        raise InvalidInput(
+            f"table {table.table_name!r} has schema {table.schema_type!r}, not {schema.name!r}"
+        )
     targets, _ = resolve_targets(schema, params["column_mapping"], NpyFolder(params["source"]))
     has_roots = any(t.column.endswith("_root_id") for t in targets)
     if has_roots and not params.get("roots_timestamp"):
@@ -73,7 +74,8 @@ def check_request(engine: Engine, params: dict[str, Any]) -> None:
             raise InvalidInput(
                 f"table {table.table_name!r} holds roots valid at "
                 f"{table.roots_last_updated.isoformat()}; upload roots valid at that time, or "
-                "leave root columns out for ingest to fill")
+                "leave root columns out for ingest to fill"
+            )
 
 
 class UploadStep(Step):
@@ -81,8 +83,9 @@ class UploadStep(Step):
 
     def _folder_targets(self, ctx: StepContext) -> tuple[NpyFolder, list[Target], int]:
         folder = NpyFolder(ctx.params["source"])
-        targets, rows = resolve_targets(get_schema(ctx.params["schema"]),
-                                        ctx.params["column_mapping"], folder)
+        targets, rows = resolve_targets(
+            get_schema(ctx.params["schema"]), ctx.params["column_mapping"], folder
+        )
         return folder, targets, rows
 
     def plan(self, ctx: StepContext) -> list[Any]:
@@ -93,9 +96,14 @@ class UploadStep(Step):
         try:
             table = catalog.get_table(ctx.engine, p["datastack"], p["table"])
         except NotFound:
-            table = catalog.create_table(ctx.engine, p["datastack"], p["table"], schema=p["schema"],
-                                         voxel_resolution=p.get("voxel_resolution"),
-                                         description=p.get("description", ""))
+            table = catalog.create_table(
+                ctx.engine,
+                p["datastack"],
+                p["table"],
+                schema=p["schema"],
+                voxel_resolution=p.get("voxel_resolution"),
+                description=p.get("description", ""),
+            )
         names = table.names
         with ctx.engine.begin() as conn:
             before = conn.execute(text(f"SELECT count(*) FROM {names.live_q}")).scalar_one()
@@ -104,19 +112,29 @@ class UploadStep(Step):
             first_id = None
             if "min_id" not in facts:  # no id column: reserve a block of the sequence
                 seq = names.sequence
-                first_id = conn.execute(text("SELECT nextval(CAST(:s AS regclass))"),
-                                        {"s": seq}).scalar_one()
-                conn.execute(text("SELECT setval(CAST(:s AS regclass), :v)"),
-                             {"s": seq, "v": first_id + max(rows, 1) - 1})
+                first_id = conn.execute(text("SELECT nextval(CAST(:s AS regclass))"), {"s": seq}).scalar_one()
+                conn.execute(
+                    text("SELECT setval(CAST(:s AS regclass), :v)"),
+                    {"s": seq, "v": first_id + max(rows, 1) - 1},
+                )
             rebuild = before == 0 and rows >= LARGE_LOAD
             if rebuild:
                 drop_indexes(conn, names, table.schema)
         from matengine.workflows.runs import merge_result
 
         with ctx.engine.begin() as conn:
-            merge_result(conn, ctx.run.id, {"upload": {
-                "rows_in_source": rows, "rows_before": before, "first_id": first_id,
-                "rebuild_indexes": rebuild}})
+            merge_result(
+                conn,
+                ctx.run.id,
+                {
+                    "upload": {
+                        "rows_in_source": rows,
+                        "rows_before": before,
+                        "first_id": first_id,
+                        "rebuild_indexes": rebuild,
+                    }
+                },
+            )
         size = int(p.get("chunk_rows") or 200_000)
         return [[a, min(rows, a + size)] for a in range(0, rows, size)]
 
@@ -134,8 +152,11 @@ class UploadStep(Step):
             ids = np.arange(info["first_id"] + start, info["first_id"] + stop, dtype=np.int64)
         hold_write_barrier_shared(conn, table.datastack)
         # importing annotations that existed before: the caller may say since when
-        stamp = (to_utc(ctx.params["created"]) if ctx.params.get("created")
-                 else conn.execute(text("SELECT clock_timestamp()")).scalar_one())
+        stamp = (
+            to_utc(ctx.params["created"])
+            if ctx.params.get("created")
+            else conn.execute(text("SELECT clock_timestamp()")).scalar_one()
+        )
         live = [("id", ids, "bigint"), ("valid", np.ones(n, bool), "boolean")]
         seg = [("id", ids, "bigint")]
         texts = []
@@ -145,8 +166,7 @@ class UploadStep(Step):
             block = blocks[t.file]
             if t.sql_type == "position":
                 for axis, name in enumerate("xyz"):
-                    live.append((f"{t.column}_{name}", block[:, axis].astype(np.float64),
-                                 "double precision"))
+                    live.append((f"{t.column}_{name}", block[:, axis].astype(np.float64), "double precision"))
             elif t.sql_type == "text":
                 texts.append((t.column, text_values(_column(block, t.index))))
             else:
@@ -173,21 +193,29 @@ class UploadStep(Step):
         with ctx.engine.connect() as conn:
             info = _result_of(conn, ctx.run.id)
             done = conn.execute(
-                text("SELECT coalesce(sum(rows), 0) FROM matengine.run_chunks "
-                     "WHERE run_id = :r AND step_index = :i"),
+                text(
+                    "SELECT coalesce(sum(rows), 0) FROM matengine.run_chunks "
+                    "WHERE run_id = :r AND step_index = :i"
+                ),
                 {"r": ctx.run.id, "i": ctx.step_index},
             ).scalar_one()
             count = conn.execute(text(f"SELECT count(*) FROM {names.live_q}")).scalar_one()
         if done != info["rows_in_source"] or count < info["rows_before"] + done:
-            raise InvalidInput(f"row count check failed: source has {info['rows_in_source']} "
-                               f"rows, {done} were written, table has {count}")
+            raise InvalidInput(
+                f"row count check failed: source has {info['rows_in_source']} "
+                f"rows, {done} were written, table has {count}"
+            )
         with ctx.engine.begin() as conn:
             build_indexes(conn, names, table.schema)
             seq = names.sequence
-            conn.execute(text(f"SELECT setval(CAST(:s AS regclass), GREATEST("
-                              f"(SELECT coalesce(max(id), 1) FROM {names.live_q}), "
-                              "(SELECT last_value FROM " + names.sequence_q
-                              + ")))"), {"s": seq})
+            conn.execute(
+                text(
+                    f"SELECT setval(CAST(:s AS regclass), GREATEST("
+                    f"(SELECT coalesce(max(id), 1) FROM {names.live_q}), "
+                    "(SELECT last_value FROM " + names.sequence_q + ")))"
+                ),
+                {"s": seq},
+            )
             if p.get("roots_timestamp") and table.roots_last_updated is None:
                 catalog.set_roots_last_updated(conn, table, to_utc(p["roots_timestamp"]))
             catalog.touch_table(conn, table)
@@ -199,8 +227,9 @@ class UploadStep(Step):
 
 
 def _result_of(conn: Connection, run_id: int) -> dict[str, Any]:
-    return conn.execute(text("SELECT result -> 'upload' FROM matengine.workflow_runs "
-                             "WHERE id = :r"), {"r": run_id}).scalar_one()
+    return conn.execute(
+        text("SELECT result -> 'upload' FROM matengine.workflow_runs WHERE id = :r"), {"r": run_id}
+    ).scalar_one()
 
 
 def _copy_binary(cur: Any, table_q: str, cols: list[tuple[str, np.ndarray, str]]) -> None:
@@ -210,8 +239,13 @@ def _copy_binary(cur: Any, table_q: str, cols: list[tuple[str, np.ndarray, str]]
         copy.write(payload)
 
 
-def _copy_rows(cur: Any, table_q: str, cols: list[tuple[str, np.ndarray, str]],
-               texts: list[tuple[str, np.ndarray]], created: datetime) -> None:
+def _copy_rows(
+    cur: Any,
+    table_q: str,
+    cols: list[tuple[str, np.ndarray, str]],
+    texts: list[tuple[str, np.ndarray]],
+    created: datetime,
+) -> None:
     """Tables with text columns: psycopg's row-wise COPY (still one COPY per chunk)."""
     names = [c for c, _, _ in cols] + [c for c, _ in texts] + ["created"]
     values = [v.tolist() for _, v, _ in cols] + [v.tolist() for _, v in texts]
@@ -220,8 +254,14 @@ def _copy_rows(cur: Any, table_q: str, cols: list[tuple[str, np.ndarray, str]],
             copy.write_row((*row, created))
 
 
-def _refuse_existing_ids(conn: Connection, table: AnnotationTable, folder: NpyFolder,
-                         targets: list[Target], rows: int, facts: dict[str, Any]) -> None:
+def _refuse_existing_ids(
+    conn: Connection,
+    table: AnnotationTable,
+    folder: NpyFolder,
+    targets: list[Target],
+    rows: int,
+    facts: dict[str, Any],
+) -> None:
     names = table.names
     overlap = conn.execute(
         text(f"SELECT count(*) FROM {names.live_q} WHERE id BETWEEN :a AND :b"),
@@ -231,14 +271,19 @@ def _refuse_existing_ids(conn: Connection, table: AnnotationTable, folder: NpyFo
         return
     id_target = next(t for t in targets if t.column == "id")
     for start in range(0, rows, 100_000):
-        ids = _column(folder.read_rows(id_target.file, start, min(rows, start + 100_000)),
-                      id_target.index).astype(np.int64)
-        hit = conn.execute(text(f"SELECT id FROM {names.live_q} WHERE id = ANY(:ids) LIMIT 1"),
-                           {"ids": ids.tolist()}).scalar()
+        ids = _column(
+            folder.read_rows(id_target.file, start, min(rows, start + 100_000)), id_target.index
+        ).astype(np.int64)
+        hit = conn.execute(
+            text(f"SELECT id FROM {names.live_q} WHERE id = ANY(:ids) LIMIT 1"), {"ids": ids.tolist()}
+        ).scalar()
         if hit is not None:
             row = start + int(np.flatnonzero(ids == hit)[0])
-            raise InvalidInput(f"{id_target.file}.npy row {row}: id {hit} already exists in "
-                               f"table {table.table_name!r}", row=row, field="id")
+            raise InvalidInput(
+                f"{id_target.file}.npy row {row}: id {hit} already exists in table {table.table_name!r}",
+                row=row,
+                field="id",
+            )
 
 
 @workflow("bulk_upload")

@@ -109,25 +109,31 @@ def plan_step(engine: Engine, run_id: int, index: int) -> list[int]:
         with engine.begin() as conn:
             conn.execute(
                 insert(m.run_steps).values(
-                    run_id=run_id, step_index=index, key=step.key, state="PLANNED",
-                    chunks_total=len(plan), plan=text("CAST(:p AS jsonb)"),
+                    run_id=run_id,
+                    step_index=index,
+                    key=step.key,
+                    state="PLANNED",
+                    chunks_total=len(plan),
+                    plan=text("CAST(:p AS jsonb)"),
                 ),
                 {"p": json.dumps(plan)},
             )
         row = _step_row(engine, run_id, index)
     with engine.connect() as conn:
-        done = set(conn.execute(
-            select(m.run_chunks.c.chunk)
-            .where(m.run_chunks.c.run_id == run_id, m.run_chunks.c.step_index == index)
-        ).scalars())
+        done = set(
+            conn.execute(
+                select(m.run_chunks.c.chunk).where(
+                    m.run_chunks.c.run_id == run_id, m.run_chunks.c.step_index == index
+                )
+            ).scalars()
+        )
     return [i for i in range(row.chunks_total) if i not in done]
 
 
 def _step_row(engine: Engine, run_id: int, index: int) -> Any:
     with engine.connect() as conn:
         return conn.execute(
-            select(m.run_steps)
-            .where(m.run_steps.c.run_id == run_id, m.run_steps.c.step_index == index)
+            select(m.run_steps).where(m.run_steps.c.run_id == run_id, m.run_steps.c.step_index == index)
         ).first()
 
 
@@ -151,8 +157,7 @@ def _is_conflict(exc: BaseException) -> bool:
     import psycopg.errors
 
     orig = getattr(exc, "orig", exc)
-    return isinstance(orig, (psycopg.errors.DeadlockDetected,
-                             psycopg.errors.SerializationFailure))
+    return isinstance(orig, (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure))
 
 
 def run_chunk(engine: Engine, run_id: int, index: int, chunk: int) -> bool:
@@ -189,12 +194,16 @@ def _run_chunk_once(engine: Engine, run_id: int, index: int, chunk: int) -> bool
             rows = step.run_chunk(ctx, conn, spec)
             conn.execute(
                 update(m.run_chunks)
-                .where(m.run_chunks.c.run_id == run_id, m.run_chunks.c.step_index == index,
-                       m.run_chunks.c.chunk == chunk)
+                .where(
+                    m.run_chunks.c.run_id == run_id,
+                    m.run_chunks.c.step_index == index,
+                    m.run_chunks.c.chunk == chunk,
+                )
                 .values(rows=int(rows))
             )
-            conn.execute(text("UPDATE matengine.workflow_runs SET heartbeat = now() WHERE id = :r"),
-                         {"r": run_id})
+            conn.execute(
+                text("UPDATE matengine.workflow_runs SET heartbeat = now() WHERE id = :r"), {"r": run_id}
+            )
     return claim_finish(engine, run_id, index)
 
 
@@ -228,8 +237,9 @@ def execute_inline(engine: Engine, run_id: int) -> Run:
         from matengine.config import get_settings
 
         index: int | None = _first_unfinished(engine, run_id)
-        with ThreadPoolExecutor(max(1, get_settings().inline_workers),
-                                thread_name_prefix=f"matengine-run-{run_id}") as pool:
+        with ThreadPoolExecutor(
+            max(1, get_settings().inline_workers), thread_name_prefix=f"matengine-run-{run_id}"
+        ) as pool:
             while index is not None:
                 pending = plan_step(engine, run_id, index)
                 # chunks of a step are independent: run them side by side, as workers would

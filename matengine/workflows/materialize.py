@@ -32,8 +32,9 @@ from matengine.workflows.sync_steps import IngestStep, UpdateRootsStep
 def _version_of(ctx: StepContext) -> int:
     with ctx.engine.connect() as conn:
         return conn.execute(
-            select(m.versions.c.version).where(m.versions.c.datastack == ctx.run.datastack,
-                                               m.versions.c.run_id == ctx.run.id)
+            select(m.versions.c.version).where(
+                m.versions.c.datastack == ctx.run.datastack, m.versions.c.run_id == ctx.run.id
+            )
         ).scalar_one()
 
 
@@ -61,22 +62,30 @@ class PrepareVersionStep(Step):
             days = get_settings().default_days_to_expire
         with ctx.engine.begin() as conn:
             existing = conn.execute(
-                select(m.versions.c.version)
-                .where(m.versions.c.datastack == ds, m.versions.c.run_id == ctx.run.id)
+                select(m.versions.c.version).where(
+                    m.versions.c.datastack == ds, m.versions.c.run_id == ctx.run.id
+                )
             ).scalar()
             if existing is None:
                 conn.execute(text("SELECT pg_advisory_xact_lock(7105, hashtext(:d))"), {"d": ds})
                 number = conn.execute(
-                    select(text("coalesce(max(version), 0) + 1")).select_from(m.versions)
+                    select(text("coalesce(max(version), 0) + 1"))
+                    .select_from(m.versions)
                     .where(m.versions.c.datastack == ds)
                 ).scalar_one()
-                conn.execute(insert(m.versions).values(
-                    datastack=ds, version=number, time_stamp=when, status="RUNNING",
-                    valid=False, expires_on=when + timedelta(days=int(days)) if days else None,
-                    run_id=ctx.run.id))
+                conn.execute(
+                    insert(m.versions).values(
+                        datastack=ds,
+                        version=number,
+                        time_stamp=when,
+                        status="RUNNING",
+                        valid=False,
+                        expires_on=when + timedelta(days=int(days)) if days else None,
+                        run_id=ctx.run.id,
+                    )
+                )
                 existing = number
-            conn.execute(text(f"DROP SCHEMA IF EXISTS {quote(version_schema(ds, existing))} "
-                              "CASCADE"))
+            conn.execute(text(f"DROP SCHEMA IF EXISTS {quote(version_schema(ds, existing))} CASCADE"))
             conn.execute(text(f"CREATE SCHEMA {quote(version_schema(ds, existing))}"))
             merge_result(conn, ctx.run.id, {"version": existing, "timestamp": when.isoformat()})
         return []
@@ -94,25 +103,33 @@ class MergeStep(Step):
 
     def _select(self, table: catalog.AnnotationTable, ranged: bool = False) -> str:
         """Rows by the time rule (at ``:t``), optionally only ids in ``[:lo, :hi]``."""
-        crud = ["a.id", "a.created", "NULL::timestamptz AS deleted",
-                "NULL::bigint AS superceded_id", "true AS valid"]
+        crud = [
+            "a.id",
+            "a.created",
+            "NULL::timestamptz AS deleted",
+            "NULL::bigint AS superceded_id",
+            "true AS valid",
+        ]
         cols = [f"a.{quote(c.name)}" for c in table.schema.annotation_columns()]
         seg = [f"s.{quote(c.name)}" for c in table.schema.segmentation_columns()]
         # the range is stated on both sides so both primary-key scans start at :lo
         in_range = " AND {}.id BETWEEN :lo AND :hi" if ranged else ""
-        join = (f"LEFT JOIN {table.names.segmentation_q} s ON s.id = a.id{in_range.format('s')}"
-                if seg else "")
-        return (f"SELECT {', '.join(crud + cols + seg)} FROM {table.names.live_q} a {join} "
-                f"WHERE a.created <= :t AND (a.deleted IS NULL OR a.deleted > :t)"
-                f"{in_range.format('a')}")
+        join = f"LEFT JOIN {table.names.segmentation_q} s ON s.id = a.id{in_range.format('s')}" if seg else ""
+        return (
+            f"SELECT {', '.join(crud + cols + seg)} FROM {table.names.live_q} a {join} "
+            f"WHERE a.created <= :t AND (a.deleted IS NULL OR a.deleted > :t)"
+            f"{in_range.format('a')}"
+        )
 
     def plan(self, ctx: StepContext) -> list[Any]:
         table = catalog.get_table(ctx.engine, self.datastack, self.table)
         target = _version_table(ctx, self.datastack, self.table)
         with ctx.engine.begin() as conn:
             conn.execute(text(f"DROP TABLE IF EXISTS {target}"))
-            conn.execute(text(f"CREATE TABLE {target} AS {self._select(table)} WITH NO DATA"),
-                         {"t": to_utc(ctx.params["timestamp"])})
+            conn.execute(
+                text(f"CREATE TABLE {target} AS {self._select(table)} WITH NO DATA"),
+                {"t": to_utc(ctx.params["timestamp"])},
+            )
             lo, hi = conn.execute(text(f"SELECT min(id), max(id) FROM {table.names.live_q}")).one()
         if lo is None:
             return []
@@ -134,14 +151,16 @@ def version_indexes(table: catalog.AnnotationTable, target: str) -> list[str]:
     CREATE INDEX (SHARE lock), so several can be built at once on one table; the slow GiST
     builds come first so that workers taking them in order finish close together."""
     t = table.table_name
-    out = [point_index(validate_name(f"ix_{t}_{f.name}_bbox"[:63]), target, f.name)[1]
-           for f in table.schema.points]
+    out = [
+        point_index(validate_name(f"ix_{t}_{f.name}_bbox"[:63]), target, f.name)[1]
+        for f in table.schema.points
+    ]
     for pt in table.schema.bound_points:
         name = validate_name(f"ix_{t}_{pt}_root_id"[:63])
-        out.append(f"CREATE INDEX IF NOT EXISTS {quote(name)} ON {target} "
-                   f"({quote(pt + '_root_id')})")
-    out.append(f"CREATE UNIQUE INDEX IF NOT EXISTS {quote(validate_name(f'ix_{t}_id'[:63]))} "
-               f"ON {target} (id)")
+        out.append(f"CREATE INDEX IF NOT EXISTS {quote(name)} ON {target} ({quote(pt + '_root_id')})")
+    out.append(
+        f"CREATE UNIQUE INDEX IF NOT EXISTS {quote(validate_name(f'ix_{t}_id'[:63]))} ON {target} (id)"
+    )
     return out
 
 
@@ -158,8 +177,9 @@ class IndexStep(Step):
 
     def run_chunk(self, ctx: StepContext, conn: Connection, spec: Any) -> int:
         table = catalog.get_table(conn, self.datastack, self.table)
-        conn.execute(text("SELECT set_config('maintenance_work_mem', :m, true)"),
-                     {"m": get_settings().index_memory})
+        conn.execute(
+            text("SELECT set_config('maintenance_work_mem', :m, true)"), {"m": get_settings().index_memory}
+        )
         conn.execute(text(version_indexes(table, _version_table(ctx, self.datastack, self.table))[spec]))
         return 0
 
@@ -169,20 +189,33 @@ class IndexStep(Step):
         target, t = _version_table(ctx, self.datastack, self.table), self.table
         with ctx.engine.begin() as conn:
             # the merge chunks counted the rows they inserted; no need to scan the table again
-            count = conn.execute(text(
-                "SELECT coalesce(sum(c.rows), 0) FROM matengine.run_chunks c "
-                "JOIN matengine.run_steps s USING (run_id, step_index) "
-                "WHERE c.run_id = :r AND s.key = :k"), {"r": ctx.run.id, "k": f"merge:{t}"}
+            count = conn.execute(
+                text(
+                    "SELECT coalesce(sum(c.rows), 0) FROM matengine.run_chunks c "
+                    "JOIN matengine.run_steps s USING (run_id, step_index) "
+                    "WHERE c.run_id = :r AND s.key = :k"
+                ),
+                {"r": ctx.run.id, "k": f"merge:{t}"},
             ).scalar_one()
-            conn.execute(m.version_tables.delete().where(
-                m.version_tables.c.datastack == self.datastack,
-                m.version_tables.c.version == number,
-                m.version_tables.c.table_name == self.table))
-            conn.execute(insert(m.version_tables).values(
-                datastack=self.datastack, version=number, table_name=self.table,
-                schema_type=table.schema_type, row_count=count,
-                voxel_resolution=list(table.voxel_resolution),
-                reference_table=table.reference_table, description=table.description))
+            conn.execute(
+                m.version_tables.delete().where(
+                    m.version_tables.c.datastack == self.datastack,
+                    m.version_tables.c.version == number,
+                    m.version_tables.c.table_name == self.table,
+                )
+            )
+            conn.execute(
+                insert(m.version_tables).values(
+                    datastack=self.datastack,
+                    version=number,
+                    table_name=self.table,
+                    schema_type=table.schema_type,
+                    row_count=count,
+                    voxel_resolution=list(table.voxel_resolution),
+                    reference_table=table.reference_table,
+                    description=table.description,
+                )
+            )
         with ctx.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text(f"ANALYZE {target}"))
         return {f"merge:{self.table}": {"rows": int(count)}}
@@ -215,8 +248,7 @@ def _tables(run: Run) -> list[str]:
 def _sync_steps(run: Run) -> list[Step]:
     ds, ts = run.datastack, run.parameters["timestamp"]
     tables = _tables(run)
-    return ([IngestStep(ds, t, ts) for t in tables]
-            + [UpdateRootsStep(ds, t, ts) for t in tables])
+    return [IngestStep(ds, t, ts) for t in tables] + [UpdateRootsStep(ds, t, ts) for t in tables]
 
 
 @workflow("ingest")
@@ -235,6 +267,10 @@ def _materialize(run: Run) -> list[Step]:
     """``materialize`` and ``complete`` are the same steps: a version is only exact if its
     tables were ingested and their roots brought to T_N first."""
     tables = _tables(run)
-    return ([PrepareVersionStep()] + _sync_steps(run)
-            + [MergeStep(run.datastack, t) for t in tables]
-            + [IndexStep(run.datastack, t) for t in tables] + [PublishStep()])
+    return (
+        [PrepareVersionStep()]
+        + _sync_steps(run)
+        + [MergeStep(run.datastack, t) for t in tables]
+        + [IndexStep(run.datastack, t) for t in tables]
+        + [PublishStep()]
+    )

@@ -37,12 +37,15 @@ class NpyFolder:
 
     def __init__(self, url: str):
         if not isinstance(url, str) or not url.strip():
-            raise InvalidInput("source must be a folder URL (file://, gs://, s3://, http(s)://)",
-                               field="source")
+            raise InvalidInput(
+                "source must be a folder URL (file://, gs://, s3://, http(s)://)", field="source"
+            )
         scheme, sep, rest = url.partition("://")
         if sep and paths.get_protocol(url) is None:  # else cloud-files reads it as a local path
-            raise InvalidInput(f"source {url!r}: unsupported protocol {scheme!r} (use file://, "
-                               "gs://, s3:// or http(s)://)", field="source")
+            raise InvalidInput(
+                f"source {url!r}: unsupported protocol {scheme!r} (use file://, gs://, s3:// or http(s)://)",
+                field="source",
+            )
         if sep and not rest.strip("/"):
             raise InvalidInput(f"source {url!r} names no bucket or folder", field="source")
         self.url = url.rstrip("/")
@@ -77,23 +80,28 @@ class NpyFolder:
         try:
             f = io.BytesIO(head)
             major, _minor = np.lib.format.read_magic(f)
-            reader = (np.lib.format.read_array_header_1_0 if major == 1
-                      else np.lib.format.read_array_header_2_0)
+            reader = (
+                np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            )
             shape, fortran, dtype = reader(f)
         except Exception as exc:
             raise InvalidInput(f"{path} is not a readable .npy file: {exc}", field=name) from None
         if fortran and len(shape) > 1:
             raise InvalidInput(f"{path} is stored in Fortran order; save it C-ordered", field=name)
         if dtype.hasobject:
-            raise InvalidInput(f"{path} holds Python objects; use a numeric or fixed-width "
-                               "string dtype", field=name)
+            raise InvalidInput(
+                f"{path} holds Python objects; use a numeric or fixed-width string dtype", field=name
+            )
         header = NpyHeader(name, tuple(shape), dtype, f.tell())
         need = header.offset + header.rows * header.row_bytes
         # a short probe was the whole file; otherwise ask the store (one HEAD-like request)
         size = len(head) if len(head) < _HEADER_PROBE else self._size(path)
         if size is not None and size < need:
-            raise InvalidInput(f"{path} is shorter than its header says: shape {header.shape} "
-                               f"of {dtype} needs {need} bytes, the file has {size}", field=name)
+            raise InvalidInput(
+                f"{path} is shorter than its header says: shape {header.shape} "
+                f"of {dtype} needs {need} bytes, the file has {size}",
+                field=name,
+            )
         self._headers[name] = header
         return header
 

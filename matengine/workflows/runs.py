@@ -82,8 +82,7 @@ def create_run(
     """Record a new run and take its locks; refuse with :class:`Conflict` if they are held."""
     with engine.begin() as conn:
         # serialise lock checks per datastack so two starts cannot both see "free"
-        conn.execute(text("SELECT pg_advisory_xact_lock(7104, hashtext(:d))"),
-                     {"d": datastack or ""})
+        conn.execute(text("SELECT pg_advisory_xact_lock(7104, hashtext(:d))"), {"d": datastack or ""})
         for key in lock_keys(datastack, table_name):
             holder = _conflicting(conn, key)
             if holder is not None:
@@ -93,8 +92,9 @@ def create_run(
                 )
         run_id = conn.execute(
             insert(m.workflow_runs)
-            .values(kind=kind, datastack=datastack, table_name=table_name,
-                    parameters=parameters, state="PENDING")
+            .values(
+                kind=kind, datastack=datastack, table_name=table_name, parameters=parameters, state="PENDING"
+            )
             .returning(m.workflow_runs.c.id)
         ).scalar_one()
         for key in lock_keys(datastack, table_name):
@@ -111,30 +111,43 @@ def get_run(engine_or_conn: Engine | Connection, run_id: int) -> Run:
     if r is None:
         raise NotFound(f"no run {run_id}")
     steps = conn.execute(
-        select(m.run_steps).where(m.run_steps.c.run_id == run_id)
-        .order_by(m.run_steps.c.step_index)
+        select(m.run_steps).where(m.run_steps.c.run_id == run_id).order_by(m.run_steps.c.step_index)
     ).all()
     done = dict(
         conn.execute(
             select(m.run_chunks.c.step_index, func.count())
-            .where(m.run_chunks.c.run_id == run_id).group_by(m.run_chunks.c.step_index)
+            .where(m.run_chunks.c.run_id == run_id)
+            .group_by(m.run_chunks.c.step_index)
         ).all()
     )
     rows_done = conn.execute(
-        select(func.coalesce(func.sum(m.run_chunks.c.rows), 0))
-        .where(m.run_chunks.c.run_id == run_id)
+        select(func.coalesce(func.sum(m.run_chunks.c.rows), 0)).where(m.run_chunks.c.run_id == run_id)
     ).scalar_one()
     return Run(
-        id=r.id, kind=r.kind, datastack=r.datastack, table_name=r.table_name,
-        parameters=r.parameters, state=r.state, step=r.step, errors=r.errors, result=r.result,
-        created=r.created, started=r.started, finished=r.finished,
+        id=r.id,
+        kind=r.kind,
+        datastack=r.datastack,
+        table_name=r.table_name,
+        parameters=r.parameters,
+        state=r.state,
+        step=r.step,
+        errors=r.errors,
+        result=r.result,
+        created=r.created,
+        started=r.started,
+        finished=r.finished,
         chunks_total=sum(s.chunks_total for s in steps),
         chunks_done=sum(done.values()),
         rows_done=int(rows_done),
         steps=[
-            {"index": s.step_index, "key": s.key, "state": s.state,
-             "chunks_total": s.chunks_total, "chunks_done": done.get(s.step_index, 0),
-             "result": s.result}
+            {
+                "index": s.step_index,
+                "key": s.key,
+                "state": s.state,
+                "chunks_total": s.chunks_total,
+                "chunks_done": done.get(s.step_index, 0),
+                "result": s.result,
+            }
             for s in steps
         ],
     )
@@ -150,9 +163,14 @@ def list_runs(engine: Engine, datastack: str | None = None, limit: int = 50) -> 
 
 def mark_running(conn: Connection, run_id: int, step: str) -> None:
     conn.execute(
-        update(m.workflow_runs).where(m.workflow_runs.c.id == run_id)
-        .values(state="RUNNING", step=step, heartbeat=utcnow(),
-                started=func.coalesce(m.workflow_runs.c.started, func.now()))
+        update(m.workflow_runs)
+        .where(m.workflow_runs.c.id == run_id)
+        .values(
+            state="RUNNING",
+            step=step,
+            heartbeat=utcnow(),
+            started=func.coalesce(m.workflow_runs.c.started, func.now()),
+        )
     )
 
 
@@ -174,10 +192,16 @@ def finish_run(engine: Engine, run_id: int, state: str, error: str | None = None
         if error:
             errors.append({"at": utcnow().isoformat(), "step": run.step, "message": error})
         conn.execute(
-            update(m.workflow_runs).where(m.workflow_runs.c.id == run_id)
-            .values(state=state, finished=func.now(), errors=text("CAST(:e AS jsonb)"),
-                    chunks_total=run.chunks_total, chunks_done=run.chunks_done,
-                    rows_done=run.rows_done),
+            update(m.workflow_runs)
+            .where(m.workflow_runs.c.id == run_id)
+            .values(
+                state=state,
+                finished=func.now(),
+                errors=text("CAST(:e AS jsonb)"),
+                chunks_total=run.chunks_total,
+                chunks_done=run.chunks_done,
+                rows_done=run.rows_done,
+            ),
             {"e": json.dumps(errors)},
         )
         conn.execute(delete(m.run_locks).where(m.run_locks.c.run_id == run_id))
@@ -193,8 +217,9 @@ def record_error(engine: Engine, run_id: int, message: str) -> None:
     """Note a transient error (the task will retry); the run stays active."""
     with engine.begin() as conn:
         conn.execute(
-            text("UPDATE matengine.workflow_runs SET errors = errors || CAST(:e AS jsonb) "
-                 "WHERE id = :i"),
-            {"e": json.dumps([{"at": utcnow().isoformat(), "message": message,
-                               "transient": True}]), "i": run_id},
+            text("UPDATE matengine.workflow_runs SET errors = errors || CAST(:e AS jsonb) WHERE id = :i"),
+            {
+                "e": json.dumps([{"at": utcnow().isoformat(), "message": message, "transient": True}]),
+                "i": run_id,
+            },
         )

@@ -29,8 +29,14 @@ def parse_schedule(expr: str, now: datetime | None = None) -> crontab:
         raise InvalidInput(f"schedule {expr!r} is not a crontab 'm h dom mon dow'")
     minute, hour, dom, month, dow = parts
     try:
-        return crontab(minute=minute, hour=hour, day_of_month=dom, month_of_year=month,
-                       day_of_week=dow, nowfun=(lambda: now) if now else None)
+        return crontab(
+            minute=minute,
+            hour=hour,
+            day_of_month=dom,
+            month_of_year=month,
+            day_of_week=dow,
+            nowfun=(lambda: now) if now else None,
+        )
     except Exception as exc:
         raise InvalidInput(f"schedule {expr!r}: {exc}") from None
 
@@ -55,10 +61,13 @@ def run_due(engine: Engine, now: datetime | None = None) -> list[int]:
         with engine.connect() as conn:
             last = conn.execute(
                 select(m.workflow_runs.c.created)
-                .where(m.workflow_runs.c.datastack == ds.name,
-                       m.workflow_runs.c.kind == "complete",
-                       m.workflow_runs.c.parameters["scheduled"].astext == "true")
-                .order_by(m.workflow_runs.c.created.desc()).limit(1)
+                .where(
+                    m.workflow_runs.c.datastack == ds.name,
+                    m.workflow_runs.c.kind == "complete",
+                    m.workflow_runs.c.parameters["scheduled"].astext == "true",
+                )
+                .order_by(m.workflow_runs.c.created.desc())
+                .limit(1)
             ).scalar()
         if not is_due(ds.schedule, last, now):
             continue

@@ -19,10 +19,11 @@ _cache: dict[tuple[str, str | None], tuple[tuple, Segmentation]] = {}
 def _signature(url: str) -> tuple:
     if not url.startswith("local://"):
         return ()
-    path = Path(url[len("local://"):])
+    path = Path(url[len("local://") :])
     try:
-        return tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size)
-                            for p in path.iterdir() if p.is_file()))
+        return tuple(
+            sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in path.iterdir() if p.is_file())
+        )
     except FileNotFoundError:
         return ()
 

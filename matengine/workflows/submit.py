@@ -40,8 +40,9 @@ def submit(
 
         send("matengine.start_step", run_id, 0, settings=settings)
     else:
-        threading.Thread(target=_inline, args=(engine, run_id), daemon=True,
-                         name=f"matengine-run-{run_id}").start()
+        threading.Thread(
+            target=_inline, args=(engine, run_id), daemon=True, name=f"matengine-run-{run_id}"
+        ).start()
     return run_id
 
 
@@ -72,12 +73,17 @@ def ensure_workers(settings: Settings | None = None) -> None:
     if settings.broker_url and not workers_online(settings):
         raise NoWorkerOnline(
             f"no Celery worker answers on {settings.broker_url}: start one with "
-            "`matengine worker` (the run stays queued and starts when a worker comes up)")
+            "`matengine worker` (the run stays queued and starts when a worker comes up)"
+        )
 
 
 def wait_for(
-    engine: Engine, run_id: int, *, poll: float = 0.3,
-    on_progress: Callable[[Run], None] | None = None, timeout: float | None = None,
+    engine: Engine,
+    run_id: int,
+    *,
+    poll: float = 0.3,
+    on_progress: Callable[[Run], None] | None = None,
+    timeout: float | None = None,
 ) -> Run:
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
@@ -114,8 +120,13 @@ SYNC_KINDS = ("ingest", "update_roots", "materialize", "complete")
 
 
 def sync_parameters(
-    engine: Engine, kind: str, datastack: str, *, table: str | None = None,
-    timestamp: str | None = None, days_to_expire: int | None = None,
+    engine: Engine,
+    kind: str,
+    datastack: str,
+    *,
+    table: str | None = None,
+    timestamp: str | None = None,
+    days_to_expire: int | None = None,
     chunk_rows: int | None = None,
 ) -> dict[str, Any]:
     """Parameters of an ingest / update-roots / materialize / complete run, checked."""
@@ -130,8 +141,11 @@ def sync_parameters(
     else:
         tables = [t.table_name for t in catalog.list_tables(engine, datastack)]
     when = to_utc(timestamp) if timestamp else utcnow()
-    params: dict[str, Any] = {"tables": tables, "timestamp": when.isoformat(),
-                              "chunk_rows": chunk_rows or get_settings().chunk_rows}
+    params: dict[str, Any] = {
+        "tables": tables,
+        "timestamp": when.isoformat(),
+        "chunk_rows": chunk_rows or get_settings().chunk_rows,
+    }
     if days_to_expire is not None:
         params["days_to_expire"] = days_to_expire
     return params

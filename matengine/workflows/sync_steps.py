@@ -33,8 +33,9 @@ def _table(ctx: StepContext | Connection, datastack: str, name: str) -> Annotati
     return catalog.get_table(source, datastack, name)
 
 
-def _read(conn: Connection, select_from: str, params: dict[str, Any],
-          fetches: list[Fetch]) -> dict[str, np.ndarray]:
+def _read(
+    conn: Connection, select_from: str, params: dict[str, Any], fetches: list[Fetch]
+) -> dict[str, np.ndarray]:
     """Columns of a query as numpy arrays, through binary COPY (no Python object per value)."""
     driver = conn.connection.driver_connection
     batches = list(copy_batches(driver, select_from, params, fetches, batch_rows=65_536))
@@ -48,27 +49,32 @@ def _read(conn: Connection, select_from: str, params: dict[str, Any],
     return out
 
 
-def _write_columns(conn: Connection, table: AnnotationTable, ids: np.ndarray,
-                   cols: dict[str, np.ndarray]) -> None:
+def _write_columns(
+    conn: Connection, table: AnnotationTable, ids: np.ndarray, cols: dict[str, np.ndarray]
+) -> None:
     """Binary COPY into a temporary table, then one set-wise UPDATE … FROM."""
     if len(ids) == 0:
         return
     staging = quote("matengine_seg_update")
-    conn.execute(text(f"CREATE TEMP TABLE IF NOT EXISTS {staging} "
-                      f"(LIKE {table.names.segmentation_q}) ON COMMIT DROP"))
+    conn.execute(
+        text(f"CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {table.names.segmentation_q}) ON COMMIT DROP")
+    )
     conn.execute(text(f"TRUNCATE {staging}"))
     names = ["id", *cols]
     payload = binary_copy_buffer(
         [(ids.astype(np.int64), "bigint")]
-        + [(np.asarray(v, np.uint64).view(np.int64), "bigint") for v in cols.values()])
+        + [(np.asarray(v, np.uint64).view(np.int64), "bigint") for v in cols.values()]
+    )
     driver = conn.connection.driver_connection
-    with driver.cursor() as cur, cur.copy(
-            f"COPY {staging} ({', '.join(quote(n) for n in names)}) FROM STDIN (FORMAT binary)"
-    ) as copy:
+    with (
+        driver.cursor() as cur,
+        cur.copy(f"COPY {staging} ({', '.join(quote(n) for n in names)}) FROM STDIN (FORMAT binary)") as copy,
+    ):
         copy.write(payload)
     sets = ", ".join(f"{quote(c)} = u.{quote(c)}" for c in cols)
-    conn.execute(text(f"UPDATE {table.names.segmentation_q} AS s SET {sets} "
-                      f"FROM {staging} u WHERE s.id = u.id"))
+    conn.execute(
+        text(f"UPDATE {table.names.segmentation_q} AS s SET {sets} FROM {staging} u WHERE s.id = u.id")
+    )
 
 
 class IngestStep(Step):
@@ -90,8 +96,10 @@ class IngestStep(Step):
                 # a table with no roots yet: this run's time becomes its root time
                 catalog.set_roots_last_updated(conn, table, to_utc(self.timestamp))
             pending = conn.execute(
-                text(f"SELECT count(*) FROM {table.names.segmentation_q} "
-                     f"WHERE {pending_condition(table.schema)}")
+                text(
+                    f"SELECT count(*) FROM {table.names.segmentation_q} "
+                    f"WHERE {pending_condition(table.schema)}"
+                )
             ).scalar_one()
         if not pending:
             return []
@@ -139,13 +147,22 @@ class IngestStep(Step):
         in_box, params = self._box_condition(points[0], spec)
         fetches = [Fetch("id", "s.id", ColKind.INT, nullable=False)]
         for pt in points:
-            fetches += [Fetch(f"{pt}_{a}", f"a.{quote(f'{pt}_position_{a}')}", ColKind.FLOAT,
-                              nullable=False) for a in "xyz"]
-            fetches += [Fetch(f"{pt}_sv", f"s.{quote(pt + '_supervoxel_id')}", ColKind.INT),
-                        Fetch(f"{pt}_root", f"s.{quote(pt + '_root_id')}", ColKind.INT)]
-        data = _read(conn, f"FROM {table.names.segmentation_q} s "
-                     f"JOIN {table.names.live_q} a ON a.id = s.id "
-                     f"WHERE {in_box} AND {pending_condition(schema, 's')}", params, fetches)
+            fetches += [
+                Fetch(f"{pt}_{a}", f"a.{quote(f'{pt}_position_{a}')}", ColKind.FLOAT, nullable=False)
+                for a in "xyz"
+            ]
+            fetches += [
+                Fetch(f"{pt}_sv", f"s.{quote(pt + '_supervoxel_id')}", ColKind.INT),
+                Fetch(f"{pt}_root", f"s.{quote(pt + '_root_id')}", ColKind.INT),
+            ]
+        data = _read(
+            conn,
+            f"FROM {table.names.segmentation_q} s "
+            f"JOIN {table.names.live_q} a ON a.id = s.id "
+            f"WHERE {in_box} AND {pending_condition(schema, 's')}",
+            params,
+            fetches,
+        )
         ids = data["id"]
         if len(ids) == 0:
             return 0
@@ -155,14 +172,15 @@ class IngestStep(Step):
         # one supervoxel lookup for every unknown point of every bound point column, so each
         # volume chunk is read once per ingest chunk
         unknown = {pt: data[f"{pt}_sv?"] for pt in points}
-        xyz = np.concatenate([np.stack([data[f"{pt}_{a}"] for a in "xyz"], axis=1)[unknown[pt]]
-                              for pt in points])
+        xyz = np.concatenate(
+            [np.stack([data[f"{pt}_{a}"] for a in "xyz"], axis=1)[unknown[pt]] for pt in points]
+        )
         if len(xyz):
             found = seg.supervoxels.lookup(xyz, table.voxel_resolution).supervoxel_ids
             start = 0
             for pt in points:
                 n = int(unknown[pt].sum())
-                sv[pt][unknown[pt]] = found[start:start + n]
+                sv[pt][unknown[pt]] = found[start : start + n]
                 start += n
         need = {pt: data[f"{pt}_root?"] & (sv[pt] != 0) for pt in points}
         wanted = np.concatenate([sv[pt][need[pt]] for pt in points])
@@ -171,7 +189,7 @@ class IngestStep(Step):
             start = 0
             for pt in points:
                 n = int(need[pt].sum())
-                root[pt][need[pt]] = looked[start:start + n]
+                root[pt][need[pt]] = looked[start : start + n]
                 start += n
         out: dict[str, np.ndarray] = {}
         for pt in points:
@@ -185,8 +203,7 @@ class IngestStep(Step):
         table = _table(ctx, self.datastack, self.table)
         if not table.schema.bound_points:
             return {}
-        no_seg = " OR ".join(f"{quote(pt + '_supervoxel_id')} = 0"
-                             for pt in table.schema.bound_points)
+        no_seg = " OR ".join(f"{quote(pt + '_supervoxel_id')} = 0" for pt in table.schema.bound_points)
         with ctx.engine.connect() as conn:
             missing = conn.execute(
                 text(f"SELECT count(*) FROM {table.names.segmentation_q} WHERE {no_seg}")
@@ -213,7 +230,8 @@ class UpdateRootsStep(Step):
         if self.target < last:
             raise InvalidInput(
                 f"table {self.table!r} already holds roots at {last.isoformat()}, later than "
-                f"{self.target.isoformat()}; versions go forward in time")
+                f"{self.target.isoformat()}; versions go forward in time"
+            )
         roots = ctx.segmentation.roots
         expired, _new = roots.get_delta_roots(last, self.target)
         if half is not None and half != self.target:
@@ -228,19 +246,20 @@ class UpdateRootsStep(Step):
         with ctx.engine.begin() as conn:
             catalog.set_roots_updating_to(conn, table, self.target)
         size = int(ctx.params.get("roots_per_chunk") or ROOT_SLICE)
-        return [expired[i:i + size].tolist() for i in range(0, len(expired), size)]
+        return [expired[i : i + size].tolist() for i in range(0, len(expired), size)]
 
     def run_chunk(self, ctx: StepContext, conn: Connection, spec: Any) -> int:
         table = _table(conn, self.datastack, self.table)
         points = table.schema.bound_points
         fetches = [Fetch("id", "id", ColKind.INT, nullable=False)]
         for pt in points:
-            fetches += [Fetch(f"{pt}_sv", quote(pt + "_supervoxel_id"), ColKind.INT, False),
-                        Fetch(f"{pt}_root", quote(pt + "_root_id"), ColKind.INT, False)]
+            fetches += [
+                Fetch(f"{pt}_sv", quote(pt + "_supervoxel_id"), ColKind.INT, False),
+                Fetch(f"{pt}_root", quote(pt + "_root_id"), ColKind.INT, False),
+            ]
         # each root column has its own index: one OR of ``= ANY`` per column is a BitmapOr
         holds = " OR ".join(f"{quote(pt + '_root_id')} = ANY(%(r)s)" for pt in points)
-        data = _read(conn, f"FROM {table.names.segmentation_q} WHERE {holds}", {"r": spec},
-                     fetches)
+        data = _read(conn, f"FROM {table.names.segmentation_q} WHERE {holds}", {"r": spec}, fetches)
         if len(data["id"]) == 0:
             return 0
         expired = np.asarray(spec, np.int64)
@@ -252,16 +271,20 @@ class UpdateRootsStep(Step):
             # only the rows whose root in *this* column expired: another chunk may be
             # replacing the other column of the same row at the same moment
             n = int(need[pt].sum())
-            _write_columns(conn, table, data["id"][need[pt]],
-                           {f"{pt}_root_id": looked[start:start + n]})
+            _write_columns(conn, table, data["id"][need[pt]], {f"{pt}_root_id": looked[start : start + n]})
             start += n
         return len(data["id"])
 
     def finish(self, ctx: StepContext, plan: list[Any]) -> dict[str, Any]:
         table = _table(ctx, self.datastack, self.table)
         if table.roots_last_updated is not None and (
-                table.roots_last_updated < self.target or table.roots_updating_to is not None):
+            table.roots_last_updated < self.target or table.roots_updating_to is not None
+        ):
             with ctx.engine.begin() as conn:
                 catalog.set_roots_last_updated(conn, table, self.target)
-        return {f"update_roots:{self.table}": {
-            "expired_roots": sum(len(p) for p in plan), "roots_at": self.target.isoformat()}}
+        return {
+            f"update_roots:{self.table}": {
+                "expired_roots": sum(len(p) for p in plan),
+                "roots_at": self.target.isoformat(),
+            }
+        }

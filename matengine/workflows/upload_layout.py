@@ -33,8 +33,13 @@ def _logical_columns(schema: AnnotationSchema) -> dict[str, tuple[str, str, Kind
         if f.is_point:
             out[f"{f.name}_position"] = ("position", "live", f.kind)
         else:
-            sql = {Kind.FLOAT: "double precision", Kind.INT: "bigint", Kind.REFERENCE: "bigint",
-                   Kind.STRING: "text", Kind.BOOL: "boolean"}[f.kind]
+            sql = {
+                Kind.FLOAT: "double precision",
+                Kind.INT: "bigint",
+                Kind.REFERENCE: "bigint",
+                Kind.STRING: "text",
+                Kind.BOOL: "boolean",
+            }[f.kind]
             out[f.name] = (sql, "live", f.kind)
     for c in schema.segmentation_columns():
         out[c.name] = ("bigint", "segmentation", None)
@@ -65,7 +70,9 @@ def resolve_targets(
             if c not in logical:
                 raise InvalidInput(
                     f"column_mapping maps {file!r} to unknown column {c!r} of schema "
-                    f"{schema.name!r} (known: {', '.join(sorted(logical))})", field=c)
+                    f"{schema.name!r} (known: {', '.join(sorted(logical))})",
+                    field=c,
+                )
         header = folder.header(file)
         lengths[file] = header.rows
         shape = header.shape
@@ -73,19 +80,24 @@ def resolve_targets(
             sql_type, table, _ = logical[c]
             if isinstance(cols, list):
                 if sql_type == "position":
-                    raise InvalidInput(f"{file}.npy: a position cannot be part of a list mapping; "
-                                       "give it its own (N, 3) file", field=c)
+                    raise InvalidInput(
+                        f"{file}.npy: a position cannot be part of a list mapping; "
+                        "give it its own (N, 3) file",
+                        field=c,
+                    )
                 want, ok = f"(N, {len(names)})", len(shape) == 2 and shape[1] == len(names)
             elif sql_type == "position":
                 want, ok = "(N, 3)", len(shape) == 2 and shape[1] == 3
             else:
                 want, ok = "(N,)", len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)
             if not ok:
-                raise InvalidInput(f"{file}.npy has shape {shape}; mapping it to {names} needs "
-                                   f"{want}", field=c)
+                raise InvalidInput(
+                    f"{file}.npy has shape {shape}; mapping it to {names} needs {want}", field=c
+                )
             if header.dtype.kind not in _DTYPE_KINDS[sql_type]:
-                raise InvalidInput(f"{file}.npy has dtype {header.dtype}, which cannot hold "
-                                   f"{c!r} ({sql_type})", field=c)
+                raise InvalidInput(
+                    f"{file}.npy has dtype {header.dtype}, which cannot hold {c!r} ({sql_type})", field=c
+                )
             index = j if isinstance(cols, list) else None
             targets.append(Target(c, file, index, sql_type, table))
     if len(set(lengths.values())) > 1:
@@ -99,8 +111,9 @@ def resolve_targets(
     for f in schema.fields:
         key = f"{f.name}_position" if f.is_point else f.name
         if f.required and key not in seen:
-            raise InvalidInput(f"required column {key!r} of schema {schema.name!r} is not in "
-                               "column_mapping", field=key)
+            raise InvalidInput(
+                f"required column {key!r} of schema {schema.name!r} is not in column_mapping", field=key
+            )
     return targets, next(iter(lengths.values()))
 
 
@@ -122,22 +135,31 @@ def scan_files(folder: NpyFolder, targets: list[Target], rows: int) -> dict[str,
             bad = ~np.isfinite(block.astype(np.float64, copy=False)).all(axis=1)
             if bad.any():
                 row = start + int(np.argmax(bad))
-                raise InvalidInput(f"{t.file}.npy row {row}: coordinate is NaN or infinite "
-                                   f"({block[row - start].tolist()})", row=row, field=t.column)
+                raise InvalidInput(
+                    f"{t.file}.npy row {row}: coordinate is NaN or infinite ({block[row - start].tolist()})",
+                    row=row,
+                    field=t.column,
+                )
         if id_target is not None:
             ids = _column(folder.read_rows(id_target.file, start, stop), id_target.index)
             bad = ids <= 0 if ids.dtype.kind == "i" else ids == 0
             if bad.any():
                 row = start + int(np.argmax(bad))
-                raise InvalidInput(f"{id_target.file}.npy row {row}: id {ids[row - start]} is not "
-                                   "positive", row=row, field="id")
+                raise InvalidInput(
+                    f"{id_target.file}.npy row {row}: id {ids[row - start]} is not positive",
+                    row=row,
+                    field="id",
+                )
             if ids.dtype.kind == "u":  # would wrap to a negative bigint
                 big = ids > np.iinfo(np.int64).max
                 if big.any():
                     row = start + int(np.argmax(big))
-                    raise InvalidInput(f"{id_target.file}.npy row {row}: id {ids[row - start]} "
-                                       f"is larger than the largest id ({np.iinfo(np.int64).max})",
-                                       row=row, field="id")
+                    raise InvalidInput(
+                        f"{id_target.file}.npy row {row}: id {ids[row - start]} "
+                        f"is larger than the largest id ({np.iinfo(np.int64).max})",
+                        row=row,
+                        field="id",
+                    )
             all_ids.append(ids.astype(np.int64))
     if id_target is not None and all_ids:
         ids = np.concatenate(all_ids)
@@ -145,8 +167,9 @@ def scan_files(folder: NpyFolder, targets: list[Target], rows: int) -> dict[str,
         dup = np.flatnonzero(ids[order][1:] == ids[order][:-1])
         if dup.size:
             row = int(order[dup[0] + 1])
-            raise InvalidInput(f"{id_target.file}.npy row {row}: duplicate id {ids[row]}",
-                               row=row, field="id")
+            raise InvalidInput(
+                f"{id_target.file}.npy row {row}: duplicate id {ids[row]}", row=row, field="id"
+            )
         facts.update(min_id=int(ids.min()), max_id=int(ids.max()))
     return facts
 
@@ -164,8 +187,12 @@ def _check_text(t: Target, values: np.ndarray, start: int) -> None:
     bad = (~filled[:, :-1] & later[:, 1:]).any(axis=1)
     if bad.any():
         row = start + int(np.argmax(bad))
-        raise InvalidInput(f"{t.file}.npy row {row}: text for {t.column!r} contains a NUL "
-                           "character, which PostgreSQL text cannot hold", row=row, field=t.column)
+        raise InvalidInput(
+            f"{t.file}.npy row {row}: text for {t.column!r} contains a NUL "
+            "character, which PostgreSQL text cannot hold",
+            row=row,
+            field=t.column,
+        )
     try:
         np.char.decode(values, "utf-8") if raw else np.char.encode(values, "utf-8")
     except UnicodeError:
@@ -174,8 +201,11 @@ def _check_text(t: Target, values: np.ndarray, start: int) -> None:
                 v.decode("utf-8") if raw else v.encode("utf-8")
             except UnicodeError as exc:
                 row = start + i
-                raise InvalidInput(f"{t.file}.npy row {row}: text for {t.column!r} is not valid "
-                                   f"UTF-8 ({exc.reason})", row=row, field=t.column) from None
+                raise InvalidInput(
+                    f"{t.file}.npy row {row}: text for {t.column!r} is not valid UTF-8 ({exc.reason})",
+                    row=row,
+                    field=t.column,
+                ) from None
 
 
 def text_values(values: np.ndarray) -> np.ndarray:

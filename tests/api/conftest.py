@@ -36,8 +36,7 @@ class Loaded:
 
 @pytest.fixture(scope="session")
 def api_synth(tmp_path_factory) -> DatasetInfo:
-    return generate_dataset(tmp_path_factory.mktemp("api_synth"), synapses=2000, cells=10,
-                            edits=60, seed=11)
+    return generate_dataset(tmp_path_factory.mktemp("api_synth"), synapses=2000, cells=10, edits=60, seed=11)
 
 
 @pytest.fixture(scope="session")
@@ -45,10 +44,10 @@ def loaded(engine, api_synth) -> Loaded:
     info = api_synth
     oracle = Oracle(info.directory)
     name = f"api_{uuid.uuid4().hex[:8]}"
-    catalog.add_datastack(engine, name, segmentation_source=info.graph_url,
-                          voxel_resolution=info.annotation_resolution)
-    catalog.create_table(engine, name, "synapses", schema="synapse",
-                         description="synthetic synapses")
+    catalog.add_datastack(
+        engine, name, segmentation_source=info.graph_url, voxel_resolution=info.annotation_resolution
+    )
+    catalog.create_table(engine, name, "synapses", schema="synapse", description="synthetic synapses")
     start = info.start
     upload_synapses(engine, name, info.directory, start, info.initial_timestamp)
     base = oracle.base_rows("synapses")
@@ -84,8 +83,9 @@ def server(engine, loaded) -> Served:
     from matengine.segmentation.serving import ThreadedServer
 
     other = f"oth_{uuid.uuid4().hex[:8]}"
-    catalog.add_datastack(engine, other, segmentation_source="precomputed://file:///nonexistent/x",
-                          voxel_resolution=(4, 4, 40))
+    catalog.add_datastack(
+        engine, other, segmentation_source="precomputed://file:///nonexistent/x", voxel_resolution=(4, 4, 40)
+    )
     tokens = {
         role: auth.create_token(engine, loaded.datastack, role, f"api test {role}")[1]
         for role in ("view", "edit", "admin")
@@ -103,5 +103,9 @@ def server(engine, loaded) -> Served:
 def client(server, loaded):
     from caveclient import CAVEclient
 
-    return CAVEclient(loaded.datastack, server_address=server.url,
-                      auth_token=server.tokens["edit"], write_server_cache=False)
+    return CAVEclient(
+        loaded.datastack,
+        server_address=server.url,
+        auth_token=server.tokens["edit"],
+        write_server_cache=False,
+    )

@@ -17,8 +17,7 @@ from matengine import catalog
 from matengine.timeutil import to_utc
 
 
-def run_inline(engine: Engine, kind: str, params: dict, *, datastack: str,
-               table: str | None = None):
+def run_inline(engine: Engine, kind: str, params: dict, *, datastack: str, table: str | None = None):
     import matengine.workflows.registry  # noqa: F401
     from matengine.workflows import runs
     from matengine.workflows.engine import execute_inline
@@ -33,8 +32,9 @@ def complete(engine: Engine, datastack: str, when: datetime) -> int:
     from matengine.workflows.submit import sync_parameters
 
     # versions of a 2024 timeline would be long expired with the default lifetime
-    params = sync_parameters(engine, "complete", datastack, timestamp=when.isoformat(),
-                             days_to_expire=365 * 100)
+    params = sync_parameters(
+        engine, "complete", datastack, timestamp=when.isoformat(), days_to_expire=365 * 100
+    )
     return int(run_inline(engine, "complete", params, datastack=datastack).result["version"])
 
 
@@ -45,13 +45,20 @@ def ingest(engine: Engine, datastack: str, when: datetime) -> None:
     run_inline(engine, "ingest", params, datastack=datastack)
 
 
-def upload_synapses(engine: Engine, datastack: str, directory: Path, created: datetime,
-                    roots_at: datetime) -> None:
+def upload_synapses(
+    engine: Engine, datastack: str, directory: Path, created: datetime, roots_at: datetime
+) -> None:
     folder = directory / "synapses"
     mapping = json.loads((folder / "column_mapping.json").read_text())
-    params = {"datastack": datastack, "table": "synapses", "schema": "synapse",
-              "source": f"file://{folder}", "column_mapping": mapping,
-              "roots_timestamp": roots_at.isoformat(), "created": created.isoformat()}
+    params = {
+        "datastack": datastack,
+        "table": "synapses",
+        "schema": "synapse",
+        "source": f"file://{folder}",
+        "column_mapping": mapping,
+        "roots_timestamp": roots_at.isoformat(),
+        "created": created.isoformat(),
+    }
     run_inline(engine, "bulk_upload", params, datastack=datastack, table="synapses")
 
 
@@ -69,16 +76,27 @@ class LiveRows:
         return (self.created <= ts) & ~dead
 
 
-def set_times(engine: Engine, datastack: str, table: str, ids: np.ndarray, *,
-              created: datetime | None = None, deleted: datetime | None = None) -> None:
+def set_times(
+    engine: Engine,
+    datastack: str,
+    table: str,
+    ids: np.ndarray,
+    *,
+    created: datetime | None = None,
+    deleted: datetime | None = None,
+) -> None:
     t = catalog.get_table(engine, datastack, table)
     with engine.begin() as conn:
         if created is not None:
-            conn.execute(text(f"UPDATE {t.names.live_q} SET created = :c WHERE id = ANY(:ids)"),
-                         {"c": created, "ids": [int(i) for i in ids]})
+            conn.execute(
+                text(f"UPDATE {t.names.live_q} SET created = :c WHERE id = ANY(:ids)"),
+                {"c": created, "ids": [int(i) for i in ids]},
+            )
         if deleted is not None:
-            conn.execute(text(f"UPDATE {t.names.live_q} SET deleted = :d, valid = false "
-                              "WHERE id = ANY(:ids)"), {"d": deleted, "ids": [int(i) for i in ids]})
+            conn.execute(
+                text(f"UPDATE {t.names.live_q} SET deleted = :d, valid = false WHERE id = ANY(:ids)"),
+                {"d": deleted, "ids": [int(i) for i in ids]},
+            )
 
 
 def expected_synapses(rows: LiveRows, oracle, t: datetime) -> pd.DataFrame:
@@ -97,8 +115,7 @@ def expected_synapses(rows: LiveRows, oracle, t: datetime) -> pd.DataFrame:
     return pd.DataFrame(out).sort_values("id").reset_index(drop=True)
 
 
-def assert_frame_matches(got: pd.DataFrame, want: pd.DataFrame, columns: list[str] | None = None
-                         ) -> None:
+def assert_frame_matches(got: pd.DataFrame, want: pd.DataFrame, columns: list[str] | None = None) -> None:
     columns = columns or list(want.columns)
     got = got.sort_values("id").reset_index(drop=True)
     assert got["id"].tolist() == want["id"].tolist()

@@ -27,12 +27,14 @@ def _now() -> datetime:
 def _rows(base: dict, idx: np.ndarray, size: float | None = None) -> list[dict]:
     out = []
     for i in idx:
-        out.append({
-            "pre_pt": {"position": base["pre_pt_position"][i].tolist()},
-            "ctr_pt": {"position": base["ctr_pt_position"][i].tolist()},
-            "post_pt": {"position": base["post_pt_position"][i].tolist()},
-            "size": float(base["size"][i] if size is None else size),
-        })
+        out.append(
+            {
+                "pre_pt": {"position": base["pre_pt_position"][i].tolist()},
+                "ctr_pt": {"position": base["ctr_pt_position"][i].tolist()},
+                "post_pt": {"position": base["post_pt_position"][i].tolist()},
+                "size": float(base["size"][i] if size is None else size),
+            }
+        )
     return out
 
 
@@ -63,17 +65,21 @@ def test_annotation_round_trip(client, server, loaded, engine):
     # a view token cannot write, and its refused write changes nothing
     from caveclient import CAVEclient
 
-    viewer = CAVEclient(loaded.datastack, server_address=server.url,
-                        auth_token=server.tokens["view"], write_server_cache=False)
+    viewer = CAVEclient(
+        loaded.datastack,
+        server_address=server.url,
+        auth_token=server.tokens["view"],
+        write_server_cache=False,
+    )
     with pytest.raises(requests.HTTPError) as err:
         viewer.annotation.post_annotation(name, _rows(base, np.arange(3)))
     assert err.value.response.status_code == 403
     assert _live_count(engine, loaded.datastack, name) == 1000
 
     updated = ids[:50]
-    mapping = ann.update_annotation(name, [{"id": i, **r} for i, r in
-                                           zip(updated, _rows(base, np.arange(50), 999.0),
-                                               strict=True)])
+    mapping = ann.update_annotation(
+        name, [{"id": i, **r} for i, r in zip(updated, _rows(base, np.arange(50), 999.0), strict=True)]
+    )
     assert sorted(int(k) for k in mapping) == sorted(updated)
     new_ids = [int(mapping[str(i)]) for i in updated]
     t2 = _now()
@@ -98,9 +104,11 @@ def test_annotation_round_trip(client, server, loaded, engine):
     ingest(engine, loaded.datastack, datetime.now(UTC))
     oracle = loaded.oracle
     res = loaded.info.annotation_resolution
-    for t, want_ids in ((t1, ids),
-                        (t2, [i for i in ids if i not in updated] + new_ids),
-                        (t3, [i for i in ids if i not in updated and i not in deleted] + new_ids)):
+    for t, want_ids in (
+        (t1, ids),
+        (t2, [i for i in ids if i not in updated] + new_ids),
+        (t3, [i for i in ids if i not in updated and i not in deleted] + new_ids),
+    ):
         df = live(name, t, split_positions=True).sort_values("id")
         assert df.id.tolist() == sorted(want_ids)
         pts = df[["pre_pt_position_x", "pre_pt_position_y", "pre_pt_position_z"]].to_numpy()

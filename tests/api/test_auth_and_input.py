@@ -22,16 +22,31 @@ def _routes(ds: str, pcg: str) -> list[tuple[str, str, str, dict | None]]:
         ("view", "GET", f"{mat}/versions", None),
         ("view", "GET", f"{mat}/version/1/table/synapses/metadata", None),
         ("view", "POST", f"{mat}/version/1/table/synapses/query", {"limit": 2}),
-        ("view", "POST", f"{mat}/query", {"table": "synapses", "limit": 2,
-                                          "timestamp": "2024-01-15T00:00:00+00:00"}),
-        ("view", "GET", f"/materialize/api/v2/datastack/{ds}/version/1/table/synapses/count",
-         None),
+        (
+            "view",
+            "POST",
+            f"{mat}/query",
+            {"table": "synapses", "limit": 2, "timestamp": "2024-01-15T00:00:00+00:00"},
+        ),
+        ("view", "GET", f"/materialize/api/v2/datastack/{ds}/version/1/table/synapses/count", None),
         ("view", "GET", anno, None),
         ("view", "GET", f"{anno}/synapses/annotations?annotation_ids=1,2", None),
         ("view", "POST", f"{seg}/is_latest_roots", {"node_ids": [1]}),
-        ("edit", "POST", f"{anno}/authcheck/annotations",
-         {"annotations": [{"pre_pt": {"position": [1, 2, 3]}, "ctr_pt": {"position": [1, 2, 3]},
-                           "post_pt": {"position": [1, 2, 3]}, "size": 1.0}]}),
+        (
+            "edit",
+            "POST",
+            f"{anno}/authcheck/annotations",
+            {
+                "annotations": [
+                    {
+                        "pre_pt": {"position": [1, 2, 3]},
+                        "ctr_pt": {"position": [1, 2, 3]},
+                        "post_pt": {"position": [1, 2, 3]},
+                        "size": 1.0,
+                    }
+                ]
+            },
+        ),
         ("edit", "DELETE", f"{anno}/authcheck/annotations", {"annotation_ids": [1]}),
         ("admin", "GET", f"/admin/api/v1/datastack/{ds}/runs", None),
     ]
@@ -43,12 +58,12 @@ RANK = {"view": 1, "edit": 2, "admin": 3}
 def _count(engine, ds: str, table: str = "synapses") -> tuple[int, int]:
     t = catalog.get_table(engine, ds, table)
     with engine.connect() as conn:
-        return tuple(conn.execute(text(
-            f"SELECT count(*), count(deleted) FROM {t.names.live_q}")).one())
+        return tuple(conn.execute(text(f"SELECT count(*), count(deleted) FROM {t.names.live_q}")).one())
 
 
-def _call(server, method: str, path: str, body: dict | None, token: str | None = None,
-          cookie: bool = False) -> httpx.Response:
+def _call(
+    server, method: str, path: str, body: dict | None, token: str | None = None, cookie: bool = False
+) -> httpx.Response:
     headers, cookies = {}, {}
     if token and cookie:
         cookies["middle_auth_token"] = token
@@ -61,9 +76,18 @@ def _call(server, method: str, path: str, body: dict | None, token: str | None =
 def test_every_route_class_checks_tokens(server, loaded, engine):
     ds, pcg = loaded.datastack, loaded.info.pcg_name
     catalog.create_table(engine, ds, "authcheck", schema="synapse")
-    ann.insert_annotations(engine, ds, "authcheck", [
-        {"pre_pt": {"position": [1, 2, 3]}, "ctr_pt": {"position": [1, 2, 3]},
-         "post_pt": {"position": [1, 2, 3]}}])
+    ann.insert_annotations(
+        engine,
+        ds,
+        "authcheck",
+        [
+            {
+                "pre_pt": {"position": [1, 2, 3]},
+                "ctr_pt": {"position": [1, 2, 3]},
+                "post_pt": {"position": [1, 2, 3]},
+            }
+        ],
+    )
 
     def state():
         return _count(engine, ds), _count(engine, ds, "authcheck")
@@ -95,8 +119,7 @@ def test_openapi_docs(server):
     assert "/materialize/api/v3/datastack/{datastack_name}/query" in spec["paths"]
 
 
-HOSTILE_NAMES = ["synapses; DROP TABLE synapses", 'synapses"--', "Synapses", "../etc",
-                 "synapses' OR '1'='1"]
+HOSTILE_NAMES = ["synapses; DROP TABLE synapses", 'synapses"--', "Synapses", "../etc", "synapses' OR '1'='1"]
 
 
 def test_hostile_names_refused(server, loaded, engine):
@@ -106,10 +129,16 @@ def test_hostile_names_refused(server, loaded, engine):
     for name in HOSTILE_NAMES:
         for method, path, body in [
             ("POST", f"/materialize/api/v3/datastack/{ds}/version/1/table/{name}/query", {}),
-            ("POST", f"/materialize/api/v3/datastack/{ds}/query",
-             {"table": name, "timestamp": "2024-01-15T00:00:00Z"}),
-            ("POST", f"/annotation/api/v2/aligned_volume/{ds}/table",
-             {"table_name": name, "schema_type": "synapse", "metadata": {}}),
+            (
+                "POST",
+                f"/materialize/api/v3/datastack/{ds}/query",
+                {"table": name, "timestamp": "2024-01-15T00:00:00Z"},
+            ),
+            (
+                "POST",
+                f"/annotation/api/v2/aligned_volume/{ds}/table",
+                {"table_name": name, "schema_type": "synapse", "metadata": {}},
+            ),
         ]:
             r = _call(server, method, path, body, token)
             assert r.status_code in (400, 404), (name, path, r.status_code, r.text)
@@ -119,26 +148,32 @@ def test_hostile_names_refused(server, loaded, engine):
     assert _count(engine, ds) == before
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"filter_in_dict": {"synapses": {"id; DROP TABLE x": [1]}}}, "id; DROP TABLE x"),
-    ({"filter_in_dict": {"synapses": {"id": ["1); DELETE FROM x; --"]}}}, "filter_in_dict"),
-    ({"filter_equal_dict": {"synapses": {"size": "1 OR 1=1"}}}, "size"),
-    ({"filter_equal_dict": {"other_table": {"id": 1}}}, "filter_equal_dict"),
-    ({"filter_spatial_dict": {"synapses": {"pre_pt_position": [[0, 0], [1, 1, 1]]}}},
-     "pre_pt_position"),
-    ({"filter_spatial_dict": {"synapses": {"size": [[0, 0, 0], [1, 1, 1]]}}}, "size"),
-    ({"filter_in_dict": {"synapses": {"pre_pt_position": [1]}}}, "pre_pt_position"),
-    ({"select_columns": ["id", "1; DROP TABLE x"]}, "select_columns"),
-    ({"desired_resolution": [4, 4]}, "desired_resolution"),
-    ({"limit": -3}, "limit"),
-    ({"filter_regex_dict": {"synapses": {"size": ".*"}}}, "size"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"filter_in_dict": {"synapses": {"id; DROP TABLE x": [1]}}}, "id; DROP TABLE x"),
+        ({"filter_in_dict": {"synapses": {"id": ["1); DELETE FROM x; --"]}}}, "filter_in_dict"),
+        ({"filter_equal_dict": {"synapses": {"size": "1 OR 1=1"}}}, "size"),
+        ({"filter_equal_dict": {"other_table": {"id": 1}}}, "filter_equal_dict"),
+        ({"filter_spatial_dict": {"synapses": {"pre_pt_position": [[0, 0], [1, 1, 1]]}}}, "pre_pt_position"),
+        ({"filter_spatial_dict": {"synapses": {"size": [[0, 0, 0], [1, 1, 1]]}}}, "size"),
+        ({"filter_in_dict": {"synapses": {"pre_pt_position": [1]}}}, "pre_pt_position"),
+        ({"select_columns": ["id", "1; DROP TABLE x"]}, "select_columns"),
+        ({"desired_resolution": [4, 4]}, "desired_resolution"),
+        ({"limit": -3}, "limit"),
+        ({"filter_regex_dict": {"synapses": {"size": ".*"}}}, "size"),
+    ],
+)
 def test_bad_filters_name_the_field(server, loaded, engine, body, field):
     ds = loaded.datastack
     before = _count(engine, ds)
-    for path, extra in [(f"/materialize/api/v3/datastack/{ds}/version/2/table/synapses/query", {}),
-                        (f"/materialize/api/v3/datastack/{ds}/query",
-                         {"table": "synapses", "timestamp": "2024-01-15T00:00:00Z"})]:
+    for path, extra in [
+        (f"/materialize/api/v3/datastack/{ds}/version/2/table/synapses/query", {}),
+        (
+            f"/materialize/api/v3/datastack/{ds}/query",
+            {"table": "synapses", "timestamp": "2024-01-15T00:00:00Z"},
+        ),
+    ]:
         r = _call(server, "POST", path, {**body, **extra}, server.tokens["view"])
         assert r.status_code == 400, r.text
         assert field in r.json()["message"], r.json()
@@ -150,23 +185,39 @@ def test_string_values_are_bound(server, loaded, engine):
     ds = loaded.datastack
     catalog.create_table(engine, ds, "tags", schema="bound_tag")
     evil = "x' OR '1'='1"
-    ann.insert_annotations(engine, ds, "tags", [
-        {"pt": {"position": [1, 2, 3]}, "tag": evil},
-        {"pt": {"position": [4, 5, 6]}, "tag": "plain"},
-        {"pt": {"position": [7, 8, 9]}, "tag": "x"},
-    ])
+    ann.insert_annotations(
+        engine,
+        ds,
+        "tags",
+        [
+            {"pt": {"position": [1, 2, 3]}, "tag": evil},
+            {"pt": {"position": [4, 5, 6]}, "tag": "plain"},
+            {"pt": {"position": [7, 8, 9]}, "tag": "x"},
+        ],
+    )
     path = f"/materialize/api/v3/datastack/{ds}/query?return_pyarrow=False&allow_missing_lookups=True"
-    for filt, want in [({"filter_equal_dict": {"tags": {"tag": evil}}}, [evil]),
-                       ({"filter_in_dict": {"tags": {"tag": [evil, "nope"]}}}, [evil]),
-                       ({"filter_regex_dict": {"tags": {"tag": "^x$"}}}, ["x"]),
-                       ({"filter_notin_dict": {"tags": {"tag": [evil]}}}, ["plain", "x"])]:
-        r = _call(server, "POST", path, {"table": "tags", "timestamp": "2100-01-01T00:00:00Z"}
-                  | filt, server.tokens["view"])
+    for filt, want in [
+        ({"filter_equal_dict": {"tags": {"tag": evil}}}, [evil]),
+        ({"filter_in_dict": {"tags": {"tag": [evil, "nope"]}}}, [evil]),
+        ({"filter_regex_dict": {"tags": {"tag": "^x$"}}}, ["x"]),
+        ({"filter_notin_dict": {"tags": {"tag": [evil]}}}, ["plain", "x"]),
+    ]:
+        r = _call(
+            server,
+            "POST",
+            path,
+            {"table": "tags", "timestamp": "2100-01-01T00:00:00Z"} | filt,
+            server.tokens["view"],
+        )
         assert r.status_code == 400 and "future" in r.text  # the far future is refused…
         from datetime import UTC, datetime
 
-        r = _call(server, "POST", path, {"table": "tags",
-                                         "timestamp": datetime.now(UTC).isoformat()} | filt,
-                  server.tokens["view"])
+        r = _call(
+            server,
+            "POST",
+            path,
+            {"table": "tags", "timestamp": datetime.now(UTC).isoformat()} | filt,
+            server.tokens["view"],
+        )
         assert r.status_code == 200, r.text  # …now is answered
         assert sorted(row["tag"] for row in r.json()) == sorted(want)

@@ -20,23 +20,32 @@ def joined(engine, loaded, server):
     from caveclient import CAVEclient
 
     name = f"join_{uuid.uuid4().hex[:8]}"
-    catalog.add_datastack(engine, name, segmentation_source=loaded.info.graph_url,
-                          voxel_resolution=loaded.info.annotation_resolution)
+    catalog.add_datastack(
+        engine,
+        name,
+        segmentation_source=loaded.info.graph_url,
+        voxel_resolution=loaded.info.annotation_resolution,
+    )
     catalog.create_table(engine, name, "syn", schema="synapse")
     catalog.create_table(engine, name, "syn_tags", schema="reference_tag", reference_table="syn")
     base = loaded.rows.base
-    rows = [{"pre_pt": {"position": base["pre_pt_position"][i].tolist()},
-             "ctr_pt": {"position": base["ctr_pt_position"][i].tolist()},
-             "post_pt": {"position": base["post_pt_position"][i].tolist()},
-             "size": float(i)} for i in range(20)]
+    rows = [
+        {
+            "pre_pt": {"position": base["pre_pt_position"][i].tolist()},
+            "ctr_pt": {"position": base["ctr_pt_position"][i].tolist()},
+            "post_pt": {"position": base["post_pt_position"][i].tolist()},
+            "size": float(i),
+        }
+        for i in range(20)
+    ]
     ids = ann.insert_annotations(engine, name, "syn", rows)
     tags = {ids[i]: "ab"[i % 2] for i in range(0, 20, 2)}
-    tag_ids = ann.insert_annotations(engine, name, "syn_tags",
-                                     [{"target_id": k, "tag": v} for k, v in tags.items()])
+    tag_ids = ann.insert_annotations(
+        engine, name, "syn_tags", [{"target_id": k, "tag": v} for k, v in tags.items()]
+    )
     complete(engine, name, datetime.now(UTC))
     token = auth.create_token(engine, name, "view")[1]
-    client = CAVEclient(name, server_address=server.url, auth_token=token,
-                        write_server_cache=False)
+    client = CAVEclient(name, server_address=server.url, auth_token=token, write_server_cache=False)
     yield client, ids, tags, tag_ids
     catalog.drop_datastack(engine, name)
 
@@ -60,9 +69,11 @@ def test_reference_table_is_merged_with_its_target(joined, loaded):
 def test_join_query_with_filters_and_select(joined):
     client, ids, tags, _ = joined
     df = client.materialize.join_query(
-        [["syn", "id"], ["syn_tags", "target_id"]], suffixes={"syn": "", "syn_tags": "_tag"},
+        [["syn", "id"], ["syn_tags", "target_id"]],
+        suffixes={"syn": "", "syn_tags": "_tag"},
         filter_in_dict={"syn_tags": {"tag": ["a"]}},
-        select_columns={"syn": ["id", "size", "post_pt_root_id"], "syn_tags": ["tag"]})
+        select_columns={"syn": ["id", "size", "post_pt_root_id"], "syn_tags": ["tag"]},
+    )
     assert sorted(df.columns) == ["id", "post_pt_root_id", "size", "tag_tag"]
     assert sorted(df["id"]) == sorted(k for k, v in tags.items() if v == "a")
     assert (df["tag_tag"] == "a").all()

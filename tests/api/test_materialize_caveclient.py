@@ -38,8 +38,13 @@ def test_info_and_versions(client, loaded):
 def test_client_pinned_to_a_version(server, loaded):
     from caveclient import CAVEclient
 
-    pinned = CAVEclient(loaded.datastack, server_address=server.url, version=1,
-                        auth_token=server.tokens["view"], write_server_cache=False)
+    pinned = CAVEclient(
+        loaded.datastack,
+        server_address=server.url,
+        version=1,
+        auth_token=server.tokens["view"],
+        write_server_cache=False,
+    )
     assert pinned.timestamp == loaded.versions[1]
     df = pinned.materialize.query_table("synapses", split_positions=True)
     assert_frame_matches(df, expected_synapses(loaded.rows, loaded.oracle, loaded.versions[1]))
@@ -47,8 +52,7 @@ def test_client_pinned_to_a_version(server, loaded):
 
 @pytest.mark.parametrize("version", [1, 2])
 def test_query_whole_version(client, loaded, version):
-    df = client.materialize.query_table("synapses", materialization_version=version,
-                                        split_positions=True)
+    df = client.materialize.query_table("synapses", materialization_version=version, split_positions=True)
     want = expected_synapses(loaded.rows, loaded.oracle, loaded.versions[version])
     assert_frame_matches(df, want)
     assert df.attrs["dataframe_resolution"] == list(loaded.info.annotation_resolution)
@@ -85,23 +89,37 @@ def test_query_filters(client, loaded):
 def test_select_limit_offset_resolution(client, loaded):
     want = expected_synapses(loaded.rows, loaded.oracle, loaded.versions[2])
     q = client.materialize.query_table
-    df = q("synapses", select_columns=["id", "pre_pt_root_id", "pre_pt_position"],
-           limit=5, offset=10, split_positions=True)
-    assert list(df.columns) == ["id", "pre_pt_position_x", "pre_pt_position_y",
-                                "pre_pt_position_z", "pre_pt_root_id"] or \
-        set(df.columns) == {"id", "pre_pt_root_id", "pre_pt_position_x", "pre_pt_position_y",
-                            "pre_pt_position_z"}
+    df = q(
+        "synapses",
+        select_columns=["id", "pre_pt_root_id", "pre_pt_position"],
+        limit=5,
+        offset=10,
+        split_positions=True,
+    )
+    assert list(df.columns) == [
+        "id",
+        "pre_pt_position_x",
+        "pre_pt_position_y",
+        "pre_pt_position_z",
+        "pre_pt_root_id",
+    ] or set(df.columns) == {
+        "id",
+        "pre_pt_root_id",
+        "pre_pt_position_x",
+        "pre_pt_position_y",
+        "pre_pt_position_z",
+    }
     assert df["id"].tolist() == want["id"].iloc[10:15].tolist()
 
     df = q("synapses", desired_resolution=[1, 1, 1], split_positions=True)
     res = np.asarray(loaded.info.annotation_resolution)
     for j, a in enumerate("xyz"):
-        np.testing.assert_allclose(df[f"ctr_pt_position_{a}"],
-                                   want[f"ctr_pt_position_{a}"] * res[j])
+        np.testing.assert_allclose(df[f"ctr_pt_position_{a}"], want[f"ctr_pt_position_{a}"] * res[j])
     assert df.attrs["dataframe_resolution"] == [1.0, 1.0, 1.0]
 
     df = q("synapses", limit=3)  # positions glued into arrays by the client
     assert isinstance(df["pre_pt_position"].iloc[0], np.ndarray)
     np.testing.assert_allclose(
         np.stack(df["pre_pt_position"].to_numpy()),
-        want[["pre_pt_position_x", "pre_pt_position_y", "pre_pt_position_z"]].iloc[:3])
+        want[["pre_pt_position_x", "pre_pt_position_y", "pre_pt_position_z"]].iloc[:3],
+    )

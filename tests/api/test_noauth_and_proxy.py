@@ -34,8 +34,9 @@ class _Uvicorn:
         from matengine.segmentation.serving import free_port
 
         self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=self.port,
-                                                    log_level="warning", lifespan="off"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=self.port, log_level="warning", lifespan="off")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self):
@@ -92,12 +93,12 @@ def test_graphene_calls_are_proxied(engine, server, loaded, remote_graphene):
 
     name = f"gph_{uuid.uuid4().hex[:8]}"
     source = f"graphene://{remote_graphene}/segmentation/table/remote_pcg"
-    catalog.add_datastack(engine, name, segmentation_source=source,
-                          voxel_resolution=loaded.info.annotation_resolution)
+    catalog.add_datastack(
+        engine, name, segmentation_source=source, voxel_resolution=loaded.info.annotation_resolution
+    )
     try:
         token = auth.create_token(engine, name, "view")[1]
-        client = CAVEclient(name, server_address=server.url, auth_token=token,
-                            write_server_cache=False)
+        client = CAVEclient(name, server_address=server.url, auth_token=token, write_server_cache=False)
         assert client.info.segmentation_source() == source
         sv = loaded.rows.base["pre_pt_supervoxel_id"][:300]
         for offset in (0, 12, 35):
@@ -120,14 +121,17 @@ def test_graphene_calls_are_proxied(engine, server, loaded, remote_graphene):
 
 def test_unreadable_segmentation_is_a_clean_error(engine, server):
     name = f"broken_{uuid.uuid4().hex[:8]}"
-    catalog.add_datastack(engine, name, segmentation_source="local:///nonexistent/graph",
-                          voxel_resolution=(4, 4, 40))
+    catalog.add_datastack(
+        engine, name, segmentation_source="local:///nonexistent/graph", voxel_resolution=(4, 4, 40)
+    )
     try:
         catalog.create_table(engine, name, "synapses", schema="synapse")
         token = auth.create_token(engine, name, "view")[1]
-        r = httpx.post(f"{server.url}/materialize/api/v3/datastack/{name}/query",
-                       json={"table": "synapses", "timestamp": "2024-01-01T00:00:00Z"},
-                       headers={"Authorization": f"Bearer {token}"})
+        r = httpx.post(
+            f"{server.url}/materialize/api/v3/datastack/{name}/query",
+            json={"table": "synapses", "timestamp": "2024-01-01T00:00:00Z"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
         assert r.status_code == 502 and "segmentation source" in r.json()["message"]
     finally:
         catalog.drop_datastack(engine, name)

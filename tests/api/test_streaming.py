@@ -33,8 +33,9 @@ def big(engine):
     from bench.bench_query import make_version
 
     name = f"big_{uuid.uuid4().hex[:8]}"
-    catalog.add_datastack(engine, name, segmentation_source="precomputed://file:///none",
-                          voxel_resolution=(4, 4, 40))
+    catalog.add_datastack(
+        engine, name, segmentation_source="precomputed://file:///none", voxel_resolution=(4, 4, 40)
+    )
     catalog.create_table(engine, name, "synapses", schema="synapse")
     make_version(engine, name, "synapses", ROWS, spatial_index=False)
     yield name
@@ -49,7 +50,9 @@ def served(database_url, big, engine):
     env = {**os.environ, "MATENGINE_DATABASE_URL": database_url}
     proc = subprocess.Popen(
         [sys.executable, "-m", "matengine", "serve", "--port", str(port), "--log-level", "warning"],
-        cwd=REPO, env=env)
+        cwd=REPO,
+        env=env,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -67,8 +70,10 @@ def served(database_url, big, engine):
 
 def test_large_query_streams_with_bounded_rss(served, big, tmp_path):
     url, pid, token = served
-    path = (f"{url}/materialize/api/v3/datastack/{big}/version/1/table/synapses/query"
-            "?return_pyarrow=True&arrow_format=True&split_positions=True")
+    path = (
+        f"{url}/materialize/api/v3/datastack/{big}/version/1/table/synapses/query"
+        "?return_pyarrow=True&arrow_format=True&split_positions=True"
+    )
     headers = {"Authorization": f"Bearer {token}", "Accept-Encoding": "zstd"}
     server = psutil.Process(pid)
     with httpx.Client(headers=headers, timeout=600) as h:
@@ -117,8 +122,7 @@ def test_row_cap_is_announced(engine, big, caplog):
     settings = get_settings().model_copy(update={"query_row_limit": 1000})
     token = auth.create_token(engine, big, "view")[1]
     with ThreadedServer(create_app(settings, engine=engine)) as srv:
-        client = CAVEclient(big, server_address=srv.url, auth_token=token,
-                            write_server_cache=False)
+        client = CAVEclient(big, server_address=srv.url, auth_token=token, write_server_cache=False)
         with caplog.at_level(logging.WARNING, logger="caveclient"):
             df = client.materialize.query_table("synapses", split_positions=True)
         assert len(df) == 1000

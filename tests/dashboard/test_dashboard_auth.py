@@ -16,8 +16,7 @@ def _b_markers(stacks) -> list[str]:
 
 
 def _embedded_state(page: str) -> dict:
-    found = re.search(r'<script type="application/json" id="initial-state">(.*?)</script>', page,
-                      re.S)
+    found = re.search(r'<script type="application/json" id="initial-state">(.*?)</script>', page, re.S)
     assert found, "no embedded state in the page"
     return json.loads(found.group(1))
 
@@ -75,8 +74,9 @@ def test_login_stores_the_token_in_the_cookie_and_shows_only_what_it_may_view(se
 
 
 def test_the_bearer_header_works_too_and_admins_see_error_texts(served, stacks):
-    r = httpx.get(served + "/dashboard/api/state",
-                  headers={"Authorization": f"Bearer {stacks.tokens['admin_a']}"})
+    r = httpx.get(
+        served + "/dashboard/api/state", headers={"Authorization": f"Bearer {stacks.tokens['admin_a']}"}
+    )
     assert r.status_code == 200
     runs = {x["id"]: x for x in r.json()["runs"]}
     assert runs[stacks.runs["a"]]["errors"][0]["message"] == ERROR_A
@@ -91,8 +91,9 @@ def test_a_token_for_b_sees_b_and_not_a(served, stacks):
 
 
 def test_a_token_for_every_datastack_sees_both(served, stacks):
-    r = httpx.get(served + "/dashboard/api/state",
-                  headers={"Authorization": f"Bearer {stacks.tokens['view_all']}"})
+    r = httpx.get(
+        served + "/dashboard/api/state", headers={"Authorization": f"Bearer {stacks.tokens['view_all']}"}
+    )
     names = {d["name"] for d in r.json()["datastacks"]}
     assert {stacks.a, stacks.b} <= names
 

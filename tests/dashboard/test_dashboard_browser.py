@@ -24,8 +24,16 @@ from matengine import auth, catalog
 from matengine.synth.generate import generate_dataset
 
 CHROMIUM = os.environ.get("MATENGINE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 SYNAPSES = 200_000
 CHUNK_ROWS = 2_000
@@ -35,21 +43,33 @@ def _browser_or_fail():
     if os.environ.get("MATENGINE_SKIP_BROWSER") == "1":
         pytest.skip("MATENGINE_SKIP_BROWSER=1")
     if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-        pytest.fail(f"Chromium not found at {CHROMIUM}: install it with "
-                    "'apt-get update && apt-get install -y chromium' (or point MATENGINE_CHROMIUM "
-                    "at one), or set MATENGINE_SKIP_BROWSER=1 to skip this test", pytrace=False)
+        pytest.fail(
+            f"Chromium not found at {CHROMIUM}: install it with "
+            "'apt-get update && apt-get install -y chromium' (or point MATENGINE_CHROMIUM "
+            "at one), or set MATENGINE_SKIP_BROWSER=1 to skip this test",
+            pytrace=False,
+        )
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.fail("the playwright package is missing: pip install -e '.[test]' "
-                    "(never 'playwright install': the test uses Debian's Chromium)", pytrace=False)
+        pytest.fail(
+            "the playwright package is missing: pip install -e '.[test]' "
+            "(never 'playwright install': the test uses Debian's Chromium)",
+            pytrace=False,
+        )
     return sync_playwright
 
 
 @pytest.fixture(scope="module")
 def big_synth(tmp_path_factory):
-    return generate_dataset(tmp_path_factory.mktemp("dash_synth"), synapses=SYNAPSES, cells=500,
-                            supervoxels=20_000, edits=200, seed=5)
+    return generate_dataset(
+        tmp_path_factory.mktemp("dash_synth"),
+        synapses=SYNAPSES,
+        cells=500,
+        supervoxels=20_000,
+        edits=200,
+        seed=5,
+    )
 
 
 @pytest.fixture
@@ -59,11 +79,14 @@ def live_server(engine, big_synth):
     from matengine.segmentation.serving import ThreadedServer
 
     name = f"dash_{uuid.uuid4().hex[:8]}"
-    catalog.add_datastack(engine, name, segmentation_source=big_synth.graph_url,
-                          voxel_resolution=big_synth.annotation_resolution,
-                          description="synthetic dataset for the browser test")
-    tokens = {p: auth.create_token(engine, name, p, f"browser test {p}")[1]
-              for p in ("view", "admin")}
+    catalog.add_datastack(
+        engine,
+        name,
+        segmentation_source=big_synth.graph_url,
+        voxel_resolution=big_synth.annotation_resolution,
+        description="synthetic dataset for the browser test",
+    )
+    tokens = {p: auth.create_token(engine, name, p, f"browser test {p}")[1] for p in ("view", "admin")}
     with ThreadedServer(create_app(get_settings(), engine=engine)) as srv:
         yield srv.url, name, tokens
     catalog.drop_datastack(engine, name)
@@ -100,8 +123,7 @@ def test_dashboard_shows_live_progress_and_the_new_version(live_server, big_synt
     sync_playwright = _browser_or_fail()
     url, name, tokens = live_server
     ARTIFACTS.mkdir(exist_ok=True)
-    admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {tokens['admin']}"},
-                         timeout=30)
+    admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {tokens['admin']}"}, timeout=30)
     t_start = time.monotonic()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -124,15 +146,22 @@ def test_dashboard_shows_live_progress_and_the_new_version(live_server, big_synt
 
             # a long bulk upload, started over REST: the page follows it without reloading
             folder = big_synth.directory / "synapses"
-            body = {"table": "synapses", "schema": "synapse", "source": folder.as_uri(),
-                    "column_mapping": json.loads((folder / "column_mapping.json").read_text()),
-                    "roots_timestamp": big_synth.initial_timestamp.isoformat(),
-                    "created": big_synth.start.isoformat(), "chunk_rows": CHUNK_ROWS}
+            body = {
+                "table": "synapses",
+                "schema": "synapse",
+                "source": folder.as_uri(),
+                "column_mapping": json.loads((folder / "column_mapping.json").read_text()),
+                "roots_timestamp": big_synth.initial_timestamp.isoformat(),
+                "created": big_synth.start.isoformat(),
+                "chunk_rows": CHUNK_ROWS,
+            }
             r = admin.post(f"/admin/api/v1/datastack/{name}/bulk_upload", json=body)
             assert r.status_code == 202, r.text
             upload = r.json()["run_id"]
-            page.evaluate("window.__navigations = performance.getEntriesByType('navigation').length;"
-                          "window.__marker = 'same page'")
+            page.evaluate(
+                "window.__navigations = performance.getEntriesByType('navigation').length;"
+                "window.__marker = 'same page'"
+            )
             _until(page, lambda: (_progress(page, upload) or 0) > 0, 20, "the upload's progress")
             seen, etas = {_progress(page, upload)}, set()
             deadline = time.monotonic() + 20
@@ -146,7 +175,8 @@ def test_dashboard_shows_live_progress_and_the_new_version(live_server, big_synt
             total = int(page.get_attribute(f'[data-testid="progress-{upload}"]', "aria-valuemax"))
             assert total == SYNAPSES // CHUNK_ROWS
             assert len(seen) >= 3 and max(seen) < total, (
-                f"progress seen {sorted(seen)} of {total}: did the page update while running?")
+                f"progress seen {sorted(seen)} of {total}: did the page update while running?"
+            )
             assert page.evaluate("window.__marker") == "same page"  # polled, never reloaded
             page.screenshot(path=str(ARTIFACTS / "dashboard-running.png"), full_page=True)
             assert etas - {"–"}, f"no ETA shown while running: {etas}"
@@ -156,13 +186,19 @@ def test_dashboard_shows_live_progress_and_the_new_version(live_server, big_synt
             assert page.inner_text(f'[data-testid="rows-{upload}"]') == f"{SYNAPSES:,}"
 
             # ingest + update roots + materialize: version 1 appears
-            r = admin.post(f"/admin/api/v1/datastack/{name}/complete",
-                           json={"timestamp": big_synth.end.isoformat(), "chunk_rows": 50_000})
+            r = admin.post(
+                f"/admin/api/v1/datastack/{name}/complete",
+                json={"timestamp": big_synth.end.isoformat(), "chunk_rows": 50_000},
+            )
             assert r.status_code == 202, r.text
             complete = r.json()["run_id"]
             page.wait_for_selector(f'tr[data-version="{name}:1"]', timeout=40_000)
-            _until(page, lambda: _version_state(page, name, 1) == "AVAILABLE", 40,
-                   "version 1 to become available")
+            _until(
+                page,
+                lambda: _version_state(page, name, 1) == "AVAILABLE",
+                40,
+                "version 1 to become available",
+            )
             _until(page, lambda: _state(page, complete) == "SUCCESS", 20, "complete to succeed")
             version_rows = admin.get(f"/admin/api/v1/datastack/{name}/versions").json()[0]["rows"]
             assert f"{version_rows:,}" in page.inner_text(f'tr[data-version="{name}:1"]')

@@ -25,8 +25,9 @@ def test_counts_are_reused_for_a_moment(engine, stacks, monkeypatch):
     table = catalog.get_table(engine, stacks.a, stacks.table_a)
     counts, calls = dashboard.RowCounts(), []
     real = dashboard.RowCounts._count
-    monkeypatch.setattr(dashboard.RowCounts, "_count",
-                        staticmethod(lambda conn, q: calls.append(q) or real(conn, q)))
+    monkeypatch.setattr(
+        dashboard.RowCounts, "_count", staticmethod(lambda conn, q: calls.append(q) or real(conn, q))
+    )
     with engine.connect() as conn:
         assert counts.get(conn, table) == counts.get(conn, table) == (7, True)
     assert len(calls) == 1

@@ -28,8 +28,13 @@ class OracleExpect:
         self.o, self.info = oracle, info
         self.svids = oracle.svids
         edits = info.edit_timestamps
-        self.times = ([info.start - US, info.start] + edits + [t - US for t in edits]
-                      + [t + US for t in edits[::7]] + [info.end + timedelta(days=1)])
+        self.times = (
+            [info.start - US, info.start]
+            + edits
+            + [t - US for t in edits]
+            + [t + US for t in edits[::7]]
+            + [info.end + timedelta(days=1)]
+        )
         self.times.sort()
 
     def roots_at(self, svids, t):
@@ -182,15 +187,13 @@ class SupervoxelSuite:
         assert res.outside > 0 and res.label0 > 0 and res.nan == 0
         assert res.missing == int(np.count_nonzero(want == 0))
 
-    def test_outside_nan_and_label0_give_zero_and_are_counted(self, source, oracle,
-                                                              synth_dataset):
+    def test_outside_nan_and_label0_give_zero_and_are_counted(self, source, oracle, synth_dataset):
         vol = oracle._whole_volume()
         zero = np.argwhere(vol == 0)[0] + np.asarray(synth_dataset.voxel_offset)
         some = np.argwhere(vol != 0)[0] + np.asarray(synth_dataset.voxel_offset)
         seg_res = np.asarray(synth_dataset.segmentation_resolution)
         stop = np.asarray(synth_dataset.voxel_offset) + np.asarray(synth_dataset.size)
-        pts_vox = np.array([some, zero, stop, np.asarray(synth_dataset.voxel_offset) - 1],
-                           float)
+        pts_vox = np.array([some, zero, stop, np.asarray(synth_dataset.voxel_offset) - 1], float)
         pts = np.vstack([pts_vox, [[np.nan, 1.0, 1.0]]]) * 1.0
         res = source.lookup(pts, seg_res)  # points given in segmentation voxels
         assert res.supervoxel_ids[0] == vol[tuple(some - synth_dataset.voxel_offset)] != 0
@@ -200,8 +203,10 @@ class SupervoxelSuite:
     def test_volume_edges(self, source, oracle, synth_dataset):
         off = np.asarray(synth_dataset.voxel_offset)
         last = off + np.asarray(synth_dataset.size) - 1
-        corners = np.array([[x, y, z] for x in (off[0], last[0]) for y in (off[1], last[1])
-                            for z in (off[2], last[2])], float)
+        corners = np.array(
+            [[x, y, z] for x in (off[0], last[0]) for y in (off[1], last[1]) for z in (off[2], last[2])],
+            float,
+        )
         res = source.lookup(corners, synth_dataset.segmentation_resolution)
         want = oracle.supervoxels_at(corners, synth_dataset.segmentation_resolution)
         np.testing.assert_array_equal(res.supervoxel_ids, want)
@@ -217,8 +222,9 @@ class SupervoxelSuite:
         pts = np.load(synth_dataset.tables["synapses"] / "presyn_coords.npy")
         res = source.lookup(pts, synth_dataset.annotation_resolution)
         b = source.bounds
-        vox = np.floor(pts * np.asarray(synth_dataset.annotation_resolution)
-                       / source.resolution).astype(np.int64)
+        vox = np.floor(pts * np.asarray(synth_dataset.annotation_resolution) / source.resolution).astype(
+            np.int64
+        )
         inside = np.all((vox >= b.offset) & (vox < b.offset + b.size), axis=1)
         chunks = {tuple(c) for c in ((vox[inside] - b.offset) // b.chunk_size).tolist()}
         assert res.chunks_read == len(chunks)

@@ -13,7 +13,6 @@ def test_bench_lookup_runs_and_agrees(tmp_path):
     spec = importlib.util.spec_from_file_location("bench_lookup", BENCH)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    out = mod.run(points=3000, seed=1, workdir=tmp_path, supervoxels=300, edits=30,
-                  size=(130, 128, 40))
+    out = mod.run(points=3000, seed=1, workdir=tmp_path, supervoxels=300, edits=30, size=(130, 128, 40))
     assert out["baseline_agrees"] and out["http_agrees"]
     assert out["lookup_speedup"] > 1 and out["chunks_read"] == 6

@@ -25,7 +25,8 @@ class TestFlatOverHttp(RootGraphSuite):
     @pytest.fixture
     def graph(self, pcg_server):
         return open_segmentation(
-            f"graphene://{pcg_server.url}/segmentation/table/{FLAT_TABLE}", token=TOKEN).roots
+            f"graphene://{pcg_server.url}/segmentation/table/{FLAT_TABLE}", token=TOKEN
+        ).roots
 
     @pytest.fixture
     def expect(self, oracle, synth_dataset):

@@ -29,23 +29,21 @@ class TestGrapheneRootGraph(RootGraphSuite):
 
 
 def test_small_batches_same_answers(pcg_server, local_seg, oracle, synth_dataset):
-    client = GrapheneClient(pcg_server.url, local_seg.name, token=TOKEN, batch_size=7,
-                            max_workers=3)
+    client = GrapheneClient(pcg_server.url, local_seg.name, token=TOKEN, batch_size=7, max_workers=3)
     t = synth_dataset.edit_timestamps[30]
-    np.testing.assert_array_equal(client.get_roots(oracle.svids, t), oracle.roots_at(
-        oracle.svids, t))
+    np.testing.assert_array_equal(client.get_roots(oracle.svids, t), oracle.roots_at(oracle.svids, t))
     roots = local_seg.roots.index.root_ids
-    np.testing.assert_array_equal(client.is_latest_roots(roots, t),
-                                  local_seg.roots.is_latest_roots(roots, t))
+    np.testing.assert_array_equal(client.is_latest_roots(roots, t), local_seg.roots.is_latest_roots(roots, t))
     client.close()
 
 
-def test_server_delta_roots_is_a_superset_and_client_filters(pcg_server, local_seg,
-                                                             synth_dataset):
+def test_server_delta_roots_is_a_superset_and_client_filters(pcg_server, local_seg, synth_dataset):
     ts = synth_dataset.edit_timestamps
     t0, t1 = ts[5], ts[40]
-    r = httpx.get(f"{pcg_server.url}/segmentation/api/v1/table/{local_seg.name}/delta_roots",
-                  params={"timestamp_past": t0.timestamp(), "timestamp_future": t1.timestamp()})
+    r = httpx.get(
+        f"{pcg_server.url}/segmentation/api/v1/table/{local_seg.name}/delta_roots",
+        params={"timestamp_past": t0.timestamp(), "timestamp_future": t1.timestamp()},
+    )
     raw_old, raw_new = set(r.json()["old_roots"]), set(r.json()["new_roots"])
     expired, new = local_seg.roots.get_delta_roots(t0, t1)
     assert set(expired.tolist()) < raw_old and set(new.tolist()) < raw_new
@@ -65,9 +63,10 @@ def test_unknown_table_and_bad_params(pcg_server):
 
 def test_parse_graphene_url():
     assert parse_graphene_url("graphene://https://h.org/segmentation/table/minnie3_v1") == (
-        "https://h.org", "minnie3_v1")
-    assert parse_graphene_url("graphene://http://h:8/pfx/segmentation/table/t/") == (
-        "http://h:8/pfx", "t")
+        "https://h.org",
+        "minnie3_v1",
+    )
+    assert parse_graphene_url("graphene://http://h:8/pfx/segmentation/table/t/") == ("http://h:8/pfx", "t")
     with pytest.raises(SegmentationSourceError, match="expected graphene://"):
         parse_graphene_url("graphene://gs://bucket/x")
 
@@ -125,8 +124,9 @@ def cave_cg(pcg_server, local_seg):
     from caveclient.auth import AuthClient
     from caveclient.chunkedgraph import ChunkedGraphClient
 
-    return ChunkedGraphClient(server_address=pcg_server.url, table_name=local_seg.name,
-                              auth_client=AuthClient(token=TOKEN))
+    return ChunkedGraphClient(
+        server_address=pcg_server.url, table_name=local_seg.name, auth_client=AuthClient(token=TOKEN)
+    )
 
 
 def test_caveclient_roots_and_root_id(cave_cg, oracle, synth_dataset):
@@ -135,20 +135,17 @@ def test_caveclient_roots_and_root_id(cave_cg, oracle, synth_dataset):
             got = cave_cg.get_roots(oracle.svids, timestamp=tt)
             np.testing.assert_array_equal(got, oracle.roots_at(oracle.svids, tt))
     t = synth_dataset.edit_timestamps[20]
-    assert cave_cg.get_root_id(int(oracle.svids[3]), timestamp=t) == oracle.roots_at(
-        oracle.svids[3:4], t)[0]
+    assert cave_cg.get_root_id(int(oracle.svids[3]), timestamp=t) == oracle.roots_at(oracle.svids[3:4], t)[0]
 
 
 def test_caveclient_delta_latest_timestamps(cave_cg, local_seg, synth_dataset):
     ts = synth_dataset.edit_timestamps
     old, new = cave_cg.get_delta_roots(ts[2], ts[50])
     expired, created = local_seg.roots.get_delta_roots(ts[2], ts[50])
-    assert set(expired.tolist()) <= set(old.tolist()) and set(created.tolist()) <= set(
-        new.tolist())
+    assert set(expired.tolist()) <= set(old.tolist()) and set(created.tolist()) <= set(new.tolist())
     roots = local_seg.roots.index.root_ids
     latest = cave_cg.is_latest_roots(roots, timestamp=synth_dataset.end)
-    np.testing.assert_array_equal(latest, local_seg.roots.is_latest_roots(roots,
-                                                                          synth_dataset.end))
+    np.testing.assert_array_equal(latest, local_seg.roots.is_latest_roots(roots, synth_dataset.end))
     stamps = cave_cg.get_root_timestamps(roots[-5:])
     assert list(stamps) == local_seg.roots.get_root_timestamps(roots[-5:])
 
@@ -157,8 +154,7 @@ def test_caveclient_lineage_past_ids_leaves(cave_cg, local_seg, oracle, synth_da
     g = local_seg.roots
     t_past = synth_dataset.edit_timestamps[10]
     newest = g.index.root_ids[-1]
-    past = cave_cg.get_past_ids([int(newest)], timestamp_past=t_past,
-                                timestamp_future=synth_dataset.end)
+    past = cave_cg.get_past_ids([int(newest)], timestamp_past=t_past, timestamp_future=synth_dataset.end)
     assert past["past_id_map"][int(newest)] == oracle.past_ids(newest, t_past).tolist()
     lineage = cave_cg.get_lineage_graph(int(newest), timestamp_past=t_past, as_nx_graph=True)
     assert int(newest) in lineage.nodes
@@ -166,8 +162,9 @@ def test_caveclient_lineage_past_ids_leaves(cave_cg, local_seg, oracle, synth_da
     first = g.index.root_ids[0]
     latest = cave_cg.get_latest_roots(int(first), timestamp=synth_dataset.end)
     assert sorted(latest.tolist()) == oracle.future_ids(first, synth_dataset.end).tolist()
-    np.testing.assert_array_equal(np.sort(cave_cg.get_leaves(int(newest))).astype(np.uint64),
-                                  oracle.leaves(newest))
+    np.testing.assert_array_equal(
+        np.sort(cave_cg.get_leaves(int(newest))).astype(np.uint64), oracle.leaves(newest)
+    )
 
 
 # ------------------------------------------------------------------ CloudVolume graphene://
@@ -176,7 +173,7 @@ def test_cloudvolume_graphene_reads_supervoxels(graphene_url, oracle, synth_data
 
     cv = CloudVolume(graphene_url, secrets=TOKEN, progress=False, use_https=False)
     off = np.asarray(synth_dataset.voxel_offset)
-    img = np.asarray(cv[off[0]:off[0] + 70, off[1]:off[1] + 50, off[2]:off[2] + 9])[..., 0]
+    img = np.asarray(cv[off[0] : off[0] + 70, off[1] : off[1] + 50, off[2] : off[2] + 9])[..., 0]
     np.testing.assert_array_equal(img, oracle._whole_volume()[:70, :50, :9])
     t = synth_dataset.edit_timestamps[25]
     agg = np.asarray(cv.download(cv.bounds, agglomerate=True, timestamp=t.timestamp()))[..., 0]

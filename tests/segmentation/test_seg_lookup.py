@@ -47,8 +47,10 @@ def test_voxel_formula_multiplies_before_dividing():
 def test_parallel_and_serial_agree(synth_dataset):
     pts = np.load(synth_dataset.tables["synapses"] / "postsyn_coords.npy")
     a = CloudVolumeSupervoxels(synth_dataset.volume_url, parallel=1).lookup(
-        pts, synth_dataset.annotation_resolution)
+        pts, synth_dataset.annotation_resolution
+    )
     b = CloudVolumeSupervoxels(synth_dataset.volume_url, parallel=8).lookup(
-        pts, synth_dataset.annotation_resolution)
+        pts, synth_dataset.annotation_resolution
+    )
     np.testing.assert_array_equal(a.supervoxel_ids, b.supervoxel_ids)
     assert a.chunks_read == b.chunks_read > 1

@@ -35,14 +35,17 @@ def test_precomputed(flat_seg):
     assert isinstance(flat_seg.roots, RootGraph)
 
 
-@pytest.mark.parametrize("url, message", [
-    ("nothing", "expected local://PATH"),
-    ("s3://bucket/x", "unsupported scheme 's3'"),
-    ("local:///definitely/not/here", "does not exist"),
-    ("precomputed://", "empty volume path"),
-    ("precomputed://file:///definitely/not/here", "cannot open volume"),
-    ("graphene://gs://b/x", "expected graphene://http"),
-])
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("nothing", "expected local://PATH"),
+        ("s3://bucket/x", "unsupported scheme 's3'"),
+        ("local:///definitely/not/here", "does not exist"),
+        ("precomputed://", "empty volume path"),
+        ("precomputed://file:///definitely/not/here", "cannot open volume"),
+        ("graphene://gs://b/x", "expected graphene://http"),
+    ],
+)
 def test_errors(url, message):
     with pytest.raises(SegmentationSourceError, match=message):
         open_segmentation(url)

@@ -10,8 +10,7 @@ from matengine.synth.oracle import Oracle
 
 @pytest.fixture(scope="session")
 def small_dataset(tmp_path_factory) -> DatasetInfo:
-    return generate_dataset(tmp_path_factory.mktemp("synth") / "ds", seed=11, synapses=1500,
-                            cells=80)
+    return generate_dataset(tmp_path_factory.mktemp("synth") / "ds", seed=11, synapses=1500, cells=80)
 
 
 @pytest.fixture(scope="session")

@@ -15,16 +15,26 @@ from matengine.cli.synth_cmd import synth
 from matengine.synth import annotations
 from matengine.synth.generate import generate_dataset
 
-SYNAPSE_FILES = {"id", "presyn_coords", "center_coords", "postsyn_coords", "sizes",
-                 "sv_ids_ordered", "root_ids_ordered"}
+SYNAPSE_FILES = {
+    "id",
+    "presyn_coords",
+    "center_coords",
+    "postsyn_coords",
+    "sizes",
+    "sv_ids_ordered",
+    "root_ids_ordered",
+}
 
 
 def test_synapse_table_follows_the_seed_layout(small_dataset):
     folder = small_dataset.tables["synapses"]
     mapping = json.loads((folder / "column_mapping.json").read_text())
     assert mapping == {
-        "id": "id", "presyn_coords": "pre_pt_position", "center_coords": "ctr_pt_position",
-        "postsyn_coords": "post_pt_position", "sizes": "size",
+        "id": "id",
+        "presyn_coords": "pre_pt_position",
+        "center_coords": "ctr_pt_position",
+        "postsyn_coords": "post_pt_position",
+        "sizes": "size",
         "sv_ids_ordered": ["pre_pt_supervoxel_id", "post_pt_supervoxel_id"],
         "root_ids_ordered": ["pre_pt_root_id", "post_pt_root_id"],
     }
@@ -73,7 +83,7 @@ def test_edit_log_timing(small_dataset):
     assert len(ts) == small_dataset.edits == 60
     assert all(a < b for a, b in zip(ts, ts[1:], strict=False))
     assert small_dataset.start < ts[0] and ts[-1] <= small_dataset.end
-    with np.load(small_dataset.graph_url[len("local://"):] + "/edits.npz") as z:
+    with np.load(small_dataset.graph_url[len("local://") :] + "/edits.npz") as z:
         kinds = set(z["kind"].tolist())
     assert kinds == {0, 1}
 
@@ -82,11 +92,11 @@ def test_columns_agree_with_oracle(small_dataset, small_oracle):
     folder = small_dataset.tables["synapses"]
     sv = np.load(folder / "sv_ids_ordered.npy")
     for j, f in enumerate(("presyn_coords", "postsyn_coords")):
-        np.testing.assert_array_equal(sv[:, j], small_oracle.supervoxels_at(
-            np.load(folder / f"{f}.npy")))
+        np.testing.assert_array_equal(sv[:, j], small_oracle.supervoxels_at(np.load(folder / f"{f}.npy")))
     roots = np.load(folder / "root_ids_ordered.npy")
     np.testing.assert_array_equal(
-        roots.ravel(), small_oracle.roots_at(sv.ravel(), small_dataset.initial_timestamp))
+        roots.ravel(), small_oracle.roots_at(sv.ravel(), small_dataset.initial_timestamp)
+    )
     missing = sv[:, 0] == 0
     assert 0 < missing.sum() < len(sv) * 0.2  # some points outside / on label 0, not most
 
@@ -108,14 +118,23 @@ def test_chunked_column_writing(tmp_path, monkeypatch):
     monkeypatch.setattr(annotations, "CHUNK_ROWS", 333)
     from matengine.synth.oracle import Oracle
 
-    info = generate_dataset(tmp_path / "d", size=(80, 64, 16), supervoxels=50, edits=5,
-                            synapses=1000, cells=3, seed=5,
-                            start=datetime(2023, 5, 1, tzinfo=UTC), span=timedelta(hours=1))
+    info = generate_dataset(
+        tmp_path / "d",
+        size=(80, 64, 16),
+        supervoxels=50,
+        edits=5,
+        synapses=1000,
+        cells=3,
+        seed=5,
+        start=datetime(2023, 5, 1, tzinfo=UTC),
+        span=timedelta(hours=1),
+    )
     folder = info.tables["synapses"]
     assert np.load(folder / "id.npy").tolist() == list(range(1, 1001))
     sv = np.load(folder / "sv_ids_ordered.npy")
-    np.testing.assert_array_equal(sv[:, 1], Oracle(info.directory).supervoxels_at(
-        np.load(folder / "postsyn_coords.npy")))
+    np.testing.assert_array_equal(
+        sv[:, 1], Oracle(info.directory).supervoxels_at(np.load(folder / "postsyn_coords.npy"))
+    )
 
 
 def test_cli(tmp_path):
@@ -125,9 +144,24 @@ def test_cli(tmp_path):
     runner = CliRunner()
     helped = runner.invoke(app, ["synth", "--help"])
     assert helped.exit_code == 0 and "--supervoxels" in helped.output
-    out = runner.invoke(app, ["synth", str(tmp_path / "cli"), "--size", "70,60,20",
-                              "--supervoxels", "30", "--edits", "4", "--synapses", "20",
-                              "--seed", "2", "--json"])
+    out = runner.invoke(
+        app,
+        [
+            "synth",
+            str(tmp_path / "cli"),
+            "--size",
+            "70,60,20",
+            "--supervoxels",
+            "30",
+            "--edits",
+            "4",
+            "--synapses",
+            "20",
+            "--seed",
+            "2",
+            "--json",
+        ],
+    )
     assert out.exit_code == 0, out.output
     data = json.loads(out.output)
     assert data["supervoxels"] == 30 and data["edits"] == 4

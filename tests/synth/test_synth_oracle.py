@@ -24,8 +24,9 @@ def test_table_at_rows_and_roots(small_dataset, small_oracle):
     t = small_dataset.end
     tab = small_oracle.table_at("synapses", t)
     assert len(tab["id"]) == 1500 and np.all(np.diff(tab["id"]) > 0)
-    np.testing.assert_array_equal(tab["pre_pt_root_id"],
-                                  small_oracle.roots_at(tab["pre_pt_supervoxel_id"], t))
+    np.testing.assert_array_equal(
+        tab["pre_pt_root_id"], small_oracle.roots_at(tab["pre_pt_supervoxel_id"], t)
+    )
     zero = tab["pre_pt_supervoxel_id"] == 0
     assert np.all(tab["pre_pt_root_id"][zero] == 0)
     initial = small_oracle.table_at("synapses", small_dataset.initial_timestamp)
@@ -39,10 +40,23 @@ def test_table_at_rows_and_roots(small_dataset, small_oracle):
 def test_table_at_extra_and_deleted_rows(small_dataset, small_oracle):
     t1 = small_dataset.edit_timestamps[20]
     pos = np.array([300, 400, 30])
-    extra = [{"id": 10_001, "created": t1, "pt_position": pos, "cell_type": "basket",
-              "classification_system": "morphological"},
-             {"id": 10_002, "created": t1 - US, "deleted": t1, "pt_position": pos,
-              "cell_type": "basket", "classification_system": "morphological"}]
+    extra = [
+        {
+            "id": 10_001,
+            "created": t1,
+            "pt_position": pos,
+            "cell_type": "basket",
+            "classification_system": "morphological",
+        },
+        {
+            "id": 10_002,
+            "created": t1 - US,
+            "deleted": t1,
+            "pt_position": pos,
+            "cell_type": "basket",
+            "classification_system": "morphological",
+        },
+    ]
     deleted = {1: t1, 2: t1 + US}
     at = small_oracle.table_at("cells", t1, extra_rows=extra, deleted=deleted)
     ids = set(at["id"].tolist())

@@ -19,8 +19,9 @@ from matengine.workflows.submit import sync_parameters
 TABLE_SCHEMAS = {"synapses": "synapse", "cells": "cell_type_local"}
 
 
-def run_inline(engine: Engine, kind: str, params: dict, *, datastack: str,
-               table: str | None = None) -> runs.Run:
+def run_inline(
+    engine: Engine, kind: str, params: dict, *, datastack: str, table: str | None = None
+) -> runs.Run:
     import matengine.workflows.registry  # noqa: F401
 
     run_id = runs.create_run(engine, kind, params, datastack=datastack, table_name=table)
@@ -29,15 +30,23 @@ def run_inline(engine: Engine, kind: str, params: dict, *, datastack: str,
     return run
 
 
-def upload_params(datastack: str, directory: Path, table: str, created: str,
-                  roots_timestamp: str | None) -> dict:
+def upload_params(
+    datastack: str, directory: Path, table: str, created: str, roots_timestamp: str | None
+) -> dict:
     folder = directory / table
     mapping = json.loads((folder / "column_mapping.json").read_text())
     if roots_timestamp is None:
         mapping = {k: v for k, v in mapping.items() if "root" not in k}
-    return {"datastack": datastack, "table": table, "schema": TABLE_SCHEMAS[table],
-            "source": f"file://{folder}", "column_mapping": mapping,
-            "roots_timestamp": roots_timestamp, "created": created, "chunk_rows": 700}
+    return {
+        "datastack": datastack,
+        "table": table,
+        "schema": TABLE_SCHEMAS[table],
+        "source": f"file://{folder}",
+        "column_mapping": mapping,
+        "roots_timestamp": roots_timestamp,
+        "created": created,
+        "chunk_rows": 700,
+    }
 
 
 def load_dataset(engine: Engine, datastack: str, info) -> None:
@@ -45,21 +54,34 @@ def load_dataset(engine: Engine, datastack: str, info) -> None:
     start = info.start.isoformat()
     for table in ("synapses", "cells"):
         roots_ts = info.initial_timestamp.isoformat() if table == "synapses" else None
-        run_inline(engine, "bulk_upload",
-                   upload_params(datastack, info.directory, table, start, roots_ts),
-                   datastack=datastack, table=table)
-    run_inline(engine, "ingest", sync_parameters(engine, "ingest", datastack, timestamp=start,
-                                                 chunk_rows=500), datastack=datastack)
+        run_inline(
+            engine,
+            "bulk_upload",
+            upload_params(datastack, info.directory, table, start, roots_ts),
+            datastack=datastack,
+            table=table,
+        )
+    run_inline(
+        engine,
+        "ingest",
+        sync_parameters(engine, "ingest", datastack, timestamp=start, chunk_rows=500),
+        datastack=datastack,
+    )
 
 
-def read_table(engine: Engine, table_q: str, schema_name: str, seg_q: str | None = None,
-               where: str = "true", params: dict | None = None) -> dict[str, np.ndarray]:
+def read_table(
+    engine: Engine,
+    table_q: str,
+    schema_name: str,
+    seg_q: str | None = None,
+    where: str = "true",
+    params: dict | None = None,
+) -> dict[str, np.ndarray]:
     return read_columns(engine, table_q, schema_name, seg_q, where, params)
 
 
 def read_version(engine: Engine, datastack: str, version: int, table: str):
-    return read_table(engine, quote(version_schema(datastack, version), table),
-                      TABLE_SCHEMAS[table])
+    return read_table(engine, quote(version_schema(datastack, version), table), TABLE_SCHEMAS[table])
 
 
 def assert_same_rows(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
@@ -68,5 +90,6 @@ def assert_same_rows(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) ->
 
 
 def make_datastack(engine: Engine, name: str, info) -> None:
-    catalog.add_datastack(engine, name, segmentation_source=info.graph_url,
-                          voxel_resolution=info.annotation_resolution)
+    catalog.add_datastack(
+        engine, name, segmentation_source=info.graph_url, voxel_resolution=info.annotation_resolution
+    )

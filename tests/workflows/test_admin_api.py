@@ -21,8 +21,7 @@ def served(engine, synth):
 
     name = f"adm_{uuid.uuid4().hex[:8]}"
     make_datastack(engine, name, synth)
-    tokens = {p: auth.create_token(engine, name, p, f"admin test {p}")[1]
-              for p in ("view", "edit", "admin")}
+    tokens = {p: auth.create_token(engine, name, p, f"admin test {p}")[1] for p in ("view", "edit", "admin")}
     with ThreadedServer(create_app(get_settings(), engine=engine)) as srv:
         yield srv.url, name, tokens
     catalog.drop_datastack(engine, name)
@@ -39,8 +38,7 @@ def _wait(client: httpx.Client, url: str) -> dict:
 
 def test_workflows_start_over_rest_and_finish(served, engine, synth, oracle):
     url, name, tokens = served
-    admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {tokens['admin']}"},
-                         timeout=30)
+    admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {tokens['admin']}"}, timeout=30)
     for table in TABLE_SCHEMAS:
         roots = synth.initial_timestamp.isoformat() if table == "synapses" else None
         body = upload_params(name, synth.directory, table, synth.start.isoformat(), roots)
@@ -48,8 +46,7 @@ def test_workflows_start_over_rest_and_finish(served, engine, synth, oracle):
         r = admin.post(f"/admin/api/v1/datastack/{name}/bulk_upload", json=body)
         assert r.status_code == 202, r.text
         assert _wait(admin, r.headers["Location"])["state"] == "SUCCESS"
-    r = admin.post(f"/admin/api/v1/datastack/{name}/ingest",
-                   json={"timestamp": synth.start.isoformat()})
+    r = admin.post(f"/admin/api/v1/datastack/{name}/ingest", json={"timestamp": synth.start.isoformat()})
     assert _wait(admin, r.headers["Location"])["state"] == "SUCCESS"
     when = synth.edit_timestamps[20]
     r = admin.post(f"/admin/api/v1/datastack/{name}/complete", json={"timestamp": when.isoformat()})
@@ -64,10 +61,16 @@ def test_workflows_start_over_rest_and_finish(served, engine, synth, oracle):
 
 def test_bad_upload_is_refused_at_once_with_the_file_named(served):
     url, name, tokens = served
-    r = httpx.post(f"{url}/admin/api/v1/datastack/{name}/bulk_upload",
-                   headers={"Authorization": f"Bearer {tokens['admin']}"},
-                   json={"table": "t", "schema": "synapse", "source": "file:///nonexistent",
-                         "column_mapping": {"id": "id"}})
+    r = httpx.post(
+        f"{url}/admin/api/v1/datastack/{name}/bulk_upload",
+        headers={"Authorization": f"Bearer {tokens['admin']}"},
+        json={
+            "table": "t",
+            "schema": "synapse",
+            "source": "file:///nonexistent",
+            "column_mapping": {"id": "id"},
+        },
+    )
     assert r.status_code == 400
     assert "id.npy" in r.text
 

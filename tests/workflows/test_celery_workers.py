@@ -33,16 +33,16 @@ def test_upload_and_complete_run_on_broker(engine, database_url, synth, oracle, 
         try:
             for table in TABLE_SCHEMAS:
                 roots = synth.initial_timestamp.isoformat() if table == "synapses" else None
-                params = upload_params(name, synth.directory, table, synth.start.isoformat(),
-                                       roots)
+                params = upload_params(name, synth.directory, table, synth.start.isoformat(), roots)
                 run_id = submit(engine, "bulk_upload", params, datastack=name, table=table)
                 assert wait_for(engine, run_id, timeout=60).state == "SUCCESS"
             when = synth.edit_timestamps[30]
             ingest = sync_parameters(engine, "ingest", name, timestamp=synth.start.isoformat())
-            assert wait_for(engine, submit(engine, "ingest", ingest, datastack=name),
-                            timeout=60).state == "SUCCESS"
-            params = sync_parameters(engine, "complete", name, timestamp=when.isoformat(),
-                                     chunk_rows=500)
+            assert (
+                wait_for(engine, submit(engine, "ingest", ingest, datastack=name), timeout=60).state
+                == "SUCCESS"
+            )
+            params = sync_parameters(engine, "complete", name, timestamp=when.isoformat(), chunk_rows=500)
             run = wait_for(engine, submit(engine, "complete", params, datastack=name), timeout=90)
             assert run.state == "SUCCESS", run.errors
             assert run.chunks_done == run.chunks_total > 5
@@ -55,8 +55,7 @@ def test_upload_and_complete_run_on_broker(engine, database_url, synth, oracle, 
 
 @pytest.fixture(scope="module")
 def big_synth(tmp_path_factory):
-    return generate_dataset(tmp_path_factory.mktemp("big"), synapses=200_000, cells=10,
-                            edits=20, seed=7)
+    return generate_dataset(tmp_path_factory.mktemp("big"), synapses=200_000, cells=10, edits=20, seed=7)
 
 
 def test_worker_killed_mid_upload_run_completes_exactly(engine, database_url, big_synth):
@@ -64,8 +63,13 @@ def test_worker_killed_mid_upload_run_completes_exactly(engine, database_url, bi
 
     name = f"kill_{uuid.uuid4().hex[:8]}"
     make_datastack(engine, name, big_synth)
-    params = upload_params(name, big_synth.directory, "synapses", big_synth.start.isoformat(),
-                           big_synth.initial_timestamp.isoformat())
+    params = upload_params(
+        name,
+        big_synth.directory,
+        "synapses",
+        big_synth.start.isoformat(),
+        big_synth.initial_timestamp.isoformat(),
+    )
     params["chunk_rows"] = 2_000  # 100 chunks
     with broker_settings(database_url, BROKERS["rabbitmq"]) as env:
         first = Worker(env, concurrency=1)
@@ -92,11 +96,9 @@ def test_worker_killed_mid_upload_run_completes_exactly(engine, database_url, bi
 
 def test_second_run_on_same_table_is_refused(engine, datastack):
     catalog.create_table(engine, datastack, "syn", schema="synapse")
-    first = runs.create_run(engine, "ingest", {"tables": ["syn"]}, datastack=datastack,
-                            table_name="syn")
+    first = runs.create_run(engine, "ingest", {"tables": ["syn"]}, datastack=datastack, table_name="syn")
     with pytest.raises(Conflict, match=f"run {first} is still active"):
-        runs.create_run(engine, "ingest", {"tables": ["syn"]}, datastack=datastack,
-                        table_name="syn")
+        runs.create_run(engine, "ingest", {"tables": ["syn"]}, datastack=datastack, table_name="syn")
     with pytest.raises(Conflict):  # a datastack-wide run needs every table free
         runs.create_run(engine, "complete", {"tables": ["syn"]}, datastack=datastack)
     runs.finish_run(engine, first, "CANCELLED")

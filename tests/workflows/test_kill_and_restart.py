@@ -22,23 +22,31 @@ from .workers import BROKERS, Worker, broker_settings, wait_until
 @pytest.fixture(scope="module")
 def edit_heavy(tmp_path_factory):
     now = utcnow().replace(microsecond=0)
-    return generate_dataset(tmp_path_factory.mktemp("kill"), synapses=40_000, cells=10,
-                            supervoxels=4000, edits=600, seed=9,
-                            start=now - timedelta(days=2), span=timedelta(days=1))
+    return generate_dataset(
+        tmp_path_factory.mktemp("kill"),
+        synapses=40_000,
+        cells=10,
+        supervoxels=4000,
+        edits=600,
+        seed=9,
+        start=now - timedelta(days=2),
+        span=timedelta(days=1),
+    )
 
 
 def _kill_when(engine, run_id, step_prefix: str, min_chunks: int):
     def reached():
         run = runs.get_run(engine, run_id)
-        return any(s["chunks_done"] >= min_chunks for s in run.steps
-                   if s["key"].startswith(step_prefix))
+        return any(s["chunks_done"] >= min_chunks for s in run.steps if s["key"].startswith(step_prefix))
+
     try:
         wait_until(reached, timeout=60, poll=0.01)
     except TimeoutError:
         run = runs.get_run(engine, run_id)
-        raise AssertionError(f"never reached {step_prefix}: {run.state} {run.errors} "
-                             f"{[(s['key'], s['chunks_done'], s['chunks_total']) for s in run.steps]}"
-                             ) from None
+        raise AssertionError(
+            f"never reached {step_prefix}: {run.state} {run.errors} "
+            f"{[(s['key'], s['chunks_done'], s['chunks_total']) for s in run.steps]}"
+        ) from None
 
 
 @pytest.mark.parametrize("step", ["update_roots", "merge"])
@@ -47,8 +55,7 @@ def test_worker_killed_mid_step_run_completes_exactly(engine, database_url, edit
     make_datastack(engine, name, edit_heavy)
     load_dataset(engine, name, edit_heavy)
     when = edit_heavy.end
-    params = sync_parameters(engine, "complete", name, timestamp=when.isoformat(),
-                             chunk_rows=500)
+    params = sync_parameters(engine, "complete", name, timestamp=when.isoformat(), chunk_rows=500)
     params["roots_per_chunk"] = 10
     with broker_settings(database_url, BROKERS["rabbitmq"]) as env:
         first = Worker(env, concurrency=1)
@@ -87,8 +94,7 @@ def test_postgres_restart_mid_run_the_run_retries_and_completes(tmp_path, edit_h
         make_datastack(eng, name, edit_heavy)
         load_dataset(eng, name, edit_heavy)
         when = edit_heavy.end
-        params = sync_parameters(eng, "complete", name, timestamp=when.isoformat(),
-                                 chunk_rows=500)
+        params = sync_parameters(eng, "complete", name, timestamp=when.isoformat(), chunk_rows=500)
         with broker_settings(url, BROKERS["redis"]) as env:
             worker = Worker(env, concurrency=2)
             try:

@@ -90,6 +90,7 @@ def upload_and_compare(engine, datastack: str, synth, oracle, source_of) -> None
 
 # ------------------------------------------------------------------ file:// through the CLI
 
+
 def test_upload_from_file_url_through_the_cli(engine, datastack, synth, oracle, tree):
     from matengine.cli import app
 
@@ -98,9 +99,22 @@ def test_upload_from_file_url_through_the_cli(engine, datastack, synth, oracle, 
     runner = CliRunner()
     for table, schema in TABLE_SCHEMAS.items():
         folder = synth.directory / table
-        args = ["upload", datastack, table, "--schema", schema, "--source", f"file://{folder}",
-                "--column-mapping", str(folder / "column_mapping.json"),
-                "--chunk-rows", str(CHUNK_ROWS), "--created", synth.start.isoformat(), "--json"]
+        args = [
+            "upload",
+            datastack,
+            table,
+            "--schema",
+            schema,
+            "--source",
+            f"file://{folder}",
+            "--column-mapping",
+            str(folder / "column_mapping.json"),
+            "--chunk-rows",
+            str(CHUNK_ROWS),
+            "--created",
+            synth.start.isoformat(),
+            "--json",
+        ]
         if table == "synapses":
             args += ["--roots-timestamp", synth.initial_timestamp.isoformat()]
         result = runner.invoke(app, args)
@@ -121,6 +135,7 @@ def test_upload_from_file_url_through_the_cli(engine, datastack, synth, oracle, 
 
 # ------------------------------------------------------------------ gs:// on a GCS emulator
 
+
 @pytest.fixture(scope="module")
 def gcs_bucket(tree):
     from gcp_storage_emulator.server import create_server
@@ -132,8 +147,9 @@ def gcs_bucket(tree):
     server = create_server("127.0.0.1", port, in_memory=True, default_bucket=bucket)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
-    client = storage.Client(project="test", credentials=AnonymousCredentials(),
-                            client_options={"api_endpoint": endpoint})
+    client = storage.Client(
+        project="test", credentials=AnonymousCredentials(), client_options={"api_endpoint": endpoint}
+    )
     for key, path in _npy_files(tree).items():
         client.bucket(bucket).blob(f"synth/{key}").upload_from_filename(str(path))
     yield endpoint, bucket
@@ -153,6 +169,7 @@ def test_upload_from_gs(engine, datastack, synth, oracle, gcs_bucket, monkeypatc
 
 # ------------------------------------------------------------------ s3:// on a moto server
 
+
 @pytest.fixture(scope="module")
 def s3_bucket(tree):
     import boto3
@@ -163,8 +180,13 @@ def s3_bucket(tree):
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     bucket = f"matengine-{uuid.uuid4().hex[:8]}"
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                      aws_access_key_id="test", aws_secret_access_key="test")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
     s3.create_bucket(Bucket=bucket)
     for key, path in _npy_files(tree).items():
         s3.upload_file(str(path), bucket, f"synth/{key}")
@@ -190,6 +212,7 @@ def test_upload_from_s3(engine, datastack, synth, oracle, s3_bucket, monkeypatch
 
 # ------------------------------------------------------------------ http:// with byte ranges
 
+
 @dataclass(frozen=True)
 class Served:
     method: str
@@ -206,8 +229,7 @@ class RangeHandler(SimpleHTTPRequestHandler):
         pass
 
     def _record(self, status: int, nbytes: int) -> None:
-        self.server.served.append(Served(self.command, self.path, self.headers.get("Range"),
-                                         status, nbytes))
+        self.server.served.append(Served(self.command, self.path, self.headers.get("Range"), status, nbytes))
 
     def do_HEAD(self):
         path = self.translate_path(self.path)
@@ -261,8 +283,7 @@ class RangeHandler(SimpleHTTPRequestHandler):
 
 @pytest.fixture
 def http_root(tree):
-    server = ThreadingHTTPServer(("127.0.0.1", 0),
-                                 functools.partial(RangeHandler, directory=str(tree)))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(RangeHandler, directory=str(tree)))
     server.served = []
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
@@ -295,8 +316,9 @@ def test_upload_from_http_reads_byte_ranges(engine, datastack, synth, oracle, ht
     upload_and_compare(engine, datastack, synth, oracle, lambda table: f"{url}/{table}")
 
     gets = [s for s in served if s.method == "GET"]
-    assert gets and all(s.status == 206 and s.range for s in gets), \
-        [s for s in gets if s.status != 206 or not s.range]
+    assert gets and all(s.status == 206 and s.range for s in gets), [
+        s for s in gets if s.status != 206 or not s.range
+    ]
     mapping = json.loads((synth.directory / "synapses" / "column_mapping.json").read_text())
     scanned = {f for f, col in mapping.items() if col == "id" or str(col).endswith("_position")}
     for name in mapping:
@@ -311,8 +333,7 @@ def test_upload_from_http_reads_byte_ranges(engine, datastack, synth, oracle, ht
         ranges = {s.range for s in mine}
         for a in range(0, len(arr), CHUNK_ROWS):
             b = min(len(arr), a + CHUNK_ROWS)
-            assert f"bytes={offset + a * row_bytes}-{offset + b * row_bytes - 1}" in ranges, \
-                (name, a, b)
+            assert f"bytes={offset + a * row_bytes}-{offset + b * row_bytes - 1}" in ranges, (name, a, b)
         # beyond the header probe and chunk reads, only the plan's validation pass over ids and
         # coordinates reads more than a chunk (in slices of SCAN_ROWS rows)
         bound = max(_HEADER_PROBE, CHUNK_ROWS * row_bytes)

@@ -27,20 +27,17 @@ def test_complete_at_several_times_equals_oracle(engine, loaded, synth, oracle):
     one_us = timedelta(microseconds=1)
     times = [edits[10] - one_us, edits[10], edits[40], edits[-1] + timedelta(days=1)]
     for number, when in enumerate(times, start=1):
-        params = sync_parameters(engine, "complete", loaded, timestamp=when.isoformat(),
-                                 chunk_rows=900)
+        params = sync_parameters(engine, "complete", loaded, timestamp=when.isoformat(), chunk_rows=900)
         # small root slices, run two at a time: one row's two root columns often expire in
         # different slices that are written concurrently
         params["roots_per_chunk"] = 7
         run = run_inline(engine, "complete", params, datastack=loaded)
         assert run.result["version"] == number
         for table in TABLE_SCHEMAS:
-            assert_same_rows(read_version(engine, loaded, number, table),
-                             oracle.table_at(table, when))
+            assert_same_rows(read_version(engine, loaded, number, table), oracle.table_at(table, when))
 
 
-def test_update_roots_that_died_half_way_is_repaired_by_the_next_run(engine, loaded, synth,
-                                                                     oracle):
+def test_update_roots_that_died_half_way_is_repaired_by_the_next_run(engine, loaded, synth, oracle):
     """Rows left at the dead run's target T1 and rows still at L are both brought to T2."""
     import matengine.workflows.registry  # noqa: F401
     from matengine.workflows import engine as wf
@@ -48,8 +45,7 @@ def test_update_roots_that_died_half_way_is_repaired_by_the_next_run(engine, loa
 
     edits = sorted(synth.edit_timestamps)
     t1, t2 = edits[50], edits[30]  # the next run even goes to an earlier time than the dead one
-    params = sync_parameters(engine, "update_roots", loaded, table="synapses",
-                             timestamp=t1.isoformat())
+    params = sync_parameters(engine, "update_roots", loaded, table="synapses", timestamp=t1.isoformat())
     params["roots_per_chunk"] = 3
     dead = runs.create_run(engine, "update_roots", params, datastack=loaded, table_name="synapses")
     pending = wf.plan_step(engine, dead, 0)
@@ -76,34 +72,68 @@ def test_annotation_writes_between_runs_land_in_the_right_versions(engine, tmp_p
     from .helpers import load_dataset, make_datastack
 
     now = utcnow().replace(microsecond=0)
-    info = generate_dataset(tmp_path / "d", synapses=1500, cells=20, edits=40, seed=4,
-                            start=now - timedelta(days=2), span=timedelta(days=1))
+    info = generate_dataset(
+        tmp_path / "d",
+        synapses=1500,
+        cells=20,
+        edits=40,
+        seed=4,
+        start=now - timedelta(days=2),
+        span=timedelta(days=1),
+    )
     oracle = Oracle(info.directory)
     name = f"w_{uuid.uuid4().hex[:8]}"
     make_datastack(engine, name, info)
     load_dataset(engine, name, info)
     t1 = info.end
-    run_inline(engine, "complete", sync_parameters(engine, "complete", name,
-                                                   timestamp=t1.isoformat()), datastack=name)
+    run_inline(
+        engine,
+        "complete",
+        sync_parameters(engine, "complete", name, timestamp=t1.isoformat()),
+        datastack=name,
+    )
     base = oracle.base_rows("synapses")
-    row = {"pre_pt": {"position": base["pre_pt_position"][0].tolist()},
-           "ctr_pt": {"position": base["ctr_pt_position"][0].tolist()},
-           "post_pt": {"position": base["post_pt_position"][1].tolist()}, "size": 1.5}
+    row = {
+        "pre_pt": {"position": base["pre_pt_position"][0].tolist()},
+        "ctr_pt": {"position": base["ctr_pt_position"][0].tolist()},
+        "post_pt": {"position": base["post_pt_position"][1].tolist()},
+        "size": 1.5,
+    }
     new_ids = ann.insert_annotations(engine, name, "synapses", [row, dict(row, size=2.5)])
     old = [int(i) for i in base["id"][:3]]
     mapping = ann.update_annotations(engine, name, "synapses", [dict(row, id=old[0], size=9.0)])
     ann.delete_annotations(engine, name, "synapses", old[1:])
     t2 = utcnow()
-    run_inline(engine, "complete", sync_parameters(engine, "complete", name,
-                                                   timestamp=t2.isoformat()), datastack=name)
+    run_inline(
+        engine,
+        "complete",
+        sync_parameters(engine, "complete", name, timestamp=t2.isoformat()),
+        datastack=name,
+    )
     written = ann.get_annotations(engine, name, "synapses", new_ids + list(mapping.values()) + old)
-    extra = [{k: r[k] for k in ("id", "created", "deleted", "pre_pt_position", "ctr_pt_position",
-                                "post_pt_position", "size")} for r in written if r["id"] not in old]
+    extra = [
+        {
+            k: r[k]
+            for k in (
+                "id",
+                "created",
+                "deleted",
+                "pre_pt_position",
+                "ctr_pt_position",
+                "post_pt_position",
+                "size",
+            )
+        }
+        for r in written
+        if r["id"] not in old
+    ]
     deleted = {r["id"]: r["deleted"] for r in written if r["id"] in old}
     assert all(deleted.values()) and mapping[old[0]] not in old
     for version, when in ((1, t1), (2, t2)):
-        assert_same_rows(read_version(engine, name, version, "synapses"),
-                         oracle.table_at("synapses", when, extra_rows=extra, deleted=deleted))
+        assert_same_rows(
+            read_version(engine, name, version, "synapses"),
+            oracle.table_at("synapses", when, extra_rows=extra, deleted=deleted),
+        )
     v2 = read_version(engine, name, 2, "synapses")
     assert set(new_ids) <= set(v2["id"].tolist()) and not set(old) & set(v2["id"].tolist())
     catalog.drop_datastack(engine, name)
@@ -121,11 +151,11 @@ def test_ingest_by_boxes_finds_every_row_once(engine, synth, oracle):
     name = f"box_{uuid.uuid4().hex[:8]}"
     make_datastack(engine, name, synth)
     params = upload_params(name, synth.directory, "synapses", synth.start.isoformat(), None)
-    params["column_mapping"] = {k: v for k, v in params["column_mapping"].items()
-                                if not k.startswith(("sv_", "root_"))}
+    params["column_mapping"] = {
+        k: v for k, v in params["column_mapping"].items() if not k.startswith(("sv_", "root_"))
+    }
     run_inline(engine, "bulk_upload", params, datastack=name, table="synapses")
-    ingest = sync_parameters(engine, "ingest", name, timestamp=synth.start.isoformat(),
-                             chunk_rows=300)
+    ingest = sync_parameters(engine, "ingest", name, timestamp=synth.start.isoformat(), chunk_rows=300)
     run = run_inline(engine, "ingest", ingest, datastack=name)
     assert run.chunks_total >= 4 and run.rows_done == 3000  # 3 x 2 volume chunks in x, y
     t = catalog.get_table(engine, name, "synapses")

@@ -18,17 +18,32 @@ BROKERS = {
 
 def worker_env(database_url: str, broker: str, queue: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MATENGINE_")}
-    env.update(MATENGINE_DATABASE_URL=database_url, MATENGINE_BROKER_URL=broker,
-               MATENGINE_QUEUE=queue, MATENGINE_VISIBILITY_TIMEOUT="5")
+    env.update(
+        MATENGINE_DATABASE_URL=database_url,
+        MATENGINE_BROKER_URL=broker,
+        MATENGINE_QUEUE=queue,
+        MATENGINE_VISIBILITY_TIMEOUT="5",
+    )
     return env
 
 
 class Worker:
     def __init__(self, env: dict[str, str], concurrency: int = 2):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "matengine", "worker", "--concurrency", str(concurrency),
-             "--loglevel", "WARNING"],
-            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                sys.executable,
+                "-m",
+                "matengine",
+                "worker",
+                "--concurrency",
+                str(concurrency),
+                "--loglevel",
+                "WARNING",
+            ],
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
 
     def kill(self) -> None:
@@ -54,8 +69,7 @@ def broker_settings(database_url: str, broker: str):
 
     queue = f"matengine_test_{uuid.uuid4().hex[:8]}"
     saved = dict(_overrides)
-    configure(broker_url=broker, queue=queue, database_url=database_url,
-              visibility_timeout=5)
+    configure(broker_url=broker, queue=queue, database_url=database_url, visibility_timeout=5)
     try:
         yield worker_env(database_url, broker, queue)
     finally:
