@@ -19,13 +19,14 @@ import re
 import urllib.parse
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from matengine.api.deps import engine_of, settings_of
 from matengine.auth import require_permission
 from matengine.db.identifiers import validate_name
+from matengine.errors import NotFound
 from matengine.export.neuroglancer import cached_annotations
 
 router = APIRouter(tags=["neuroglancer"])
@@ -48,13 +49,13 @@ def _cache_root(request: Request) -> Path:
 async def annotation_file(datastack: str, version: int, table: str, path: str, request: Request) -> Response:
     validate_name(table, "table name")
     if not _FILE.match(path):
-        raise HTTPException(404, "not found")
+        raise NotFound("not found")
     folder = await run_in_threadpool(
         cached_annotations, engine_of(request), _cache_root(request), datastack, version, table
     )
     target = folder / path
     if not target.is_file():  # a segment or id without annotations
-        raise HTTPException(404, "not found")
+        raise NotFound("not found")
     return FileResponse(target, media_type="application/octet-stream")
 
 
@@ -72,7 +73,7 @@ def client_file(path: str) -> Response:
     folder = _client_dir()
     name = path or "index.html"
     if folder is None or not _CLIENT_FILE.match(name) or not (folder / name).is_file():
-        raise HTTPException(404, "not found")
+        raise NotFound("not found")
     from neuroglancer.static import guess_mime_type_from_path  # .wasm must be application/wasm
 
     return FileResponse(folder / name, media_type=guess_mime_type_from_path(name))
