@@ -12,7 +12,7 @@ Mounted:
                                     graphene sources proxied)
 ``/admin/...``                      :mod:`matengine.api.admin` (if importable)
 ``/neuroglancer/...``               :mod:`matengine.api.neuroglancer` (annotation
-                                    sources of version tables, the client)
+                                    sources of version tables)
 ``/`` and ``/dashboard/...``        :mod:`matengine.api.dashboard`
 ``/metrics``                        :mod:`matengine.api.metrics`
 ``/docs``, ``/openapi.json``        FastAPI
@@ -91,4 +91,5 @@ def create_app(
     app.include_router(dashboard.router)
     app.include_router(metrics.make_router(app))
     app.add_middleware(chunkedgraph.GrapheneProxy)
+    app.add_middleware(neuroglancer.NeuroglancerCors)
     return app
