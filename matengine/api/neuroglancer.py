@@ -139,3 +139,27 @@ def client_url() -> str:
 def state_url(state: dict[str, Any], client: str | None = None) -> str:
     body = urllib.parse.quote(json.dumps(state, separators=(",", ":")))
     return (client or client_url()).rstrip("#!") + "#!" + body
+
+
+def version_links(engine: Any, base: str, datastack: str, version: int) -> dict[str, str]:
+    """For the dashboard: each table of a version → a Neuroglancer state showing it."""
+    from matengine import catalog
+    from matengine.export.source import layout_of
+    from matengine.query import meta
+    from matengine.schemas import get_schema
+
+    stack = catalog.get_datastack(engine, datastack)
+    out = {}
+    for vt in meta.version_tables(engine, datastack, version):
+        layout = layout_of(get_schema(vt.schema_type))
+        state = neuroglancer_state(
+            base,
+            datastack,
+            version,
+            vt.table_name,
+            segmentation=segmentation_source(base, stack.pcg_table_name),
+            voxel_resolution=vt.voxel_resolution,
+            relationships=layout.root_columns,
+        )
+        out[vt.table_name] = state_url(state)
+    return out

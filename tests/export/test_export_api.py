@@ -152,3 +152,19 @@ def test_annotations_are_served_per_version_table_with_auth(served, oracle):
     assert viewer.get(f"{base}/by_id/{one}").status_code == 200
     assert viewer.get(f"{base}/..%2F..%2Finfo").status_code == 404
     assert viewer.get(f"/neuroglancer/annotations/{ds}/1/nope/info").status_code == 404
+
+
+def test_the_dashboard_links_each_version_table_to_a_neuroglancer_state(served, engine):
+    import urllib.parse
+
+    url, ds, _, tokens = served
+    state = _client(url, tokens["view"]).get("/dashboard/api/state").json()
+    (version,) = [v for v in state["versions"] if v["datastack"] == ds]
+    links = version["neuroglancer"]
+    assert sorted(links) == ["cells", "synapses"]
+    client, _, fragment = links["synapses"].partition("#!")
+    ng = json.loads(urllib.parse.unquote(fragment))
+    seg, ann = ng["layers"]
+    assert ann["source"] == f"precomputed://{url}/neuroglancer/annotations/{ds}/1/synapses"
+    assert ann["filterBySegmentation"] == ["pre_pt_root_id", "post_pt_root_id"]
+    assert seg["source"].startswith(f"precomputed://{url}/segmentation/table/")
