@@ -59,7 +59,9 @@ def child(mode: str, url: str, version: int, to: str) -> dict[str, Any]:
         from matengine.workflows.export import export_lock, export_parameters
 
         params = export_parameters(engine, DATASTACK, version, to=f"file://{to}")
-        run_id = runs.create_run(engine, "export", params, datastack=DATASTACK, table_name=export_lock(version))
+        run_id = runs.create_run(
+            engine, "export", params, datastack=DATASTACK, table_name=export_lock(version)
+        )
         run = execute_inline(engine, run_id)
         assert run.state == "SUCCESS", run.errors
         rows = run.result["export"]["rows"][TABLE]
@@ -113,7 +115,9 @@ def _count_times(folder: Path, server: Server, token: str, roots: list[int]) -> 
     con = duckdb.connect()
     glob = str(folder / "part-*.parquet")
     duck, api = [], []
-    with httpx.Client(headers={"Authorization": f"Bearer {token}", "Accept-Encoding": "zstd"}, timeout=60) as h:
+    with httpx.Client(
+        headers={"Authorization": f"Bearer {token}", "Accept-Encoding": "zstd"}, timeout=60
+    ) as h:
         for root in roots:
             t = time.perf_counter()
             (n_duck,) = con.execute(
@@ -160,10 +164,12 @@ def run(rows: int, workdir: str | None = None, info: Any = None) -> dict[str, An
         # bench positions are pseudo-random in [0, 100000): a box 1% of that side in x and y
         box_share = row_groups_touched(
             folder,
-            lambda s: s["pre_pt_position_x"].min <= 51000
-            and s["pre_pt_position_x"].max >= 50000
-            and s["pre_pt_position_y"].min <= 51000
-            and s["pre_pt_position_y"].max >= 50000,
+            lambda s: (
+                s["pre_pt_position_x"].min <= 51000
+                and s["pre_pt_position_x"].max >= 50000
+                and s["pre_pt_position_y"].min <= 51000
+                and s["pre_pt_position_y"].max >= 50000
+            ),
         )
         _, token = auth.create_token(engine, DATASTACK, "view", "bench")
         server = Server(url).wait()

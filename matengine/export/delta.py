@@ -25,12 +25,6 @@ from matengine.export.destination import Destination
 LOG = "_delta_log"
 
 
-def _stat_value(value: Any, arrow_type: pa.DataType) -> Any:
-    if pa.types.is_timestamp(arrow_type):
-        return value.astimezone().isoformat().replace("+00:00", "Z")
-    return value
-
-
 def _file_stats(meta: pq.FileMetaData, schema: pa.Schema) -> dict[str, Any]:
     """Delta's per-file statistics from the Parquet footer (numbers and times only: those
     are what a reader prunes on)."""

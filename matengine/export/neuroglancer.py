@@ -34,7 +34,7 @@ from matengine.export.destination import Destination
 from matengine.export.source import ExportLayout, chunk_batches, layout_of, version_relation
 from matengine.query import meta
 from matengine.query.columns import ColKind
-from matengine.schemas import AnnotationSchema, Kind, get_schema
+from matengine.schemas import AnnotationSchema, get_schema
 
 MAX_ROWS = 2_000_000
 _INT32 = np.iinfo(np.int32)
@@ -65,10 +65,10 @@ def _properties(schema: AnnotationSchema, layout: ExportLayout, data: dict[str, 
     """(spec, values) per scalar column; columns that cannot be shown exactly are left out."""
     from neuroglancer.viewer_state import AnnotationPropertySpec
 
-    out = []
+    out: list[tuple[Any, np.ndarray]] = []
     by_name = {c.name: c for c in layout.columns}
     for f in schema.fields:
-        if f.is_point or f.kind is Kind.REFERENCE and f.name not in by_name:
+        if f.is_point:
             continue
         col = by_name.get(f.name)
         if col is None:

@@ -94,6 +94,7 @@ def chunk_batches(
     tail = f"FROM {relation} WHERE {key} BETWEEN %(lo)s AND %(hi)s ORDER BY {key}, id"
     schema = layout.schema
     driver = conn.connection.driver_connection
+    assert driver is not None  # a live SQLAlchemy connection always has its psycopg one
     for batch in read_batches(driver, tail, {"lo": lo, "hi": hi}, fetches, ROW_GROUP_ROWS):
         arrays = [
             pa.array(batch.values[c.name], type=c.arrow_type, mask=batch.nulls.get(c.name))

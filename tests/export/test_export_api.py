@@ -79,7 +79,8 @@ def test_a_view_token_cannot_export(served, tmp_path):
 def test_bad_destinations_are_refused_before_a_run(served, engine, to, message):
     url, ds, _, tokens = served
     before = len(runs.list_runs(engine, ds))
-    r = _client(url, tokens["admin"]).post(f"/admin/api/v1/datastack/{ds}/export", json={"version": 1, "to": to})
+    route = f"/admin/api/v1/datastack/{ds}/export"
+    r = _client(url, tokens["admin"]).post(route, json={"version": 1, "to": to})
     assert r.status_code == 400 and r.json()["message"] == f"field 'to': {message}"
     assert to not in r.text  # the caller's URL is not echoed
     assert len(runs.list_runs(engine, ds)) == before
@@ -88,12 +89,14 @@ def test_bad_destinations_are_refused_before_a_run(served, engine, to, message):
 def test_unknown_table_and_version_are_refused(served):
     url, ds, _, tokens = served
     admin = _client(url, tokens["admin"])
-    r = admin.post(f"/admin/api/v1/datastack/{ds}/export", json={"version": 1, "to": "file:///x", "tables": ["nope"]})
+    route = f"/admin/api/v1/datastack/{ds}/export"
+    r = admin.post(route, json={"version": 1, "to": "file:///x", "tables": ["nope"]})
     assert r.status_code == 404 and "has no table 'nope'" in r.json()["message"]
-    r = admin.post(f"/admin/api/v1/datastack/{ds}/export", json={"version": 9, "to": "file:///x"})
+    r = admin.post(route, json={"version": 9, "to": "file:///x"})
     assert r.status_code == 404 and "has no version 9" in r.json()["message"]
-    r = admin.post(f"/admin/api/v1/datastack/{ds}/export", json={"version": 1, "to": "file:///x", "format": "csv"})
-    assert r.status_code == 400 and r.json()["message"] == "field 'format': format must be one of parquet, delta"
+    r = admin.post(route, json={"version": 1, "to": "file:///x", "format": "csv"})
+    assert r.status_code == 400
+    assert r.json()["message"] == "field 'format': format must be one of parquet, delta"
 
 
 def test_a_folder_that_is_not_an_export_is_left_alone(engine, versioned, tmp_path):

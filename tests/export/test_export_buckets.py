@@ -69,8 +69,9 @@ def _read_back(fs, root: str, oracle, when) -> None:
     con = duckdb.connect()
     con.register_filesystem(fs)
     for table in TABLE_SCHEMAS:
-        url = f"{fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol}://{root}/{table}/*.parquet"
-        assert_equals_oracle(con.sql(f"SELECT * FROM read_parquet('{url}')").to_arrow_table(), table, oracle, when)
+        scheme = fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol
+        got = con.sql(f"SELECT * FROM read_parquet('{scheme}://{root}/{table}/*.parquet')").to_arrow_table()
+        assert_equals_oracle(got, table, oracle, when)
         dataset = pads.dataset(f"{root}/{table}", filesystem=fs, format="parquet")
         assert_equals_oracle(pl.scan_pyarrow_dataset(dataset).collect().to_arrow(), table, oracle, when)
 

@@ -1,9 +1,9 @@
 """A version's synapses in a real Neuroglancer: Debian's headless Chromium (playwright with
 ``executable_path``) loads the Neuroglancer client that the ``neuroglancer`` package serves on
 loopback, with the synthetic segmentation (precomputed, served by ``matengine serve``) and the
-synapse table's annotation layer; one root is selected, and Neuroglancer must load exactly that root's synapses
-(pre or post) through the relationship indexes, and nothing of any other segment. The
-screenshot goes to docs/neuroglancer-synapses.png.
+synapse table's annotation layer; one root is selected, and Neuroglancer must load exactly that
+root's synapses (pre or post) through the relationship indexes, and nothing of any other
+segment. The screenshot goes to docs/neuroglancer-synapses.png.
 
 Neuroglancer's side panel lists the annotations of local layers only (its precomputed sources
 have an empty iterator), so "listed" is what the client fetched and drew for the selection:
