@@ -95,7 +95,7 @@ def _parse_rows(raw: bytes | bytearray, n: int, dtype: np.dtype, fetches: list[F
     rows = np.frombuffer(raw, dtype=dtype, count=n)
     batch = Batch({})
     for i, f in enumerate(fetches):
-        values = rows[f"v{i}"].astype(_NUMPY[f.kind])
+        values: np.ndarray = rows[f"v{i}"].astype(_NUMPY[f.kind])
         if f.kind is ColKind.TIME:
             values += _PG_EPOCH_US
         batch.values[f.key] = values
