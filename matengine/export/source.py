@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 from sqlalchemy import Connection, text
 
+from matengine.db.connection import driver_connection
 from matengine.db.identifiers import quote, version_schema
 from matengine.query.columns import OutColumn, arrow_schema, table_columns
 from matengine.query.reader import Fetch, read_batches
@@ -93,8 +94,7 @@ def chunk_batches(
     key = _sort_expr(layout)
     tail = f"FROM {relation} WHERE {key} BETWEEN %(lo)s AND %(hi)s ORDER BY {key}, id"
     schema = layout.schema
-    driver = conn.connection.driver_connection
-    assert driver is not None  # a live SQLAlchemy connection always has its psycopg one
+    driver = driver_connection(conn)
     for batch in read_batches(driver, tail, {"lo": lo, "hi": hi}, fetches, ROW_GROUP_ROWS):
         arrays = [
             pa.array(batch.values[c.name], type=c.arrow_type, mask=batch.nulls.get(c.name))

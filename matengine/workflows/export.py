@@ -79,11 +79,6 @@ def export_lock(version: int) -> str:
     return f"export:v{int(version)}"
 
 
-def _datastack(ctx: StepContext) -> str:
-    assert ctx.run.datastack is not None  # export runs are always recorded with their datastack
-    return ctx.run.datastack
-
-
 def _destination(ctx: StepContext) -> Destination:
     return Destination.parse(ctx.params["to"])
 
@@ -95,7 +90,7 @@ class PrepareExportStep(Step):
 
     def plan(self, ctx: StepContext) -> list[Any]:
         p = ctx.params
-        version = meta.get_version(ctx.engine, _datastack(ctx), p["version"])
+        version = meta.get_version(ctx.engine, ctx.run.datastack, p["version"])
         dest = _destination(ctx)
         fs = dest.filesystem()
         marker = dest.path(MARKER)
@@ -105,7 +100,7 @@ class PrepareExportStep(Step):
                 field="to",
             )
         with fs.open(marker, "wb") as f:
-            f.write(f"{_datastack(ctx)} version {version.version}\n".encode())
+            f.write(f"{ctx.run.datastack} version {version.version}\n".encode())
         return []
 
     def run_chunk(self, ctx: StepContext, conn: Connection, spec: Any) -> int:
@@ -182,7 +177,7 @@ class ManifestStep(Step):
 
     def finish(self, ctx: StepContext, plan: list[Any]) -> dict[str, Any]:
         dest = _destination(ctx)
-        manifest = build_manifest(ctx.engine, _datastack(ctx), ctx.params, dest)
+        manifest = build_manifest(ctx.engine, ctx.run.datastack, ctx.params, dest)
         write_manifest(dest, manifest)
         return {
             "export": {
@@ -195,7 +190,7 @@ class ManifestStep(Step):
 
 @workflow("export")
 def _export(run: Run) -> list[Step]:
-    ds, tables = str(run.datastack), list(run.parameters["tables"])
+    ds, tables = run.datastack, list(run.parameters["tables"])
     steps: list[Step] = [PrepareExportStep()]
     steps += [ExportTableStep(ds, t) for t in tables]
     if run.parameters.get("neuroglancer"):
