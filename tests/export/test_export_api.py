@@ -171,3 +171,24 @@ def test_the_dashboard_links_each_version_table_to_a_neuroglancer_state(served, 
     assert ann["source"] == f"precomputed://{url}/neuroglancer/annotations/{ds}/1/synapses"
     assert ann["filterBySegmentation"] == ["pre_pt_root_id", "post_pt_root_id"]
     assert seg["source"].startswith(f"precomputed://{url}/segmentation/table/")
+
+
+def test_a_text_column_becomes_an_enum_property(served, oracle):
+    url, ds, when, tokens = served
+    info = _client(url, tokens["view"]).get(f"/neuroglancer/annotations/{ds}/1/cells/info").json()
+    assert info["annotation_type"] == "point"
+    (prop,) = [p for p in info["properties"] if p["id"] == "cell_type"]
+    labels = sorted({str(v) for v in oracle.table_at("cells", when)["cell_type"]})
+    assert prop["type"] == "uint32" and prop["enum_labels"] == labels
+    assert prop["enum_values"] == list(range(len(labels)))
+
+
+def test_only_the_neuroglancer_sources_answer_cross_origin(served):
+    url, ds, _, tokens = served
+    viewer = _client(url, tokens["view"])
+    origin = {"Origin": "http://neuroglancer.example"}
+    r = viewer.get(f"/neuroglancer/annotations/{ds}/1/synapses/info", headers=origin)
+    assert r.headers["access-control-allow-origin"] == "*"
+    assert "access-control-allow-credentials" not in r.headers
+    r = viewer.get(f"/materialize/api/v3/datastack/{ds}/versions", headers=origin)
+    assert "access-control-allow-origin" not in r.headers
