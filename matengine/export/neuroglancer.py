@@ -151,9 +151,11 @@ def upload_annotations(engine: Engine, datastack: str, version: int, table: str,
 
 def cached_annotations(engine: Engine, cache_root: Path, datastack: str, version: int, table: str) -> Path:
     """The folder of a version table's annotations, built on first use."""
-    meta.get_version(engine, datastack, version)  # not served for a version gone or not ready
+    info = meta.get_version(engine, datastack, version)  # none for a version gone or not ready
     meta.version_table(engine, datastack, version, table)
-    folder = cache_root / datastack / f"v{int(version)}" / table
+    # a version number can come back after a failed version was removed: T names the content
+    stamp = info.time_stamp.strftime("%Y%m%dT%H%M%S%fZ")
+    folder = cache_root / datastack / f"v{int(version)}-{stamp}" / table
     if (folder / "info").is_file():
         return folder
     with _build_lock:
@@ -164,7 +166,11 @@ def cached_annotations(engine: Engine, cache_root: Path, datastack: str, version
                 write_table_annotations(engine, datastack, version, table, tmp)
                 if folder.exists():
                     shutil.rmtree(folder)
-                os.replace(tmp, folder)
+                try:
+                    os.replace(tmp, folder)
+                except OSError:  # another server process finished the same build first
+                    if not (folder / "info").is_file():
+                        raise
             finally:
                 if tmp.exists():
                     shutil.rmtree(tmp, ignore_errors=True)

@@ -62,6 +62,17 @@ def export_parameters(
             meta.version_table(engine, datastack, int(version), t)  # raises NotFound, names the table
     if len(set(chosen)) != len(chosen):
         raise InvalidInput("a table is named twice", field="tables")
+    if neuroglancer:
+        from matengine.export.neuroglancer import MAX_ROWS
+
+        for t in chosen:
+            rows = meta.version_table(engine, datastack, int(version), t).row_count
+            if rows > MAX_ROWS:
+                raise InvalidInput(
+                    f"table {t!r} has {rows} rows; Neuroglancer annotations are written for at most "
+                    f"{MAX_ROWS} (leave out --neuroglancer, or that table)",
+                    field="neuroglancer",
+                )
     dest = Destination.parse(to)
     return {
         "version": int(version),

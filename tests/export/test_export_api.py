@@ -192,3 +192,19 @@ def test_only_the_neuroglancer_sources_answer_cross_origin(served):
     assert "access-control-allow-credentials" not in r.headers
     r = viewer.get(f"/materialize/api/v3/datastack/{ds}/versions", headers=origin)
     assert "access-control-allow-origin" not in r.headers
+
+
+def test_neuroglancer_annotations_of_a_table_too_big_are_refused_before_a_run(engine, versioned, monkeypatch):
+    from matengine.export import neuroglancer
+    from matengine.workflows.export import export_parameters
+
+    ds, _ = versioned
+    monkeypatch.setattr(neuroglancer, "MAX_ROWS", 100)
+    before = len(runs.list_runs(engine, ds))
+    with pytest.raises(Exception) as err:
+        export_parameters(engine, ds, 1, to="file:///x", neuroglancer=True)
+    assert str(err.value) == (
+        "field 'neuroglancer': table 'cells' has 200 rows; Neuroglancer annotations are written for at "
+        "most 100 (leave out --neuroglancer, or that table)"
+    )
+    assert len(runs.list_runs(engine, ds)) == before
