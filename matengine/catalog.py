@@ -6,6 +6,7 @@ annotation routes' table management.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -85,8 +86,9 @@ def _resolution(value: Any) -> tuple[float, float, float]:
         res = tuple(float(v) for v in value)
     except (TypeError, ValueError):
         res = ()
-    if len(res) != 3 or any(not (v > 0) for v in res):
-        raise InvalidInput(f"voxel resolution must be three positive numbers, got {value!r}")
+    # inf would reach the dashboard's JSON as the invalid literal Infinity
+    if len(res) != 3 or any(not (0 < v < math.inf) for v in res):
+        raise InvalidInput(f"voxel resolution must be three finite positive numbers, got {value!r}")
     return res  # type: ignore[return-value]
 
 

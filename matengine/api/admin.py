@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -31,8 +31,8 @@ class UploadRequest(BaseModel):
     roots_timestamp: str | None = None
     voxel_resolution: list[float] | None = None
     created: str | None = None
-    chunk_rows: int | None = None
-    description: str = ""
+    chunk_rows: int | None = Field(default=None, ge=1)
+    description: str = Field(default="", max_length=65_536)
 
     model_config = {"populate_by_name": True}
 
@@ -41,7 +41,7 @@ class SyncRequest(BaseModel):
     table: str | None = None
     timestamp: str | None = None
     days_to_expire: int | None = None
-    chunk_rows: int | None = None
+    chunk_rows: int | None = Field(default=None, ge=1)
 
 
 class DatastackRequest(BaseModel):
@@ -76,7 +76,7 @@ def bulk_upload(datastack: str, body: UploadRequest, request: Request) -> JSONRe
         "description": body.description,
         "chunk_rows": body.chunk_rows or settings.chunk_rows,
     }
-    check_request(engine, params)
+    check_request(engine, params, settings)
     run_id = submit(engine, "bulk_upload", params, datastack=datastack, table=body.table, settings=settings)
     return _accepted(run_id, request)
 
@@ -136,7 +136,7 @@ def cancel_run(
 
 
 @router.get("/datastack/{datastack}/runs", dependencies=[ADMIN])
-def list_runs(datastack: str, request: Request, limit: int = 50) -> list[dict[str, Any]]:
+def list_runs(datastack: str, request: Request, limit: int = Query(50, ge=1, le=10_000)) -> list[dict[str, Any]]:
     return [r.to_dict() for r in runs.list_runs(engine_of(request), datastack, limit)]
 
 
