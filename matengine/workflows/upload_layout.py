@@ -128,13 +128,17 @@ def scan_files(folder: NpyFolder, targets: list[Target], rows: int) -> dict[str,
     positions = [t for t in targets if t.sql_type == "position"]
     texts = [t for t in targets if t.sql_type == "text"]
     # uint64 files (segmentation ids are) would wrap to negative bigints past 2**63 - 1
-    unsigned = [t for t in targets if t.sql_type == "bigint" and t.column != "id"]
+    unsigned: dict[str, list[Target]] = {}
+    for t in targets:
+        if t.sql_type == "bigint" and t.column != "id" and folder.header(t.file).dtype.kind == "u":
+            unsigned.setdefault(t.file, []).append(t)
     all_ids = []
     for start in range(0, rows, SCAN_ROWS):
         stop = min(rows, start + SCAN_ROWS)
-        for t in unsigned:
-            if folder.header(t.file).dtype.kind == "u":
-                _check_int64(t, _column(folder.read_rows(t.file, start, stop), t.index), start)
+        for file, mapped in unsigned.items():  # one read per file, whatever it feeds
+            block = folder.read_rows(file, start, stop)
+            for t in mapped:
+                _check_int64(t, _column(block, t.index), start)
         for t in texts:
             _check_text(t, _column(folder.read_rows(t.file, start, stop), t.index), start)
         for t in positions:
