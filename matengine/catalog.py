@@ -92,6 +92,21 @@ def _resolution(value: Any) -> tuple[float, float, float]:
     return res  # type: ignore[return-value]
 
 
+MAX_NOTICE = 2048
+
+
+def check_header_text(value: Any, field: str) -> str:
+    """Text that is sent in an HTTP header (a table's notice travels in ``Warning``): one
+    line of printable characters, bounded. A CR or LF would end the header early."""
+    if not isinstance(value, str):
+        raise InvalidInput("expected a string", field=field)
+    if len(value) > MAX_NOTICE:
+        raise InvalidInput(f"longer than {MAX_NOTICE} characters", field=field)
+    if any(c in value for c in "\r\n") or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise InvalidInput("must be one line without control characters (no CR/LF)", field=field)
+    return value
+
+
 def add_datastack(
     engine: Engine,
     name: str,
@@ -183,6 +198,10 @@ def create_table(
 ) -> AnnotationTable:
     ds = get_datastack(engine, datastack)
     validate_name(table_name, "table name")
+    if notice_text is not None:
+        check_header_text(notice_text, "notice_text")
+    if not isinstance(description, str) or len(description) > 65_536 or "\x00" in description:
+        raise InvalidInput("a string of at most 65536 characters without NUL", field="description")
     schema_obj = get_schema(schema)
     res = _resolution(voxel_resolution) if voxel_resolution is not None else ds.voxel_resolution
     if schema_obj.is_reference:

@@ -68,9 +68,7 @@ def _segments(path: str, url: str) -> tuple[str, ...]:
 def parse_location(url: str) -> Location:
     """``url`` as a :class:`Location`, or :class:`InvalidInput` for what cannot be a source."""
     if not isinstance(url, str) or not url.strip() or "\x00" in url:
-        raise InvalidInput(
-            "source must be a folder URL (file://, gs://, s3://, http(s)://)", field="source"
-        )
+        raise InvalidInput("source must be a folder URL (file://, gs://, s3://, http(s)://)", field="source")
     scheme, sep, rest = url.partition("://")
     if not sep:  # a bare local path, as cloud-files reads it
         scheme, rest = "file", url

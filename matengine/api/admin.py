@@ -8,12 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from matengine import catalog
 from matengine.api.deps import engine_of, settings_of
-from matengine.auth import Principal, get_principal, require_permission
+from matengine.auth import Forbidden, Principal, get_principal, require_permission
 from matengine.versions import list_versions, remove_expired
 from matengine.workflows import runs
 from matengine.workflows.bulk_upload import check_request
@@ -117,26 +118,36 @@ def complete(datastack: str, body: SyncRequest, request: Request) -> JSONRespons
     return _sync("complete", datastack, body, request)
 
 
+def _require_run_admin(principal: Principal, run: runs.Run) -> None:
+    # the caller named a run, not its datastack: the refusal must not name it
+    if not principal.allows(run.datastack or "*", "admin"):
+        raise Forbidden(f"this token does not grant 'admin' on run {run.id}")
+
+
 @router.get("/runs/{run_id}", name="get_run")
-def get_run(run_id: int, request: Request, principal: Principal = Depends(get_principal)) -> dict[str, Any]:
+def get_run(
+    request: Request, run_id: int = PathParam(ge=1, lt=2**63), principal: Principal = Depends(get_principal)
+) -> dict[str, Any]:
     run = runs.get_run(engine_of(request), run_id)
-    principal.require(run.datastack or "*", "admin")
+    _require_run_admin(principal, run)
     return run.to_dict()
 
 
 @router.post("/runs/{run_id}/cancel")
 def cancel_run(
-    run_id: int, request: Request, principal: Principal = Depends(get_principal)
+    request: Request, run_id: int = PathParam(ge=1, lt=2**63), principal: Principal = Depends(get_principal)
 ) -> dict[str, Any]:
     engine = engine_of(request)
     run = runs.get_run(engine, run_id)
-    principal.require(run.datastack or "*", "admin")
+    _require_run_admin(principal, run)
     runs.finish_run(engine, run_id, "CANCELLED", "cancelled over the admin API")
     return runs.get_run(engine, run_id).to_dict()
 
 
 @router.get("/datastack/{datastack}/runs", dependencies=[ADMIN])
-def list_runs(datastack: str, request: Request, limit: int = Query(50, ge=1, le=10_000)) -> list[dict[str, Any]]:
+def list_runs(
+    datastack: str, request: Request, limit: int = Query(50, ge=1, le=10_000)
+) -> list[dict[str, Any]]:
     return [r.to_dict() for r in runs.list_runs(engine_of(request), datastack, limit)]
 
 

@@ -7,6 +7,13 @@ fixed width, so a nullable column is sent as ``COALESCE(col, 0)`` plus a ``col I
 flag. Columns of variable width (text) take the slow path, a server-side (named) cursor.
 Both read ``batch_rows`` rows at a time, so memory is bounded whatever the result size.
 
+Work is bounded too (:class:`QueryGuard`): PostgreSQL must deliver each batch within the
+query timeout (``MATENGINE_QUERY_TIMEOUT``), else the query is cancelled and
+:class:`~matengine.errors.QueryTimeout` raised. The clock runs only while we wait for rows,
+so a large result streamed to a slow client is not cut, while a query that finds nothing
+for a minute (a pathological filter) is. The guard also lets another thread cancel the
+query at once when the HTTP client goes away.
+
 COPY cannot take server-side parameters; psycopg binds the values client-side with its own
 literal quoting (never string formatting of ours).
 """
@@ -14,7 +21,9 @@ literal quoting (never string formatting of ours).
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +31,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
+from matengine.errors import QueryTimeout
 from matengine.query.columns import ColKind
 
 BATCH_ROWS = 16_384
@@ -68,6 +78,70 @@ class Batch:
         )
 
 
+class QueryGuard:
+    """The connection a query reads from, watched: cancelled when a batch takes longer than
+    ``timeout`` seconds to arrive, or when :meth:`cancel` is called (from any thread)."""
+
+    def __init__(self, timeout: float | None = None) -> None:
+        self.timeout = timeout
+        self.expired = False
+        self.cancelled = False
+        self._conn: psycopg.Connection | None = None
+        self._lock = threading.Lock()
+
+    def attach(self, conn: psycopg.Connection) -> None:
+        with self._lock:
+            self._conn = conn
+        if self.cancelled:
+            self._cancel_query()
+
+    def detach(self) -> None:
+        with self._lock:
+            self._conn = None
+
+    def _cancel_query(self) -> None:
+        with self._lock:
+            conn = self._conn
+        if conn is not None:
+            try:
+                conn.cancel_safe(timeout=10)
+            except Exception:  # the server is gone or the query already ended: nothing to stop
+                pass
+
+    def cancel(self) -> None:
+        """Stop the running query now (the client went away)."""
+        self.cancelled = True
+        self._cancel_query()
+
+    def _expire(self) -> None:
+        self.expired = True
+        self._cancel_query()
+
+    @contextmanager
+    def watch(self) -> Iterator[None]:
+        """Time one wait for rows; turn a cancellation into the error that says why."""
+        timer = None
+        if self.timeout is not None and self.timeout > 0:
+            timer = threading.Timer(self.timeout, self._expire)
+            timer.daemon = True
+            timer.start()
+        try:
+            yield
+        except psycopg.errors.QueryCanceled:
+            if self.expired and not self.cancelled:
+                raise QueryTimeout(
+                    f"the query produced no batch of rows within {self.timeout:g} s "
+                    "(MATENGINE_QUERY_TIMEOUT) and was cancelled: narrow it with filters or a limit"
+                ) from None
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+
+_UNGUARDED = QueryGuard()
+
+
 def fixed_width(fetches: list[Fetch]) -> bool:
     return all(f.kind in _WIDTH for f in fetches)
 
@@ -112,6 +186,7 @@ def copy_batches(
     params: Mapping[str, Any],
     fetches: list[Fetch],
     batch_rows: int = BATCH_ROWS,
+    guard: QueryGuard = _UNGUARDED,
 ) -> Iterator[Batch]:
     """Batches of ``SELECT <fetches> <select_sql>`` (``select_sql`` starts at FROM)."""
     dtype = _row_dtype(fetches)
@@ -119,7 +194,9 @@ def copy_batches(
     statement = f"COPY (SELECT {_copy_select(fetches)} {select_sql}) TO STDOUT (FORMAT binary)"
     rest = b""
     header_done = False
-    with conn.cursor() as cur, cur.copy(statement, params or None) as copy:
+    with conn.cursor() as cur, ExitStack() as stack:
+        with guard.watch():  # PostgreSQL may run the query before it answers the COPY
+            copy = stack.enter_context(cur.copy(statement, params or None))
         read = copy.read
         while True:
             # PostgreSQL sends one message per row: gather a batch's worth, then parse it
@@ -128,12 +205,13 @@ def copy_batches(
             # in a list until a join was measured twice as slow.
             buf = bytearray(rest)
             ended = False
-            for _ in range(batch_rows):
-                data = read()
-                if not data:
-                    ended = True
-                    break
-                buf += data
+            with guard.watch():
+                for _ in range(batch_rows):
+                    data = read()
+                    if not data:
+                        ended = True
+                        break
+                    buf += data
             if not header_done:
                 if len(buf) < 19 or bytes(buf[:11]) != _SIGNATURE:
                     raise RuntimeError("unexpected COPY binary header")
@@ -160,14 +238,17 @@ def cursor_batches(
     params: Mapping[str, Any],
     fetches: list[Fetch],
     batch_rows: int = BATCH_ROWS,
+    guard: QueryGuard = _UNGUARDED,
 ) -> Iterator[Batch]:
     """Slow path for columns of variable width: a server-side cursor, ``batch_rows`` at a time."""
     items = ", ".join(f.expr for f in fetches)
     with conn.cursor(name="matengine_query") as cur:
         cur.itersize = batch_rows
-        cur.execute(f"SELECT {items} {select_sql}", params or None)
+        with guard.watch():
+            cur.execute(f"SELECT {items} {select_sql}", params or None)
         while True:
-            rows = cur.fetchmany(batch_rows)
+            with guard.watch():
+                rows = cur.fetchmany(batch_rows)
             if not rows:
                 return
             batch = Batch({})
@@ -192,6 +273,7 @@ def read_batches(
     params: Mapping[str, Any],
     fetches: list[Fetch],
     batch_rows: int = BATCH_ROWS,
+    guard: QueryGuard = _UNGUARDED,
 ) -> Iterator[Batch]:
     reader = copy_batches if fixed_width(fetches) else cursor_batches
-    return reader(conn, select_sql, params, fetches, batch_rows)
+    return reader(conn, select_sql, params, fetches, batch_rows, guard)

@@ -136,7 +136,9 @@ def sync_parameters(
     if kind not in SYNC_KINDS:
         raise MatengineError(f"unknown workflow {kind!r}")
     catalog.get_datastack(engine, datastack)
-    if chunk_rows is not None and (isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1):
+    if chunk_rows is not None and (
+        isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1
+    ):
         raise InvalidInput(f"chunk_rows must be a positive integer, not {chunk_rows!r}", field="chunk_rows")
     if table is not None:
         tables = [catalog.get_table(engine, datastack, table).table_name]
