@@ -251,7 +251,8 @@ def _cases(ds: str, pcg: str) -> dict[str, tuple]:
         "voxel resolution 1e999": (
             "POST",
             "/admin/api/v1/datastacks",
-            b'{"name": "infres", "segmentation_source": "precomputed://file:///x", "voxel_resolution": [1e999, 4, 40]}',
+            b'{"name": "infres", "segmentation_source": "precomputed://file:///x", '
+            b'"voxel_resolution": [1e999, 4, 40]}',
             400,
             "finite",
         ),
