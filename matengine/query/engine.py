@@ -12,6 +12,7 @@ before the first byte (a probe reads one row past the cap), and announced as a w
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -87,6 +88,7 @@ class QueryResult:
     warnings: list[str] = field(default_factory=list)
     _primed: Iterator[Batch] | None = field(default=None, repr=False)
     _first: Batch | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def columns(self) -> list[OutColumn]:
@@ -110,10 +112,19 @@ class QueryResult:
         """Run the query up to its first batch now, so that what fails at its start (the
         timeout of a query that finds nothing, a value PostgreSQL refuses) is an error
         answer, not a stream that breaks after its headers were sent."""
-        if self._primed is not None:
-            return
-        self._primed = _stream(self.plan, self.columns)
-        self._first = next(self._primed, None)
+        with self._lock:
+            if self._primed is not None:
+                return
+            self._primed = _stream(self.plan, self.columns)
+            self._first = next(self._primed, None)
+
+    def close(self) -> None:
+        """Give back the connection of a primed result that will not be read (waits for a
+        prime still running in another thread)."""
+        with self._lock:
+            primed, self._primed, self._first = self._primed, None, None
+        if primed is not None:
+            primed.close()  # type: ignore[attr-defined]
 
     def cancel(self) -> None:
         """Cancel the running query (from any thread): its client went away."""
