@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import struct
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -113,16 +114,22 @@ class QueryGuard:
         self.cancelled = True
         self._cancel_query()
 
-    def _expire(self) -> None:
+    def _expire(self, watching: threading.Event) -> None:
+        # a cancel that reaches PostgreSQL before the statement runs (psycopg may still be
+        # sending a large one) is ignored: repeat it until the wait ends
         self.expired = True
-        self._cancel_query()
+        while watching.is_set():
+            self._cancel_query()
+            time.sleep(0.25)
 
     @contextmanager
     def watch(self) -> Iterator[None]:
         """Time one wait for rows; turn a cancellation into the error that says why."""
         timer = None
+        watching = threading.Event()
+        watching.set()
         if self.timeout is not None and self.timeout > 0:
-            timer = threading.Timer(self.timeout, self._expire)
+            timer = threading.Timer(self.timeout, self._expire, args=(watching,))
             timer.daemon = True
             timer.start()
         try:
@@ -135,11 +142,9 @@ class QueryGuard:
                 ) from None
             raise
         finally:
+            watching.clear()
             if timer is not None:
                 timer.cancel()
-
-
-_UNGUARDED = QueryGuard()
 
 
 def fixed_width(fetches: list[Fetch]) -> bool:
@@ -186,9 +191,11 @@ def copy_batches(
     params: Mapping[str, Any],
     fetches: list[Fetch],
     batch_rows: int = BATCH_ROWS,
-    guard: QueryGuard = _UNGUARDED,
+    guard: QueryGuard | None = None,
 ) -> Iterator[Batch]:
     """Batches of ``SELECT <fetches> <select_sql>`` (``select_sql`` starts at FROM)."""
+    guard = guard or QueryGuard()
+    guard.attach(conn)
     dtype = _row_dtype(fetches)
     row_size = dtype.itemsize
     statement = f"COPY (SELECT {_copy_select(fetches)} {select_sql}) TO STDOUT (FORMAT binary)"
@@ -212,6 +219,9 @@ def copy_batches(
                         ended = True
                         break
                     buf += data
+                if ended and (guard.expired or guard.cancelled) and not buf.endswith(b"\xff\xff"):
+                    # a cancelled COPY just ends early: say why instead of "truncated"
+                    raise psycopg.errors.QueryCanceled("canceling statement")
             if not header_done:
                 if len(buf) < 19 or bytes(buf[:11]) != _SIGNATURE:
                     raise RuntimeError("unexpected COPY binary header")
@@ -238,9 +248,11 @@ def cursor_batches(
     params: Mapping[str, Any],
     fetches: list[Fetch],
     batch_rows: int = BATCH_ROWS,
-    guard: QueryGuard = _UNGUARDED,
+    guard: QueryGuard | None = None,
 ) -> Iterator[Batch]:
     """Slow path for columns of variable width: a server-side cursor, ``batch_rows`` at a time."""
+    guard = guard or QueryGuard()
+    guard.attach(conn)
     items = ", ".join(f.expr for f in fetches)
     with conn.cursor(name="matengine_query") as cur:
         cur.itersize = batch_rows
@@ -273,7 +285,7 @@ def read_batches(
     params: Mapping[str, Any],
     fetches: list[Fetch],
     batch_rows: int = BATCH_ROWS,
-    guard: QueryGuard = _UNGUARDED,
+    guard: QueryGuard | None = None,
 ) -> Iterator[Batch]:
     reader = copy_batches if fixed_width(fetches) else cursor_batches
     return reader(conn, select_sql, params, fetches, batch_rows, guard)
