@@ -8,8 +8,8 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from datetime import UTC, datetime
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import httpx
 import psycopg
@@ -148,7 +148,8 @@ def load_tags(engine, loaded):
 def test_load_with_hostile_requests_mixed_in(server, loaded, database_url, load_tags):
     """6 clients x 40 requests on loopback: 2 hostile clients (a backreference regex, an
     oversize filter, a gzip bomb, filters at the size limit) and 4 plain ones. The plain
-    clients' p99 stays under 4 s (the 2 cores are shared with the hostile work) and every backend ends with its request."""
+    clients' p99 stays under 4 s (the 2 cores are shared with the hostile work) and every
+    backend ends with its request."""
     import gzip
 
     ds = loaded.datastack
