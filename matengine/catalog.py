@@ -89,7 +89,7 @@ def _resolution(value: Any) -> tuple[float, float, float]:
     # inf would reach the dashboard's JSON as the invalid literal Infinity
     if len(res) != 3 or any(not (0 < v < math.inf) for v in res):
         raise InvalidInput(f"voxel resolution must be three finite positive numbers, got {value!r}")
-    return res  # type: ignore[return-value]
+    return (res[0], res[1], res[2])
 
 
 MAX_NOTICE = 2048

@@ -15,7 +15,7 @@ thread pool, so its connection is given back (or dropped) without blocking the e
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator
 
 import anyio
 import anyio.to_thread
@@ -34,7 +34,7 @@ _DONE = object()
 class _Pump:
     """Steps a blocking generator from worker threads, one step at a time."""
 
-    def __init__(self, gen: Iterator[bytes]) -> None:
+    def __init__(self, gen: Generator[bytes, None, None]) -> None:
         self.gen = gen
         self.lock = threading.Lock()
 
@@ -44,10 +44,12 @@ class _Pump:
 
     def close(self) -> None:
         with self.lock:  # waits for a step still running in an abandoned thread
-            self.gen.close()  # type: ignore[attr-defined]
+            self.gen.close()
 
 
-async def _in_threads(gen: Iterator[bytes], cancel: Callable[[], None] | None = None) -> AsyncIterator[bytes]:
+async def _in_threads(
+    gen: Generator[bytes, None, None], cancel: Callable[[], None] | None = None
+) -> AsyncIterator[bytes]:
     pump = _Pump(gen)
     finished = False
     try:
@@ -57,8 +59,8 @@ async def _in_threads(gen: Iterator[bytes], cancel: Callable[[], None] | None = 
             if chunk is _DONE:
                 finished = True
                 break
-            if chunk:
-                yield chunk  # type: ignore[misc]
+            if isinstance(chunk, bytes) and chunk:
+                yield chunk
     finally:
         with anyio.CancelScope(shield=True):
             if not finished and cancel is not None:

@@ -24,6 +24,7 @@ from sqlalchemy import Engine
 
 from matengine import catalog
 from matengine.config import Settings, get_settings
+from matengine.db.connection import driver_connection
 from matengine.db.identifiers import version_schema
 from matengine.errors import InvalidInput
 from matengine.query import graphs, meta
@@ -176,7 +177,7 @@ def _stream(plan: QueryPlan, wanted: list[OutColumn], stop_after: int | None = N
     raw = plan.engine.raw_connection()
     finished = False
     try:
-        conn = raw.driver_connection
+        conn = driver_connection(raw)
         binder = Binder()
         if plan.live is not None:
             # one snapshot for roots_last_updated and the rows it describes
@@ -408,9 +409,9 @@ def live_query(
     plan.guard.timeout = settings.query_timeout
     warnings: list[str] = []
     if target is not None:
-        target.corrector = RootCorrector.create(graph, ts, tbl.roots_last_updated)
+        target.corrector = RootCorrector.create(target.graph, ts, tbl.roots_last_updated)
         for f in plan.root_prefilters:  # refuse roots invalid at T before streaming
-            RootCorrector(graph, ts, None, None).candidates(
+            RootCorrector(target.graph, ts, None, None).candidates(
                 f.value if f.op == "in" else [f.value], allow_invalid=allow_invalid_root_ids
             )
         missing = _missing_lookups(plan, tbl, ts) if not plan.root_prefilters else 0
@@ -441,7 +442,7 @@ def _scalar(engine: Engine, sql: str, params: Mapping[str, Any], timeout: float 
 
     raw = engine.raw_connection()
     try:
-        conn = raw.driver_connection
+        conn = driver_connection(raw)
         seconds = timeout if timeout is not None else get_settings().query_timeout
         if seconds and seconds > 0:
             conn.execute("SELECT set_config('statement_timeout', %s, true)", (f"{int(seconds * 1000)}ms",))

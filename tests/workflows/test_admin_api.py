@@ -6,8 +6,8 @@ import time
 import uuid
 
 import httpx
-from sqlalchemy import text
 import pytest
+from sqlalchemy import text
 
 from matengine import auth, catalog
 
