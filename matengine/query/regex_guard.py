@@ -79,7 +79,9 @@ def _bound(p: str, i: int) -> tuple[int, int] | None:
         return None
     m = int(lo)
     n = int(hi) if hi else (m if not comma else MAX_REPEAT)
-    if m > MAX_REPEAT or n > MAX_REPEAT or m > n:
+    if m > n:
+        return None
+    if m > MAX_REPEAT or n > MAX_REPEAT:
         return (MAX_REPEAT + 1, close + 1)
     return (max(n, 1), close + 1)
 
