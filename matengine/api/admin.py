@@ -25,10 +25,10 @@ ADMIN = Depends(require_permission("admin"))
 
 
 class UploadRequest(BaseModel):
-    table: str
-    schema_type: str = Field(alias="schema")
-    source: str
-    column_mapping: dict[str, Any]
+    table: str = Field(max_length=63)
+    schema_type: str = Field(alias="schema", max_length=100)
+    source: str = Field(max_length=2048)
+    column_mapping: dict[str, Any] = Field(max_length=200)
     roots_timestamp: str | None = None
     voxel_resolution: list[float] | None = None
     created: str | None = None
@@ -46,15 +46,15 @@ class SyncRequest(BaseModel):
 
 
 class DatastackRequest(BaseModel):
-    name: str
-    segmentation_source: str
-    voxel_resolution: list[float]
-    aligned_volume: str | None = None
-    description: str = ""
+    name: str = Field(max_length=63)
+    segmentation_source: str = Field(max_length=2048)
+    voxel_resolution: list[float] = Field(min_length=3, max_length=3)
+    aligned_volume: str | None = Field(default=None, max_length=63)
+    description: str = Field(default="", max_length=65_536)
 
 
 class ScheduleRequest(BaseModel):
-    schedule: str | None = None
+    schedule: str | None = Field(default=None, max_length=200)
 
 
 def _accepted(run_id: int, request: Request) -> JSONResponse:
