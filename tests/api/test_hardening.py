@@ -18,6 +18,7 @@ from matengine import annotations as ann
 from matengine import auth, catalog
 
 TS = "2024-01-15T00:00:00+00:00"
+TAGS = "hardening_tags"  # a table of its own: other modules share the datastack
 
 
 def snapshot(engine, ds: str) -> tuple:
@@ -64,14 +65,14 @@ def root_token(server, engine):
 @pytest.fixture(scope="module")
 def tagged(engine, loaded):
     """A live table with a text column (for regex and text filters)."""
-    catalog.create_table(engine, loaded.datastack, "tags", schema="bound_tag")
+    catalog.create_table(engine, loaded.datastack, TAGS, schema="bound_tag")
     ann.insert_annotations(
         engine,
         loaded.datastack,
-        "tags",
+        TAGS,
         [{"pt": {"position": [10 * i, 10, 10]}, "tag": f"tag{i}"} for i in range(1, 6)],
     )
-    return "tags"
+    return TAGS
 
 
 def _cases(ds: str, pcg: str) -> dict[str, tuple]:
@@ -85,7 +86,7 @@ def _cases(ds: str, pcg: str) -> dict[str, tuple]:
         return {"table": "synapses", "timestamp": TS, **filters}
 
     def tq(**filters):
-        return {"table": "tags", "timestamp": TS, **filters}
+        return {"table": TAGS, "timestamp": TS, **filters}
 
     big = 2**70
     return {
@@ -137,33 +138,33 @@ def _cases(ds: str, pcg: str) -> dict[str, tuple]:
             400,
             "not negative",
         ),
-        "regex unclosed": ("POST", live, tq(filter_regex_dict={"tags": {"tag": "(["}}), 400, "never closed"),
+        "regex unclosed": ("POST", live, tq(filter_regex_dict={TAGS: {"tag": "(["}}), 400, "never closed"),
         "regex counts": (
             "POST",
             live,
-            tq(filter_regex_dict={"tags": {"tag": "a{1000}{1000}"}}),
+            tq(filter_regex_dict={TAGS: {"tag": "a{1000}{1000}"}}),
             400,
             "repetition counts",
         ),
         "regex backreference": (
             "POST",
             live,
-            tq(filter_regex_dict={"tags": {"tag": "(a*)*\\1(b*)*\\2$"}}),
+            tq(filter_regex_dict={TAGS: {"tag": "(a*)*\\1(b*)*\\2$"}}),
             400,
             "backreferences",
         ),
         "regex too long": (
             "POST",
             live,
-            tq(filter_regex_dict={"tags": {"tag": "a" * 300}}),
+            tq(filter_regex_dict={TAGS: {"tag": "a" * 300}}),
             400,
             "longer than 256",
         ),
-        "text filter NUL": ("POST", live, tq(filter_equal_dict={"tags": {"tag": "a\x00b"}}), 400, "NUL"),
+        "text filter NUL": ("POST", live, tq(filter_equal_dict={TAGS: {"tag": "a\x00b"}}), 400, "NUL"),
         "text filter surrogate": (
             "POST",
             live,
-            tq(filter_equal_dict={"tags": {"tag": "a\ud800"}}),
+            tq(filter_equal_dict={TAGS: {"tag": "a\ud800"}}),
             400,
             "surrogate",
         ),
@@ -187,28 +188,28 @@ def _cases(ds: str, pcg: str) -> dict[str, tuple]:
         ),
         "annotation text NUL": (
             "POST",
-            f"{anno}/tags/annotations",
+            f"{anno}/{TAGS}/annotations",
             {"annotations": [{"pt": {"position": [1, 2, 3]}, "tag": "a\x00"}]},
             400,
             "NUL",
         ),
         "annotation text surrogate": (
             "POST",
-            f"{anno}/tags/annotations",
+            f"{anno}/{TAGS}/annotations",
             {"annotations": [{"pt": {"position": [1, 2, 3]}, "tag": "\udc80"}]},
             400,
             "surrogate",
         ),
         "annotation position 1e308": (
             "POST",
-            f"{anno}/tags/annotations",
+            f"{anno}/{TAGS}/annotations",
             {"annotations": [{"pt": {"position": [1e308, 2, 3]}, "tag": "x"}]},
             400,
             "magnitude",
         ),
         "annotation text too long": (
             "POST",
-            f"{anno}/tags/annotations",
+            f"{anno}/{TAGS}/annotations",
             {"annotations": [{"pt": {"position": [1, 2, 3]}, "tag": "x" * 70_000}]},
             400,
             "longer than",
