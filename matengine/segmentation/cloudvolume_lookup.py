@@ -75,6 +75,16 @@ class CloudVolumeSupervoxels:
         )
         self.parallel = max(1, int(parallel))
         self._local = threading.local()
+        # one pool for the life of the source: its threads keep their CloudVolumes, so a
+        # lookup of a few points (a posted annotation) opens nothing
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="matengine-cv")
+            return self._pool
 
     def _volume(self):
         # One CloudVolume per thread: its caches and connection pools are not shared safely.
@@ -121,8 +131,7 @@ class CloudVolumeSupervoxels:
                 out[pts] = block[local[:, 0], local[:, 1], local[:, 2]]
 
             if self.parallel > 1 and len(groups) > 1:
-                with ThreadPoolExecutor(min(self.parallel, len(groups))) as pool:
-                    list(pool.map(answer, groups))
+                list(self._executor().map(answer, groups))
             else:
                 for g in groups:
                     answer(g)

@@ -29,6 +29,7 @@ from matengine.workflows.engine import Step, StepContext
 from matengine.workflows.roots_rewrite import RootsPlan, choose_roots_plan, count_for_plan, rewrite_roots
 
 ROOT_SLICE = 20_000  # expired roots per update-roots chunk
+SMALL_WRITE_ROWS = 2_000  # up to this many rows are written by one UPDATE from arrays
 
 
 def _table(ctx: StepContext | Connection, datastack: str, name: str) -> AnnotationTable:
@@ -55,8 +56,12 @@ def _read(
 def _write_columns(
     conn: Connection, table: AnnotationTable, ids: np.ndarray, cols: dict[str, np.ndarray]
 ) -> None:
-    """Binary COPY into a temporary table, then one set-wise UPDATE … FROM."""
+    """Binary COPY into a temporary table, then one set-wise UPDATE … FROM (few rows: one
+    UPDATE from bound arrays, no temporary table)."""
     if len(ids) == 0:
+        return
+    if len(ids) <= SMALL_WRITE_ROWS:
+        _write_few(conn, table, ids, cols)
         return
     staging = quote("matengine_seg_update")
     conn.execute(
@@ -138,6 +143,25 @@ def ingest_rows_by_id(
         return ingest_pending_rows(
             conn, table, segmentation, "s.id = ANY(%(ids)s)", {"ids": [int(i) for i in ids]}, when
         )
+
+
+def _write_few(
+    conn: Connection, table: AnnotationTable, ids: np.ndarray, cols: dict[str, np.ndarray]
+) -> None:
+    names = list(cols)
+    arrays = ", ".join(f"CAST(:c{j} AS bigint[])" for j in range(len(names)))
+    sets = ", ".join(f"{quote(c)} = u.c{j}" for j, c in enumerate(names))
+    params: dict[str, Any] = {"ids": np.asarray(ids, np.int64).tolist()}
+    for j, c in enumerate(names):
+        params[f"c{j}"] = np.asarray(cols[c], np.uint64).view(np.int64).tolist()
+    aliases = ", ".join(f"c{j}" for j in range(len(names)))
+    conn.execute(
+        text(
+            f"UPDATE {table.names.segmentation_q} AS s SET {sets} "
+            f"FROM unnest(CAST(:ids AS bigint[]), {arrays}) AS u(id, {aliases}) WHERE s.id = u.id"
+        ),
+        params,
+    )
 
 
 class IngestStep(Step):
