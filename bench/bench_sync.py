@@ -549,7 +549,7 @@ def run(
             engine = open_engine(url)
             add_datastack(engine, info)
             ingest = bench_ingest(engine, info, rows, baseline_points)
-            small = bench_small_ingest(engine, info)
+            small = bench_small_ingest(engine, info, repeats=3 if rows >= 200_000 else 1)
             upd = bench_update_roots(engine, info, fractions, baseline_each)
             what = whatif_ingest(engine, info, rows) if whatif else None
     ing_ratio = ingest["points_per_s"] / ingest["baseline_points_per_s"]

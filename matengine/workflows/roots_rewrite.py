@@ -45,11 +45,13 @@ from matengine.segmentation import Segmentation
 
 RootsPlan = Literal["in_place", "rewrite"]
 
-# Measured at 1M rows (docs/operations.md, "Update roots: in place or rewrite"): in place
-# costs ~ 1 / IN_PLACE_ROWS_PER_S per row touched, a rewrite ~ 1 / REWRITE_ROWS_PER_S per row
-# of the table. Rewriting pays once the touched fraction exceeds their ratio.
-IN_PLACE_ROWS_PER_S = 60_000.0
-REWRITE_ROWS_PER_S = 900_000.0
+# Measured with `matengine bench --only sync` (docs/operations.md, "Update roots: in place or
+# rewrite"): in place costs 1 / in_place_rows_per_s(rows) per row touched -- falling as the
+# table outgrows memory, fit as rows^-IN_PLACE_SCALING through 56k rows/s at 1M and 18k rows/s
+# at 10M -- and a rewrite 1 / REWRITE_ROWS_PER_S per row of the table.
+IN_PLACE_ROWS_PER_S_AT_1M = 56_000.0
+IN_PLACE_SCALING = 0.5
+REWRITE_ROWS_PER_S = 500_000.0
 REWRITE_MIN_ROWS = 50_000  # below this the whole table is cheap to touch either way
 REWRITE_MAX_PENDING = 20_000  # rows carried over under the swap lock stay few
 SAMPLE_ROOTS = 2_000  # expired roots whose rows are counted to estimate the rows touched
@@ -66,16 +68,21 @@ class RootsCounts:
     pending_rows: int
 
 
-def crossover_fraction() -> float:
+def in_place_rows_per_s(table_rows: int) -> float:
+    """Expected in-place rate (rows touched per second) on a table of ``table_rows``."""
+    return IN_PLACE_ROWS_PER_S_AT_1M * (1_000_000 / max(table_rows, 1_000_000)) ** IN_PLACE_SCALING
+
+
+def crossover_fraction(table_rows: int) -> float:
     """Touched fraction of the table above which a rewrite is the cheaper plan."""
-    return IN_PLACE_ROWS_PER_S / REWRITE_ROWS_PER_S
+    return in_place_rows_per_s(table_rows) / REWRITE_ROWS_PER_S
 
 
 def choose_roots_plan(counts: RootsCounts) -> RootsPlan:
     """``rewrite`` when it is expected to be cheaper than updating the touched rows in place."""
     if counts.table_rows < REWRITE_MIN_ROWS or counts.pending_rows > REWRITE_MAX_PENDING:
         return "in_place"
-    in_place_s = counts.touched_rows / IN_PLACE_ROWS_PER_S
+    in_place_s = counts.touched_rows / in_place_rows_per_s(counts.table_rows)
     rewrite_s = counts.table_rows / REWRITE_ROWS_PER_S
     return "rewrite" if rewrite_s < in_place_s else "in_place"
 
