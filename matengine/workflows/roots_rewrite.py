@@ -32,7 +32,7 @@ import hashlib
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from sqlalchemy import Connection, text
@@ -117,9 +117,17 @@ def _temp_name(table: AnnotationTable, what: str) -> str:
     return f"mte_rw_{digest}_{what}"
 
 
+def _driver(conn: Connection) -> Any:
+    """The psycopg connection under a SQLAlchemy one (for COPY)."""
+    driver = conn.connection.driver_connection
+    if driver is None:
+        raise RuntimeError("connection is closed")
+    return driver
+
+
 def _copy_in(conn: Connection, table_q: str, columns: list[str], values: list[np.ndarray]) -> None:
     payload = binary_copy_buffer([(np.asarray(v).view(np.int64), "bigint") for v in values])
-    driver = conn.connection.driver_connection
+    driver = _driver(conn)
     with (
         driver.cursor() as cur,
         cur.copy(f"COPY {table_q} ({', '.join(columns)}) FROM STDIN (FORMAT binary)") as copy,
@@ -132,7 +140,7 @@ def _read_bigints(conn: Connection, query: str, n: int) -> list[np.ndarray]:
     from matengine.query.columns import ColKind
     from matengine.query.reader import Fetch, copy_batches
 
-    driver = conn.connection.driver_connection
+    driver = _driver(conn)
     fetches = [Fetch(f"v{j}", f"q.v{j}", ColKind.INT, False) for j in range(n)]
     batches = list(copy_batches(driver, f"FROM ({query}) q", {}, fetches))
     return [

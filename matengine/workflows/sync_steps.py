@@ -232,10 +232,14 @@ class IngestStep(Step):
         table = _table(conn, self.datastack, self.table)
         if spec["x"] == [None, None] and spec["y"] == [None, None]:
             # the one-box plan: every pending row, found by the partial index alone
-            where, params = "true", {}
+            where: str = "true"
+            params: dict[str, Any] = {}
         else:
             where, params = self._box_condition(table.schema.bound_points[0], spec)
-        return ingest_pending_rows(conn, table, ctx.segmentation, where, params, table.roots_last_updated)
+        when = table.roots_last_updated
+        if when is None:  # plan() gave the table its root time before any chunk runs
+            raise InvalidInput(f"table {self.table!r} has no root time to ingest at")
+        return ingest_pending_rows(conn, table, ctx.segmentation, where, params, when)
 
     def finish(self, ctx: StepContext, plan: list[Any]) -> dict[str, Any]:
         table = _table(ctx, self.datastack, self.table)
@@ -297,8 +301,8 @@ class UpdateRootsStep(Step):
     def _plan_kind(self, ctx: StepContext, table: AnnotationTable, expired: np.ndarray) -> RootsPlan:
         """The run's ``roots_plan`` parameter if it names one, else the cheaper by counts."""
         forced = ctx.params.get("roots_plan") or "auto"
-        if forced in ("in_place", "rewrite"):
-            return forced
+        if forced == "in_place" or forced == "rewrite":
+            return "in_place" if forced == "in_place" else "rewrite"
         if forced != "auto":
             raise InvalidInput(f"roots_plan must be auto, in_place or rewrite, not {forced!r}")
         with ctx.engine.connect() as conn:
@@ -359,7 +363,7 @@ def ingest_pending_rows(
     seg: Segmentation,
     where: str,
     params: dict[str, Any],
-    when: datetime | None,
+    when: datetime,
 ) -> int:
     """Give the pending rows of ``table`` matching ``where`` (on ``a``, the live table, and
     ``s``, the segmentation table) their supervoxels and roots at ``when``; returns their count."""
