@@ -8,7 +8,8 @@ roots expired between L and T.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -63,6 +64,7 @@ def _write_columns(
     if len(ids) <= SMALL_WRITE_ROWS:
         _write_few(conn, table, ids, cols)
         return
+    ids, cols = _sorted_by_id(ids, cols)
     staging = quote("matengine_seg_update")
     conn.execute(
         text(f"CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {table.names.segmentation_q}) ON COMMIT DROP")
@@ -80,9 +82,31 @@ def _write_columns(
     ):
         copy.write(payload)
     sets = ", ".join(f"{quote(c)} = u.{quote(c)}" for c in cols)
-    conn.execute(
-        text(f"UPDATE {table.names.segmentation_q} AS s SET {sets} FROM {staging} u WHERE s.id = u.id")
-    )
+    with _primary_key_probes(conn):
+        conn.execute(
+            text(f"UPDATE {table.names.segmentation_q} AS s SET {sets} FROM {staging} u WHERE s.id = u.id")
+        )
+
+
+def _sorted_by_id(ids: np.ndarray, cols: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Rows in id order: the UPDATE then walks the primary key (and the heap, loaded in id
+    order) forwards instead of jumping around."""
+    order = np.argsort(ids, kind="stable")
+    return ids[order], {k: np.asarray(v)[order] for k, v in cols.items()}
+
+
+@contextmanager
+def _primary_key_probes(conn: Connection) -> Iterator[None]:
+    """Join the staged rows to the table by primary-key probes only. Left to itself the
+    planner hashes or scans the *whole* segmentation table for every chunk's UPDATE, a cost
+    that grows with the table (N/chunk chunks x N rows); probes cost the same per row at any
+    size."""
+    conn.execute(text("SET LOCAL enable_hashjoin = off"))
+    conn.execute(text("SET LOCAL enable_mergejoin = off"))
+    yield
+    # (after an error the transaction rolls back, and these settings with it)
+    conn.execute(text("SET LOCAL enable_hashjoin TO DEFAULT"))
+    conn.execute(text("SET LOCAL enable_mergejoin TO DEFAULT"))
 
 
 def lock_roots_time(conn: Connection, table: AnnotationTable) -> None:
