@@ -176,7 +176,7 @@ class LocalCompressedSegmentation:
         path = self.directory / name
         gz = self.directory / f"{name}.gz"
         if gz.is_file():
-            raw = gzip.decompress(gz.read_bytes())
+            raw = _gunzip(gz.read_bytes())
         elif path.is_file():
             raw = path.read_bytes()
         elif any(self.directory.glob(f"{name}.*")):
@@ -189,6 +189,15 @@ class LocalCompressedSegmentation:
             return np.asarray(block[local[:, 0], local[:, 1], local[:, 2]], self.dtype).reshape(-1)
         arr = cseg.CompressedSegmentationArray(raw, shape=shape, dtype=self.dtype, block_size=self.block_size)
         return np.fromiter((arr[int(x), int(y), int(z)] for x, y, z in local), self.dtype, len(local))
+
+
+def _gunzip(data: bytes) -> bytes:
+    """libdeflate where installed (a dependency of cloud-files), else the standard library."""
+    try:
+        import deflate
+    except ImportError:  # pragma: no cover - deflate ships with cloud-files
+        return gzip.decompress(data)
+    return bytes(deflate.gzip_decompress(data))
 
 
 def _local_cseg_scale(cloudpath: str, info: dict, key: str) -> LocalCompressedSegmentation | None:
