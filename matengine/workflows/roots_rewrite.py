@@ -32,14 +32,15 @@ import hashlib
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from sqlalchemy import Connection, text
 
 from matengine.catalog import AnnotationTable
 from matengine.db.annotation_tables import pending_condition, segmentation_index_bodies
-from matengine.db.copy import binary_copy_buffer
+from matengine.db.connection import driver_connection
+from matengine.db.copy import copy_in
 from matengine.db.identifiers import quote
 from matengine.segmentation import Segmentation
 
@@ -117,30 +118,12 @@ def _temp_name(table: AnnotationTable, what: str) -> str:
     return f"mte_rw_{digest}_{what}"
 
 
-def _driver(conn: Connection) -> Any:
-    """The psycopg connection under a SQLAlchemy one (for COPY)."""
-    driver = conn.connection.driver_connection
-    if driver is None:
-        raise RuntimeError("connection is closed")
-    return driver
-
-
-def _copy_in(conn: Connection, table_q: str, columns: list[str], values: list[np.ndarray]) -> None:
-    payload = binary_copy_buffer([(np.asarray(v).view(np.int64), "bigint") for v in values])
-    driver = _driver(conn)
-    with (
-        driver.cursor() as cur,
-        cur.copy(f"COPY {table_q} ({', '.join(columns)}) FROM STDIN (FORMAT binary)") as copy,
-    ):
-        copy.write(payload)
-
-
 def _read_bigints(conn: Connection, query: str, n: int) -> list[np.ndarray]:
     """Columns ``v0 … v<n-1>`` (non-null bigints) of a query, by binary COPY."""
     from matengine.query.columns import ColKind
     from matengine.query.reader import Fetch, copy_batches
 
-    driver = _driver(conn)
+    driver = driver_connection(conn)
     fetches = [Fetch(f"v{j}", f"q.v{j}", ColKind.INT, False) for j in range(n)]
     batches = list(copy_batches(driver, f"FROM ({query}) q", {}, fetches))
     return [
@@ -167,7 +150,7 @@ def rewrite_roots(
 
     # 1. supervoxel -> root at the target, for the supervoxels of rows holding expired roots
     conn.execute(text("CREATE TEMP TABLE matengine_rw_expired (root bigint) ON COMMIT DROP"))
-    _copy_in(conn, "matengine_rw_expired", ["root"], [np.asarray(expired, np.int64)])
+    copy_in(conn, quote("matengine_rw_expired"), [("root", np.asarray(expired, np.int64), "bigint")])
     conn.execute(text("ANALYZE matengine_rw_expired"))
     in_expired = {pt: f"{quote(pt + '_root_id')} IN (SELECT root FROM matengine_rw_expired)" for pt in points}
     per_row = ", ".join(
@@ -182,7 +165,11 @@ def rewrite_roots(
     sv = sv[sv != 0]
     roots = np.asarray(segmentation.roots.get_roots(sv.view(np.uint64), target), np.uint64)
     conn.execute(text("CREATE TEMP TABLE matengine_rw_roots (sv bigint, root bigint) ON COMMIT DROP"))
-    _copy_in(conn, "matengine_rw_roots", ["sv", "root"], [sv, roots])
+    copy_in(
+        conn,
+        quote("matengine_rw_roots"),
+        [("sv", np.asarray(sv, np.int64), "bigint"), ("root", roots.view(np.int64), "bigint")],
+    )
     conn.execute(text("ANALYZE matengine_rw_roots"))
 
     # 2. the rewritten table, built beside the live one
