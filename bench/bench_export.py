@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import subprocess
 import sys
@@ -80,10 +81,13 @@ def child(mode: str, url: str, version: int, to: str) -> dict[str, Any]:
 
 
 def _run_child(mode: str, url: str, version: int, to: Path) -> dict[str, Any]:
+    # exports write only under the configured roots: this run's own folder
+    env = {**os.environ, "MATENGINE_SOURCE_ROOTS": str(to.parent)}
     out = subprocess.run(
         [sys.executable, "-m", "bench.bench_export", "--child", mode, "--url", url, "--version", str(version)]
         + ["--to", str(to)],
         cwd=REPO,
+        env=env,
         check=True,
         capture_output=True,
         text=True,

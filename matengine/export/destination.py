@@ -4,8 +4,10 @@ A destination is ``file:///absolute/path``, ``gs://bucket/prefix`` or ``s3://buc
 opened through fsspec (gcsfs / s3fs take credentials and endpoints from the environment the
 way their clients do: ``STORAGE_EMULATOR_HOST``, ``AWS_ENDPOINT_URL``, …).
 
-Every destination passes :func:`_check_destination` before anything is written; it is one
-small function so that a deployment-wide root check can replace it.
+Every destination passes :func:`_check_destination` before anything is written: the export's
+own rules (absolute folders and buckets only, no ``..``), then the server-wide root check of
+:func:`matengine.sources.check_source_url` (``MATENGINE_SOURCE_ROOTS``), which bulk upload
+uses for what it reads.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from matengine.errors import InvalidInput
+from matengine.sources import check_source_url
 
 SCHEMES = ("file", "gs", "s3")
 MAX_URL = 1024
@@ -39,10 +42,12 @@ def _check_destination(url: str) -> str:
     if ".." in path.split("/") or "\\" in url:
         raise InvalidInput("destination must not contain '..' segments or backslashes", field="to")
     if parts.scheme == "file":
-        if parts.netloc not in ("", "localhost") or not path.startswith("/") or path.rstrip("/") == "":
+        if parts.netloc or not path.startswith("/") or path.rstrip("/") == "":
             raise InvalidInput("file:// destinations must be an absolute folder, not /", field="to")
     elif not parts.netloc or "@" in parts.netloc or ":" in parts.netloc:
         raise InvalidInput("bucket destinations must be <scheme>://bucket/prefix", field="to")
+    # and only under the roots the operator configured, as for every URL the server touches
+    check_source_url(url)
     return url
 
 

@@ -86,6 +86,16 @@ def test_bad_destinations_are_refused_before_a_run(served, engine, to, message):
     assert len(runs.list_runs(engine, ds)) == before
 
 
+def test_a_destination_outside_the_source_roots_is_refused(served, engine, tmp_path_factory):
+    url, ds, _, tokens = served
+    before = len(runs.list_runs(engine, ds))
+    route = f"/admin/api/v1/datastack/{ds}/export"
+    r = _client(url, tokens["admin"]).post(route, json={"version": 1, "to": "gs://someone-elses-bucket/x"})
+    assert r.status_code == 400
+    assert "is outside the configured source roots (MATENGINE_SOURCE_ROOTS)" in r.json()["message"]
+    assert len(runs.list_runs(engine, ds)) == before
+
+
 def test_unknown_table_and_version_are_refused(served):
     url, ds, _, tokens = served
     admin = _client(url, tokens["admin"])

@@ -76,7 +76,8 @@ def _read_back(fs, root: str, oracle, when) -> None:
         assert_equals_oracle(pl.scan_pyarrow_dataset(dataset).collect().to_arrow(), table, oracle, when)
 
 
-def test_parquet_export_to_gs(engine, versioned, oracle, gcs):
+def test_parquet_export_to_gs(engine, versioned, oracle, gcs, admit_sources):
+    admit_sources(f"gs://{gcs}/exports")
     ds, when = versioned
     run = export(engine, ds, f"gs://{gcs}/exports/v1", chunk_rows=700)
     assert run.result["export"]["manifest"] == f"gs://{gcs}/exports/v1/manifest.json"
@@ -86,8 +87,9 @@ def test_parquet_export_to_gs(engine, versioned, oracle, gcs):
     assert set(manifest["tables"]) == set(TABLE_SCHEMAS)
 
 
-def test_delta_export_to_s3(engine, versioned, oracle, s3):
+def test_delta_export_to_s3(engine, versioned, oracle, s3, admit_sources):
     bucket, endpoint = s3
+    admit_sources(f"s3://{bucket}/exports")
     ds, when = versioned
     export(engine, ds, f"s3://{bucket}/exports/v1", fmt="delta", chunk_rows=700)
     fs = fsspec.filesystem("s3")
