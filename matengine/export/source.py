@@ -92,7 +92,14 @@ def chunk_batches(
         for c in layout.columns
     ]
     key = _sort_expr(layout)
-    tail = f"FROM {relation} WHERE {key} BETWEEN %(lo)s AND %(hi)s ORDER BY {key}, id"
+    # the range on the stored column itself, so the version table's btree on it picks the
+    # chunk's rows (an expression would scan the whole table once per chunk); a root never
+    # looked up (NULL, exported as 0) belongs to the range holding 0
+    col = quote(layout.sort_column)
+    where = f"{col} BETWEEN %(lo)s AND %(hi)s"
+    if layout.sort_column != "id" and lo <= 0 <= hi:
+        where = f"({where} OR {col} IS NULL)"
+    tail = f"FROM {relation} WHERE {where} ORDER BY {key}, id"
     schema = layout.schema
     driver = driver_connection(conn)
     for batch in read_batches(driver, tail, {"lo": lo, "hi": hi}, fetches, ROW_GROUP_ROWS):
