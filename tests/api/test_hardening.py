@@ -473,3 +473,24 @@ def test_graphene_proxy_sends_the_servers_token_not_the_callers(engine, loaded):
     [headers] = seen
     assert headers["authorization"] == "Bearer server-own-secret"
     assert caller not in json.dumps(headers)
+
+
+def test_a_no_auth_server_refuses_changes_from_other_sites(engine, loaded):
+    """--no-auth admits every loopback caller: a page of another site open in the same
+    machine's browser must not be able to start work on it."""
+    from matengine.api.app import create_app
+    from matengine.config import get_settings
+    from matengine.segmentation.serving import ThreadedServer
+
+    before = snapshot(engine, loaded.datastack)
+    path = f"/admin/api/v1/datastack/{loaded.datastack}/remove_expired?dry_run=true"
+    with ThreadedServer(create_app(get_settings(), auth_enabled=False, engine=engine)) as srv:
+        for origin in ("https://evil.example", "null"):
+            assert_refused(
+                httpx.post(srv.url + path, headers={"Origin": origin}), 403, "cross-site request refused"
+            )
+        assert snapshot(engine, loaded.datastack) == before
+        # the CLI and scripts send no Origin; a page of the server itself sends its own
+        assert httpx.post(srv.url + path).status_code == 200
+        own = srv.url.removeprefix("http://")
+        assert httpx.post(srv.url + path, headers={"Origin": f"http://{own}"}).status_code == 200
