@@ -494,3 +494,21 @@ def test_a_no_auth_server_refuses_changes_from_other_sites(engine, loaded):
         assert httpx.post(srv.url + path).status_code == 200
         own = srv.url.removeprefix("http://")
         assert httpx.post(srv.url + path, headers={"Origin": f"http://{own}"}).status_code == 200
+
+
+def test_the_dashboard_login_refuses_other_sites(server):
+    """Login CSRF: another site must not set the browser's cookie to a token of its choosing."""
+    r = httpx.post(
+        server.url + "/dashboard/login",
+        data={"token": server.tokens["view"]},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert_refused(r, 403, "cross-site request refused")
+    assert "set-cookie" not in r.headers
+    own = server.url.removeprefix("http://")
+    r = httpx.post(
+        server.url + "/dashboard/login",
+        data={"token": server.tokens["view"]},
+        headers={"Origin": f"http://{own}"},
+    )
+    assert r.status_code == 303 and "middle_auth_token=" in r.headers["set-cookie"]
