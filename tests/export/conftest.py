@@ -22,7 +22,7 @@ def oracle(synth):
     return Oracle(synth.directory)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def versioned(engine, synth):
     """A datastack with the synthetic dataset and version 1 at the middle edit: (name, T)."""
     name = f"exp_{uuid.uuid4().hex[:8]}"
