@@ -3,7 +3,7 @@
 loopback, with the synthetic segmentation (precomputed, served by ``matengine serve``) and the
 synapse table's annotation layer; one root is selected, and Neuroglancer must load exactly that
 root's synapses (pre or post) through the relationship indexes, and nothing of any other
-segment. The screenshot goes to docs/neuroglancer-synapses.png.
+segment. The screenshot goes to ``test-artifacts/`` (the one in docs/ was taken this way).
 
 Neuroglancer's side panel lists the annotations of local layers only (its precomputed sources
 have an empty iterator), so "listed" is what the client fetched and drew for the selection:
@@ -37,7 +37,7 @@ ARGS = [
     "--use-angle=swiftshader",
     "--enable-unsafe-swiftshader",
 ]
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "neuroglancer-synapses.png"
+SCREENSHOT = Path(__file__).resolve().parents[2] / "test-artifacts" / "neuroglancer-synapses.png"
 
 
 @pytest.fixture(scope="module")
