@@ -62,6 +62,10 @@ class AnnotationTable:
     roots_last_updated: datetime | None
     segmentation_suffix: str
     roots_updating_to: datetime | None = None
+    read_permission: str = "PUBLIC"
+    write_permission: str = "PUBLIC"
+    notice_text: str | None = None
+    flat_segmentation_source: str | None = None
 
     @property
     def schema(self) -> AnnotationSchema:
@@ -178,10 +182,20 @@ def create_table(
     reference_table: str | None = None,
     owner: str = "matengine",
     notice_text: str | None = None,
+    read_permission: str = "PUBLIC",
+    write_permission: str = "PUBLIC",
+    flat_segmentation_source: str | None = None,
 ) -> AnnotationTable:
+    """Create a live table (and its segmentation table). Tables made by operators (the CLI)
+    default to PUBLIC read and write; caveclient sends its own defaults (PUBLIC/PRIVATE)."""
     ds = get_datastack(engine, datastack)
     validate_name(table_name, "table name")
     schema_obj = get_schema(schema)
+    if schema_obj.is_point_class:
+        raise InvalidInput(
+            f"schema {schema!r} is a point class of the registry, not a table schema; "
+            "use derived_tag or derived_numeric_value for derived points"
+        )
     res = _resolution(voxel_resolution) if voxel_resolution is not None else ds.voxel_resolution
     if schema_obj.is_reference:
         if not reference_table:
@@ -204,12 +218,21 @@ def create_table(
                     reference_table=reference_table,
                     owner=owner,
                     notice_text=notice_text,
+                    read_permission=_permission(read_permission, "read_permission"),
+                    write_permission=_permission(write_permission, "write_permission"),
+                    flat_segmentation_source=flat_segmentation_source,
                 )
             )
             create_tables(conn, names, schema_obj)
     except IntegrityError:
         raise AlreadyExists(f"table {table_name!r} already exists in {datastack!r}") from None
     return get_table(engine, datastack, table_name)
+
+
+def _permission(value: Any, field: str) -> str:
+    from matengine.table_permissions import check_table_permission
+
+    return check_table_permission(value, field).value
 
 
 def _table(row: Any, suffix: str) -> AnnotationTable:
@@ -227,6 +250,10 @@ def _table(row: Any, suffix: str) -> AnnotationTable:
         roots_last_updated=row.roots_last_updated,
         segmentation_suffix=suffix,
         roots_updating_to=row.roots_updating_to,
+        read_permission=row.read_permission,
+        write_permission=row.write_permission,
+        notice_text=row.notice_text,
+        flat_segmentation_source=row.flat_segmentation_source,
     )
 
 
@@ -257,6 +284,68 @@ def _update_table_row(conn: Connection, table: AnnotationTable, **values: Any) -
     conn.execute(
         update(t).where(t.c.datastack == table.datastack, t.c.table_name == table.table_name).values(**values)
     )
+
+
+def delete_table(engine: Engine, datastack: str, table_name: str) -> AnnotationTable:
+    """Soft-delete a table, as the field does: it leaves listings, annotation routes and new
+    versions; its rows stay, and versions made before keep it."""
+    table = get_table(engine, datastack, table_name)
+    if table.deleted is not None:
+        raise NotFound(f"table {table_name!r} in {datastack!r} was deleted already")
+    with engine.begin() as conn:
+        _update_table_row(conn, table, deleted=utcnow(), last_modified=utcnow())
+    return get_table(engine, datastack, table_name)
+
+
+# what update_table_metadata may change, as the field's UpdateMetadataSchema (plus resolution)
+UPDATABLE = (
+    "description",
+    "notice_text",
+    "read_permission",
+    "write_permission",
+    "flat_segmentation_source",
+    "voxel_resolution",
+)
+
+
+def update_table_metadata(engine: Engine, datastack: str, table_name: str, **changes: Any) -> AnnotationTable:
+    """Change a table's description, notice text, permissions, flat segmentation source, or
+    its voxel resolution while it holds no rows (positions are stored in that resolution)."""
+    table = get_table(engine, datastack, table_name)
+    if table.deleted is not None:
+        raise NotFound(f"table {table_name!r} in {datastack!r} was deleted")
+    unknown = sorted(set(changes) - set(UPDATABLE))
+    if unknown:
+        raise InvalidInput(f"cannot change {unknown[0]!r}; changeable: {', '.join(UPDATABLE)}", field=unknown[0])
+    values: dict[str, Any] = {}
+    for key, value in changes.items():
+        if key in ("read_permission", "write_permission"):
+            values[key] = _permission(value, key)
+        elif key == "voxel_resolution":
+            values[key] = list(_resolution(value))
+        elif key in ("description",):
+            if not isinstance(value, str):
+                raise InvalidInput(f"{key} must be a string", field=key)
+            values[key] = value
+        else:
+            if value is not None and not isinstance(value, str):
+                raise InvalidInput(f"{key} must be a string or null", field=key)
+            values[key] = value
+    if not values:
+        return table
+    with engine.begin() as conn:
+        if "voxel_resolution" in values:
+            from sqlalchemy import text
+
+            has_rows = conn.execute(text(f"SELECT EXISTS (SELECT 1 FROM {table.names.live_q})")).scalar_one()
+            if has_rows and values["voxel_resolution"] != list(table.voxel_resolution):
+                raise InvalidInput(
+                    f"table {table_name!r} holds rows in resolution {list(table.voxel_resolution)}; "
+                    "its voxel resolution can change only while it is empty",
+                    field="voxel_resolution",
+                )
+        _update_table_row(conn, table, **values, last_modified=utcnow())
+    return get_table(engine, datastack, table_name)
 
 
 def set_roots_last_updated(conn: Connection, table: AnnotationTable, when: datetime) -> None:

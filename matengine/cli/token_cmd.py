@@ -19,12 +19,25 @@ def create(
     datastack: str = typer.Option(..., "--datastack", help="Datastack name, or * for all."),
     permission: str = typer.Option(..., "--permission", help="view, edit or admin."),
     description: str = typer.Option("", "--description", help="Who or what it is for."),
+    user: str | None = typer.Option(
+        None, "--user", help="The user the token speaks for (created if new): owner of the tables it creates."
+    ),
+    group: list[str] = typer.Option(
+        [], "--group", help="Add the user to this group (repeatable); GROUP table permissions use them."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Create a token and print it (it is not shown again)."""
-    token_id, token = auth.create_token(get_engine(), datastack, permission, description)
+    token_id, token = auth.create_token(get_engine(), datastack, permission, description, user=user, groups=group)
     emit(
-        {"id": token_id, "token": token, "datastack": datastack, "permission": permission},
+        {
+            "id": token_id,
+            "token": token,
+            "datastack": datastack,
+            "permission": permission,
+            "user": user,
+            "groups": sorted(set(group)),
+        },
         json_out,
         lambda: console.print(token, highlight=False, soft_wrap=True),
     )
@@ -41,7 +54,7 @@ def list_(
         rows,
         json_out,
         lambda: print_table(
-            rows, ["id", "datastack", "permission", "description", "created", "revoked"], title="tokens"
+            rows, ["id", "datastack", "permission", "user", "description", "created", "revoked"], title="tokens"
         ),
     )
 
