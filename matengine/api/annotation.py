@@ -25,6 +25,7 @@ from matengine.api.materialize import table_metadata
 from matengine.auth import Principal, get_principal
 from matengine.db.identifiers import validate_name
 from matengine.errors import Conflict, InvalidInput, MatengineError, NotFound
+from matengine.immediate_lookup import lookup_after_post
 from matengine.table_permissions import Access, allows, require, require_owner
 
 router = APIRouter(tags=["annotation"])
@@ -222,7 +223,9 @@ def post_annotations(
     ds = _datastack_for(request, aligned_volume_name, principal, table_name, "edit")
     require(engine_of(request), principal, ds, table_name, Access.WRITE)
     rows = _batch(body, "annotations")
-    return ann.insert_annotations(engine_of(request), ds, table_name, rows, user_id=principal.user_id)
+    ids = ann.insert_annotations(engine_of(request), ds, table_name, rows, user_id=principal.user_id)
+    lookup_after_post(engine_of(request), ds, table_name, ids)
+    return ids
 
 
 @router.put(base + "/table/{table_name}/annotations")
@@ -237,6 +240,7 @@ def update_annotations(
     require(engine_of(request), principal, ds, table_name, Access.WRITE)
     rows = _batch(body, "annotations")
     mapping = ann.update_annotations(engine_of(request), ds, table_name, rows, user_id=principal.user_id)
+    lookup_after_post(engine_of(request), ds, table_name, list(mapping.values()))
     return {str(old): new for old, new in mapping.items()}
 
 

@@ -277,3 +277,47 @@ def materialize_api_versions() -> list[int]:
 
 add_routes("/materialize/api/v2")
 add_routes("/materialize/api/v3")
+
+
+# caveclient's lookup_supervoxel_ids / ingest_annotation_table (the field's "run" routes: edit on
+# the datastack and write on the table; both answer 200)
+_run = "/materialize/api/v2/materialize/run"
+
+
+def _writable(request: Request, datastack: str, table: str) -> Principal:
+    principal = principal_from_request(request)
+    principal.require(datastack, "edit")
+    validate_name(table, "table name")
+    table_permissions.require(engine_of(request), principal, datastack, table, table_permissions.Access.WRITE)
+    return principal
+
+
+@router.post(_run + "/lookup_svid/datastack/{datastack_name}/{table_name}")
+def lookup_supervoxel_ids(
+    datastack_name: str, table_name: str, request: Request, body: dict[str, Any] = Body(default_factory=dict)
+) -> int:
+    """Look up the given rows' supervoxels and roots now (at most 10,000 ids); without ids,
+    start an ingest run of the table."""
+    from matengine.immediate_lookup import MAX_IN_REQUEST, lookup_after_post, trigger_ingest
+
+    _writable(request, datastack_name, table_name)
+    ids = body.get("annotation_ids")
+    if ids is None:
+        trigger_ingest(engine_of(request), datastack_name, table_name)
+        return 200
+    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise InvalidInput("expected a list of integer ids", field="annotation_ids")
+    if len(ids) > MAX_IN_REQUEST:
+        raise InvalidInput(f"at most {MAX_IN_REQUEST} annotation_ids per request", field="annotation_ids")
+    lookup_after_post(engine_of(request), datastack_name, table_name, ids)
+    return 200
+
+
+@router.post(_run + "/ingest_annotations/datastack/{datastack_name}/{table_name}")
+def ingest_annotation_table(datastack_name: str, table_name: str, request: Request) -> int:
+    """Start an ingest run of the table (none if one is running already: it takes the rows)."""
+    from matengine.immediate_lookup import trigger_ingest
+
+    _writable(request, datastack_name, table_name)
+    trigger_ingest(engine_of(request), datastack_name, table_name)
+    return 200
