@@ -187,7 +187,12 @@ def list_tokens(engine: Engine, *, include_revoked: bool = False) -> list[dict[s
     u = m.users
     stmt = (
         select(
-            t.c.id, t.c.datastack, t.c.permission, t.c.description, t.c.created, t.c.revoked,
+            t.c.id,
+            t.c.datastack,
+            t.c.permission,
+            t.c.description,
+            t.c.created,
+            t.c.revoked,
             u.c.name.label("user"),
         )
         .select_from(t.outerjoin(u, u.c.id == t.c.user_id))

@@ -7,7 +7,7 @@ annotation routes' table management.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -32,6 +32,8 @@ class Datastack:
     schedule: str | None
     days_to_expire: int | None
     created: datetime
+    info: dict[str, Any] = field(default_factory=dict)
+    live_schedule: str | None = None
 
     @property
     def pcg_table_name(self) -> str:
@@ -140,6 +142,8 @@ def _datastack(row: Any) -> Datastack:
         schedule=row.schedule,
         days_to_expire=row.days_to_expire,
         created=row.created,
+        info=dict(row.info or {}),
+        live_schedule=row.live_schedule,
     )
 
 
@@ -161,6 +165,58 @@ def set_schedule(engine: Engine, name: str, schedule: str | None) -> Datastack:
     get_datastack(engine, name)
     with engine.begin() as conn:
         conn.execute(update(m.datastacks).where(m.datastacks.c.name == name).values(schedule=schedule))
+    return get_datastack(engine, name)
+
+
+def set_live_schedule(engine: Engine, name: str, schedule: str | None) -> Datastack:
+    """The crontab of the periodic ``sync_live`` run (ingest + update-roots, no version)."""
+    get_datastack(engine, name)
+    with engine.begin() as conn:
+        conn.execute(update(m.datastacks).where(m.datastacks.c.name == name).values(live_schedule=schedule))
+    return get_datastack(engine, name)
+
+
+# what a datastack's info carries for Neuroglancer and caveclient's info client
+INFO_FIELDS = ("image_source", "viewer_site", "skeleton_source", "synapse_table", "soma_table")
+_MAX_INFO_VALUE = 2048
+
+
+def set_datastack_info(
+    engine: Engine, name: str, *, description: str | None = None, **fields: str | None
+) -> Datastack:
+    """Set (a value) or clear (``""``) info fields; ``None`` leaves a field as it is."""
+    ds = get_datastack(engine, name)
+    unknown = sorted(set(fields) - set(INFO_FIELDS))
+    if unknown:
+        raise InvalidInput(
+            f"unknown info field {unknown[0]!r}; known: {', '.join(INFO_FIELDS)}", field=unknown[0]
+        )
+    info = dict(ds.info)
+    for key, value in fields.items():
+        if value is None:
+            continue
+        if not isinstance(value, str) or len(value) > _MAX_INFO_VALUE:
+            raise InvalidInput(f"{key} must be a string of at most {_MAX_INFO_VALUE} characters", field=key)
+        if key in ("synapse_table", "soma_table") and value:
+            if not re.fullmatch(r"[a-z][a-z0-9_]{0,62}", value):  # (not echoed back)
+                raise InvalidInput(f"{key} must be a table name: lowercase letters, digits and _", field=key)
+        elif key in ("image_source", "skeleton_source") and value and "://" not in value:
+            raise InvalidInput(f"{key} must be a URL (precomputed://…, gs://…, https://…)", field=key)
+        elif key == "viewer_site" and value and not value.startswith(("http://", "https://")):
+            raise InvalidInput("viewer_site must be an http(s) URL", field=key)
+        if value:
+            info[key] = value
+        else:
+            info.pop(key, None)
+    values: dict[str, Any] = {"info": info}
+    if description is not None:
+        if not isinstance(description, str) or len(description) > 10_000:
+            raise InvalidInput(
+                "description must be a string of at most 10,000 characters", field="description"
+            )
+        values["description"] = description
+    with engine.begin() as conn:
+        conn.execute(update(m.datastacks).where(m.datastacks.c.name == name).values(**values))
     return get_datastack(engine, name)
 
 
@@ -316,7 +372,9 @@ def update_table_metadata(engine: Engine, datastack: str, table_name: str, **cha
         raise NotFound(f"table {table_name!r} in {datastack!r} was deleted")
     unknown = sorted(set(changes) - set(UPDATABLE))
     if unknown:
-        raise InvalidInput(f"cannot change {unknown[0]!r}; changeable: {', '.join(UPDATABLE)}", field=unknown[0])
+        raise InvalidInput(
+            f"cannot change {unknown[0]!r}; changeable: {', '.join(UPDATABLE)}", field=unknown[0]
+        )
     values: dict[str, Any] = {}
     for key, value in changes.items():
         if key in ("read_permission", "write_permission"):
@@ -399,6 +457,7 @@ def sync_declared_datastacks(engine: Engine, declared: dict[str, Any]) -> list[s
                 days_to_expire=d.days_to_expire,
             )
             created.append(name)
+            _sync_declared_info(engine, name, d)
             continue
         if existing.segmentation_source != d.segmentation_source:
             raise InvalidInput(
@@ -412,4 +471,14 @@ def sync_declared_datastacks(engine: Engine, declared: dict[str, Any]) -> list[s
                 .where(m.datastacks.c.name == name)
                 .values(schedule=d.schedule, days_to_expire=d.days_to_expire)
             )
+        _sync_declared_info(engine, name, d)
     return created
+
+
+def _sync_declared_info(engine: Engine, name: str, d: Any) -> None:
+    """The config's live schedule and info fields (those it names; others stay as set)."""
+    fields = {k: getattr(d, k, None) for k in INFO_FIELDS}
+    if any(v is not None for v in fields.values()):
+        set_datastack_info(engine, name, **fields)
+    if getattr(d, "live_schedule", None) is not None:
+        set_live_schedule(engine, name, d.live_schedule)

@@ -48,7 +48,9 @@ def _lock_table_row(conn, table: catalog.AnnotationTable) -> catalog.AnnotationT
     return catalog.get_table(conn, table.datastack, table.table_name)
 
 
-def lookup_ids(engine: Engine, segmentation: Segmentation, datastack: str, table_name: str, ids: Sequence[int]) -> int:
+def lookup_ids(
+    engine: Engine, segmentation: Segmentation, datastack: str, table_name: str, ids: Sequence[int]
+) -> int:
     """Look up supervoxels and roots (at the table's L) of the rows ``ids`` still waiting
     for them; returns how many rows got ids (0 when left to ingest)."""
     from matengine.workflows.sync_steps import _read, _write_columns
@@ -68,7 +70,8 @@ def lookup_ids(engine: Engine, segmentation: Segmentation, datastack: str, table
         fetches = [Fetch("id", "s.id", ColKind.INT, nullable=False)]
         for pt in points:
             fetches += [
-                Fetch(f"{pt}_{a}", f"a.{quote(f'{pt}_position_{a}')}", ColKind.FLOAT, nullable=False) for a in "xyz"
+                Fetch(f"{pt}_{a}", f"a.{quote(f'{pt}_position_{a}')}", ColKind.FLOAT, nullable=False)
+                for a in "xyz"
             ]
         data = _read(
             conn,
@@ -81,11 +84,16 @@ def lookup_ids(engine: Engine, segmentation: Segmentation, datastack: str, table
         if len(found_ids) == 0:
             return 0
         xyz = np.concatenate([np.stack([data[f"{pt}_{a}"] for a in "xyz"], axis=1) for pt in points])
-        sv = np.asarray(segmentation.supervoxels.lookup(xyz, table.voxel_resolution).supervoxel_ids, np.uint64)
+        sv = np.asarray(
+            segmentation.supervoxels.lookup(xyz, table.voxel_resolution).supervoxel_ids, np.uint64
+        )
         roots = np.zeros(len(sv), np.uint64)
         known = sv != 0
+        assert table.roots_last_updated is not None  # set above under the row lock
         if known.any():
-            roots[known] = np.asarray(segmentation.roots.get_roots(sv[known], table.roots_last_updated), np.uint64)
+            roots[known] = np.asarray(
+                segmentation.roots.get_roots(sv[known], table.roots_last_updated), np.uint64
+            )
         n = len(found_ids)
         out = {}
         for k, pt in enumerate(points):

@@ -48,7 +48,9 @@ def _level(table: AnnotationTable, access: Access) -> TablePermission:
     return TablePermission(raw)
 
 
-def allows(engine_or_conn: Engine | Connection, principal: Principal, table: AnnotationTable, access: Access) -> bool:
+def allows(
+    engine_or_conn: Engine | Connection, principal: Principal, table: AnnotationTable, access: Access
+) -> bool:
     if principal.auth_disabled or principal.allows(table.datastack, "admin"):
         return True
     if principal.identity == table.owner:
@@ -69,11 +71,15 @@ def require(
     if not allows(engine_or_conn, principal, table, access):
         level = _level(table, access)
         who = "its owner" if level is TablePermission.PRIVATE else "its owner's groups"
-        raise Forbidden(f"table {table_name!r} can be {'read' if access is Access.READ else 'written'} by {who} only")
+        raise Forbidden(
+            f"table {table_name!r} can be {'read' if access is Access.READ else 'written'} by {who} only"
+        )
     return table
 
 
-def require_owner(engine_or_conn: Engine | Connection, principal: Principal, datastack: str, table_name: str) -> AnnotationTable:
+def require_owner(
+    engine_or_conn: Engine | Connection, principal: Principal, datastack: str, table_name: str
+) -> AnnotationTable:
     """Deleting a table or changing its metadata: its owner (or an operator) only, as the field."""
     table = get_table(engine_or_conn, datastack, table_name)
     if principal.auth_disabled or principal.allows(datastack, "admin") or principal.identity == table.owner:

@@ -166,7 +166,13 @@ def update_table_metadata(
     engine = engine_of(request)
     require_owner(engine, principal, ds, name)
     changes: dict[str, Any] = {}
-    for key in ("description", "notice_text", "read_permission", "write_permission", "flat_segmentation_source"):
+    for key in (
+        "description",
+        "notice_text",
+        "read_permission",
+        "write_permission",
+        "flat_segmentation_source",
+    ):
         if key in md:
             changes[key] = md[key]
     if "notice_text" in changes and changes["notice_text"] == "":

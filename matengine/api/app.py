@@ -28,7 +28,16 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
-from matengine.api import annotation, chunkedgraph, dashboard, info, materialize, metrics, schema_service
+from matengine.api import (
+    annotation,
+    chunkedgraph,
+    dashboard,
+    datastack_settings,
+    info,
+    materialize,
+    metrics,
+    schema_service,
+)
 from matengine.api.deps import install_error_handlers
 from matengine.config import Settings, get_settings
 
@@ -76,6 +85,7 @@ def create_app(
             raise
     else:
         app.include_router(admin.router)
+    app.include_router(datastack_settings.router)
     app.include_router(dashboard.router)
     app.include_router(metrics.make_router(app))
     app.add_middleware(chunkedgraph.GrapheneProxy)

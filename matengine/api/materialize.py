@@ -13,10 +13,9 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import StreamingResponse
 
-from matengine import catalog
+from matengine import catalog, table_permissions
 from matengine.api.deps import engine_of, flag, settings_of
 from matengine.api.streaming import query_response
-from matengine import table_permissions
 from matengine.auth import Principal, principal_from_request, require_permission
 from matengine.db.identifiers import validate_name
 from matengine.errors import InvalidInput, MatengineError, NotFound
@@ -98,7 +97,9 @@ def _may_read(request: Request, datastack: str, table: str) -> bool:
         live = catalog.get_table(engine, datastack, table)
     except NotFound:
         return True
-    return table_permissions.allows(engine, principal_from_request(request), live, table_permissions.Access.READ)
+    return table_permissions.allows(
+        engine, principal_from_request(request), live, table_permissions.Access.READ
+    )
 
 
 def _join_tables(body: dict[str, Any]) -> list[str]:

@@ -28,7 +28,9 @@ def create(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Create a token and print it (it is not shown again)."""
-    token_id, token = auth.create_token(get_engine(), datastack, permission, description, user=user, groups=group)
+    token_id, token = auth.create_token(
+        get_engine(), datastack, permission, description, user=user, groups=group
+    )
     emit(
         {
             "id": token_id,
@@ -54,7 +56,9 @@ def list_(
         rows,
         json_out,
         lambda: print_table(
-            rows, ["id", "datastack", "permission", "user", "description", "created", "revoked"], title="tokens"
+            rows,
+            ["id", "datastack", "permission", "user", "description", "created", "revoked"],
+            title="tokens",
         ),
     )
 

@@ -42,6 +42,8 @@ datastacks = Table(
     Column("created", TS, nullable=False, server_default=func.now()),
     # what Neuroglancer and caveclient's info client read (image_source, viewer_site, …)
     Column("info", JSONB, nullable=False, server_default="{}"),
+    # crontab of the periodic ingest + update-roots that keeps the live tables current
+    Column("live_schedule", Text),
 )
 
 annotation_tables = Table(

@@ -15,7 +15,6 @@ from sqlalchemy import text
 from matengine import catalog
 
 
-
 def _now() -> datetime:
     time.sleep(0.05)  # keep test instants strictly between the server's write stamps
     out = datetime.now(UTC)

@@ -74,7 +74,9 @@ def _expected(schema: AnnotationSchema, rows: list[dict], oracle, res, t: dateti
             if f.kind is Kind.BOUND_POINT:
                 sv = oracle.supervoxels_at(np.array(pos, float), res)
                 out[f"{f.name}_supervoxel_id"] = sv.astype(np.int64).tolist()
-                out[f"{f.name}_root_id"] = np.asarray(oracle.roots_at(sv, t), np.uint64).astype(np.int64).tolist()
+                out[f"{f.name}_root_id"] = (
+                    np.asarray(oracle.roots_at(sv, t), np.uint64).astype(np.int64).tolist()
+                )
         elif f.auto_user:
             out[f.name] = [user] * len(rows)
         else:
@@ -106,7 +108,10 @@ def every(engine, loaded, server):
     logging.getLogger("caveclient").setLevel(logging.ERROR)
     name = f"every_{uuid.uuid4().hex[:8]}"
     catalog.add_datastack(
-        engine, name, segmentation_source=loaded.info.graph_url, voxel_resolution=loaded.info.annotation_resolution
+        engine,
+        name,
+        segmentation_source=loaded.info.graph_url,
+        voxel_resolution=loaded.info.annotation_resolution,
     )
     token = auth.create_token(engine, name, "edit", "every schema", user="curie", groups=["lab"])[1]
     client = CAVEclient(name, server_address=server.url, auth_token=token, write_server_cache=False)
@@ -121,7 +126,9 @@ def test_every_schema_type_round_trips_through_caveclient(every, engine, loaded)
     res = list(loaded.info.annotation_resolution)
     positions = loaded.rows.base["pre_pt_position"][:50]
     ann.create_table("base", "bound_tag", "reference target", voxel_resolution=res)
-    target_ids = ann.post_annotation("base", [{"pt": {"position": p.tolist()}, "tag": "t"} for p in positions[:2]])
+    target_ids = ann.post_annotation(
+        "base", [{"pt": {"position": p.tolist()}, "tag": "t"} for p in positions[:2]]
+    )
     posted: dict[str, tuple[AnnotationSchema, list[dict], list[int]]] = {}
     for i, schema_name in enumerate(TABLE_TYPES):
         schema = SCHEMAS[schema_name]
@@ -150,7 +157,9 @@ def test_every_schema_type_round_trips_through_caveclient(every, engine, loaded)
         )
         _assert_rows(v, ids, _expected(schema, rows, loaded.oracle, res, now, user_id), f"{table} v{version}")
         live = client.materialize.live_live_query(table, live_at, split_positions=True)
-        _assert_rows(live, ids, _expected(schema, rows, loaded.oracle, res, live_at, user_id), f"{table} live")
+        _assert_rows(
+            live, ids, _expected(schema, rows, loaded.oracle, res, live_at, user_id), f"{table} live"
+        )
 
 
 def test_point_class_type_is_served_but_not_a_table(every):

@@ -26,7 +26,10 @@ def stack(engine, loaded, server):
     logging.getLogger("caveclient").setLevel(logging.ERROR)
     ds = f"look_{uuid.uuid4().hex[:8]}"
     catalog.add_datastack(
-        engine, ds, segmentation_source=loaded.info.graph_url, voxel_resolution=loaded.info.annotation_resolution
+        engine,
+        ds,
+        segmentation_source=loaded.info.graph_url,
+        voxel_resolution=loaded.info.annotation_resolution,
     )
     editor = auth.create_token(engine, ds, "edit", "editor", user="ed")[1]
     viewer = auth.create_token(engine, ds, "view", "viewer", user="vi")[1]
@@ -96,9 +99,16 @@ def test_lookup_supervoxel_ids_route(stack, loaded, engine):
     df = client.materialize.live_live_query("direct", t, split_positions=True, allow_missing_lookups=True)
     t_ = catalog.get_table(engine, ds, "direct")
     with engine.connect() as conn:
-        looked = conn.execute(
-            text(f"SELECT id FROM {t_.names.segmentation_q} WHERE pre_pt_supervoxel_id IS NOT NULL ORDER BY id")
-        ).scalars().all()
+        looked = (
+            conn.execute(
+                text(
+                    f"SELECT id FROM {t_.names.segmentation_q} "
+                    "WHERE pre_pt_supervoxel_id IS NOT NULL ORDER BY id"
+                )
+            )
+            .scalars()
+            .all()
+        )
     assert looked == sorted(ids[:10])
     _assert_exact(df[df["id"].isin(ids[:10])], loaded, ids[:10], t)
 

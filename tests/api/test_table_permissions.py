@@ -37,7 +37,10 @@ def perms(engine, loaded, server):
     logging.getLogger("caveclient").setLevel(logging.ERROR)
     ds = f"perm_{uuid.uuid4().hex[:8]}"
     catalog.add_datastack(
-        engine, ds, segmentation_source=loaded.info.graph_url, voxel_resolution=loaded.info.annotation_resolution
+        engine,
+        ds,
+        segmentation_source=loaded.info.graph_url,
+        voxel_resolution=loaded.info.annotation_resolution,
     )
     clients = {}
     for user, groups in USERS.items():
@@ -49,8 +52,12 @@ def perms(engine, loaded, server):
     ids = {}
     for name, (read, write) in TABLES.items():
         clients["alice"].annotation.create_table(
-            name, "bound_tag", f"{name} of alice", voxel_resolution=[4, 4, 40],
-            read_permission=read, write_permission=write,
+            name,
+            "bound_tag",
+            f"{name} of alice",
+            voxel_resolution=[4, 4, 40],
+            read_permission=read,
+            write_permission=write,
         )
         ids[name] = clients["alice"].annotation.post_annotation(
             name, [{"pt": {"position": p.tolist()}, "tag": name} for p in positions]
@@ -81,7 +88,9 @@ def _read_calls(client, table: str, ids: list[int], version: int):
         "annotation.get_annotation": lambda: client.annotation.get_annotation(table, ids[:2]),
         "annotation.get_annotation_count": lambda: client.annotation.get_annotation_count(table),
         "annotation.get_table_metadata": lambda: client.annotation.get_table_metadata(table),
-        "materialize.query_table": lambda: client.materialize.query_table(table, materialization_version=version),
+        "materialize.query_table": lambda: client.materialize.query_table(
+            table, materialization_version=version
+        ),
         "materialize.live_live_query": lambda: client.materialize.live_live_query(table, datetime.now(UTC)),
         "materialize.join_query": lambda: client.materialize.join_query(
             [[table, "id"], ["t_open", "id"]], materialization_version=version
@@ -108,7 +117,8 @@ def test_reads_follow_the_table_read_permission(perms, engine, user, table):
         if allowed:
             call()
         else:
-            _forbidden(call)
+            _forbidden(call)  # name: the caveclient call, shown by pytest on failure
+            assert name
     assert _state(engine, ds, table) == before
     listed = set(clients[user].annotation.get_tables())
     assert (table in listed) == allowed
@@ -149,7 +159,9 @@ def test_owner_is_recorded_at_create_not_taken_from_the_body(perms, engine):
     )
     assert catalog.get_table(engine, ds, "t_claimed").owner == "carol"
     md = clients["carol"].annotation.get_table_metadata("t_claimed")
-    assert md["user_id"] == "carol" and md["write_permission"] == "PRIVATE" and md["read_permission"] == "PUBLIC"
+    assert (
+        md["user_id"] == "carol" and md["write_permission"] == "PRIVATE" and md["read_permission"] == "PUBLIC"
+    )
 
 
 def test_update_metadata_by_the_owner(perms, engine, server):
@@ -157,26 +169,43 @@ def test_update_metadata_by_the_owner(perms, engine, server):
     alice = clients["alice"].annotation
     alice.create_table("t_meta", "bound_tag", "before", voxel_resolution=[4, 4, 40])
     md = alice.update_metadata(
-        "t_meta", description="after", notice_text="under review", write_permission="PUBLIC",
+        "t_meta",
+        description="after",
+        notice_text="under review",
+        write_permission="PUBLIC",
         flat_segmentation_source="precomputed://gs://bucket/seg",
     )
-    assert (md["description"], md["notice_text"], md["write_permission"]) == ("after", "under review", "PUBLIC")
+    assert (md["description"], md["notice_text"], md["write_permission"]) == (
+        "after",
+        "under review",
+        "PUBLIC",
+    )
     assert md["flat_segmentation_source"] == "precomputed://gs://bucket/seg"
     got = clients["carol"].annotation.get_table_metadata("t_meta")
     assert got["description"] == "after" and got["read_permission"] == "PUBLIC"
     # now PUBLIC for writes: carol may post
-    carol_ids = clients["carol"].annotation.post_annotation("t_meta", [{"pt": {"position": [1, 2, 3]}, "tag": "c"}])
+    carol_ids = clients["carol"].annotation.post_annotation(
+        "t_meta", [{"pt": {"position": [1, 2, 3]}, "tag": "c"}]
+    )
     assert len(carol_ids) == 1
     url = f"{server.url}/annotation/api/v2/aligned_volume/{ds}/table"
     headers = {"Authorization": f"Bearer {alice.session.headers['Authorization'].split()[-1]}"}
-    body = {"table_name": "t_meta", "metadata": {"voxel_resolution_x": 8, "voxel_resolution_y": 8, "voxel_resolution_z": 40}}
+    body = {
+        "table_name": "t_meta",
+        "metadata": {"voxel_resolution_x": 8, "voxel_resolution_y": 8, "voxel_resolution_z": 40},
+    }
     r = requests.put(url, json=body, headers=headers, timeout=30)
     assert r.status_code == 400 and "only while it is empty" in r.json()["message"]
     assert catalog.get_table(engine, ds, "t_meta").voxel_resolution == (4.0, 4.0, 40.0)
     alice.create_table("t_empty", "bound_tag", "empty", voxel_resolution=[4, 4, 40])
     r = requests.put(url, json={**body, "table_name": "t_empty"}, headers=headers, timeout=30)
     assert r.status_code == 200 and r.json()["voxel_resolution_x"] == 8.0
-    r = requests.put(url, json={"table_name": "t_empty", "metadata": {"read_permission": "SECRET"}}, headers=headers, timeout=30)
+    r = requests.put(
+        url,
+        json={"table_name": "t_empty", "metadata": {"read_permission": "SECRET"}},
+        headers=headers,
+        timeout=30,
+    )
     assert r.status_code == 400 and "read_permission must be one of" in r.json()["message"]
     assert catalog.get_table(engine, ds, "t_empty").read_permission == "PUBLIC"
 

@@ -1,4 +1,5 @@
-"""table admin: users and groups, table permissions and flat segmentation source, datastack info
+"""table admin: users and groups, table permissions and flat segmentation source, datastack
+info and live schedule
 
 Revision ID: 0006
 Revises: 0002
@@ -51,9 +52,11 @@ def upgrade() -> None:
         sa.Column("info", JSONB, nullable=False, server_default="{}"),
         schema="matengine",
     )
+    op.add_column("datastacks", sa.Column("live_schedule", sa.Text), schema="matengine")
 
 
 def downgrade() -> None:
+    op.drop_column("datastacks", "live_schedule", schema="matengine")
     op.drop_column("datastacks", "info", schema="matengine")
     for name in ("flat_segmentation_source", "write_permission", "read_permission"):
         op.drop_column("annotation_tables", name, schema="matengine")
