@@ -104,6 +104,8 @@ def _write_calls(client, table: str, ids: list[int]):
         "post_annotation": lambda: client.annotation.post_annotation(table, [row]),
         "update_annotation": lambda: client.annotation.update_annotation(table, [{"id": ids[0], **row}]),
         "delete_annotation": lambda: client.annotation.delete_annotation(table, [ids[1]]),
+        "lookup_supervoxel_ids": lambda: client.materialize.lookup_supervoxel_ids(table, [ids[0]]),
+        "ingest_annotation_table": lambda: client.materialize.ingest_annotation_table(table),
     }
 
 
