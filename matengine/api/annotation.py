@@ -22,6 +22,7 @@ from matengine import catalog
 from matengine.api.deps import engine_of
 from matengine.api.info import datastacks_of_aligned_volume
 from matengine.api.materialize import table_metadata
+from matengine.api.schema_service import known_schema
 from matengine.auth import Principal, get_principal
 from matengine.db.identifiers import validate_name
 from matengine.errors import Conflict, InvalidInput, MatengineError, NotFound
@@ -103,6 +104,7 @@ def create_table(
     validate_name(name, "table name")
     if not isinstance(schema, str):
         raise InvalidInput("missing schema type", field="schema_type")
+    known_schema(schema)
     md = body.get("metadata") or {}
     if not isinstance(md, dict):
         raise InvalidInput("expected an object", field="metadata")

@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from matengine.errors import InvalidInput
+from matengine.errors import InvalidInput, NotFound
 from matengine.schemas import SCHEMAS, AnnotationSchema, Field, Kind, get_schema
 
 router = APIRouter(tags=["schema"])
@@ -107,9 +107,16 @@ def schema_types() -> list[str]:
     return sorted(SCHEMAS)
 
 
+def known_schema(name: str) -> AnnotationSchema:
+    """The schema of a type named over the network (404 without echoing the name)."""
+    if name not in SCHEMAS:
+        raise NotFound(f"unknown schema type; {v2}/type lists the {len(SCHEMAS)} known ones")
+    return get_schema(name)
+
+
 @router.get(v2 + "/type/{schema_type}")
 def schema_type(schema_type: str) -> dict[str, Any]:
-    return json_schema(get_schema(schema_type))
+    return json_schema(known_schema(schema_type))
 
 
 @router.get(v2 + "/types")
@@ -117,7 +124,9 @@ def schema_types_many(schema_names: str = "") -> dict[str, Any]:
     names = [n for n in schema_names.split(",") if n]
     if not names:
         raise InvalidInput("give schema_names=a,b,…", field="schema_names")
-    return {n: json_schema(get_schema(n)) for n in names}
+    if len(names) > len(SCHEMAS):
+        raise InvalidInput(f"at most {len(SCHEMAS)} schema_names", field="schema_names")
+    return {n: json_schema(known_schema(n)) for n in names}
 
 
 @router.get(v2 + "/types_all")

@@ -168,3 +168,38 @@ def test_point_class_type_is_served_but_not_a_table(every):
     with pytest.raises(Exception) as err:
         client.annotation.create_table("dsp", "derived_spatial_point", "x", voxel_resolution=[4, 4, 40])
     assert "point class" in str(err.value.response.text)
+
+
+def test_schema_service_answers_what_caveclient_reads(every):
+    client, _, _ = every
+    assert sorted(client.schema.get_schemas()) == sorted(SCHEMAS)
+    synapse = client.schema.schema_definition("synapse")
+    assert synapse["$ref"] == "#/definitions/SynapseSchema"
+    cls = synapse["definitions"]["SynapseSchema"]
+    assert set(cls["required"]) == {"pre_pt", "ctr_pt", "post_pt"}
+    assert cls["properties"]["pre_pt"]["$ref"] == "#/definitions/BoundSpatialPoint"
+    assert cls["properties"]["ctr_pt"]["$ref"] == "#/definitions/SpatialPoint"
+    assert cls["properties"]["size"]["type"] == ["number", "null"]
+    status = client.schema.schema_definition("proofread_status")["definitions"]["ProofreadStatus"]
+    assert status["properties"]["status"]["enum"] == ["non", "clean", "extended"]
+    derived = client.schema.schema_definition("derived_tag")["definitions"]["DerivedSpatialPoint"]
+    assert set(derived["properties"]) == {"position", "supervoxel_id", "root_id", "dependent_chunk", "level"}
+    assert derived["required"] == ["position", "dependent_chunk"]
+    user = client.schema.schema_definition("bound_tag_user")["definitions"]["BoundTagAnnotationUser"]
+    assert "user_id" in user["properties"] and "user_id" not in user["required"]  # the server writes it
+    # caveclient stages annotations from these definitions
+    staged = client.annotation.stage_annotations(schema_name="bound_tag")
+    staged.add(pt_position=[1, 2, 3], tag="x")
+    assert staged.annotation_list == [{"pt": {"position": [1, 2, 3]}, "tag": "x"}]
+
+
+def test_unknown_schema_type_is_404_without_echo(every, server):
+    import requests
+
+    r = requests.get(f"{server.url}/schema/api/v2/type/nope<script>", timeout=30)
+    assert r.status_code == 404 and "nope" not in r.text and "unknown schema type" in r.json()["message"]
+    client, _, _ = every
+    with pytest.raises(requests.HTTPError) as err:
+        client.annotation.create_table("bad", "nope<script>", "x", voxel_resolution=[4, 4, 40])
+    assert err.value.response.status_code == 404 and "nope" not in err.value.response.text
+    assert "bad" not in client.annotation.get_tables()
