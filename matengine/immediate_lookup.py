@@ -10,18 +10,19 @@ The segmentation table's invariant holds (every root is the root of its supervox
 table's ``roots_last_updated`` L, :mod:`matengine.workflows.sync_steps`): roots are looked up
 at L, under a lock on the table's metadata row, which the ingest and update-roots workflows
 take when they move L. While an update-roots run is moving L (``roots_updating_to`` set) the
-rows are left to it and the next ingest. A table without L yet gets L = now, as the first
-ingest run would do. If the segmentation cannot be reached the post still succeeds: the rows
-wait for ingest, as before.
+rows are left to it and the next ingest. A table without L yet gets the time of the
+datastack's latest version (else now), so versions still go forward from it. If the
+segmentation cannot be reached the post still succeeds: the rows wait for ingest, as before.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import datetime
 
 import numpy as np
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Connection, Engine, func, select, text
 
 from matengine import catalog
 from matengine.db import metadata as m
@@ -48,6 +49,20 @@ def _lock_table_row(conn, table: catalog.AnnotationTable) -> catalog.AnnotationT
     return catalog.get_table(conn, table.datastack, table.table_name)
 
 
+def _first_roots_time(conn: Connection, datastack: str) -> datetime:
+    """L for a table that has none yet: the time of the datastack's latest version (running
+    ones included), else now. Roots may be looked up at any L; choosing the latest version's
+    keeps a version being made (or made next, at a later time) able to bring the table's
+    roots forward to its T, where an L of "now" could lie past a running version's T."""
+    v = m.versions
+    latest = conn.execute(
+        select(func.max(v.c.time_stamp)).where(
+            v.c.datastack == datastack, v.c.status.in_(("RUNNING", "AVAILABLE"))
+        )
+    ).scalar()
+    return latest or conn.execute(text("SELECT clock_timestamp()")).scalar_one()
+
+
 def lookup_ids(
     engine: Engine, segmentation: Segmentation, datastack: str, table_name: str, ids: Sequence[int]
 ) -> int:
@@ -64,8 +79,7 @@ def lookup_ids(
         if table.roots_updating_to is not None:
             return 0
         if table.roots_last_updated is None:
-            now = conn.execute(text("SELECT clock_timestamp()")).scalar_one()
-            catalog.set_roots_last_updated(conn, table, now)
+            catalog.set_roots_last_updated(conn, table, _first_roots_time(conn, datastack))
             table = catalog.get_table(conn, datastack, table_name)
         fetches = [Fetch("id", "s.id", ColKind.INT, nullable=False)]
         for pt in points:

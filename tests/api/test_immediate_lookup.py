@@ -67,12 +67,19 @@ def _assert_exact(df, loaded, ids: list[int], t: datetime) -> None:
         assert (df[f"{pt}_root_id"].to_numpy() == roots).all()
 
 
-def test_posted_rows_have_exact_roots_in_the_next_live_query(stack, loaded):
+def test_posted_rows_have_exact_roots_in_the_next_live_query(stack, loaded, engine):
     ds, clients = stack
     client = clients["edit"]
     client.annotation.create_table("posted", "synapse", "posted", voxel_resolution=[4, 4, 40])
     ids = client.annotation.post_annotation("posted", _rows(loaded, 100))
     t = datetime.now(UTC)
+    # a new table's roots are looked up at the latest version's time, so the next version
+    # (at a later T) brings them forward instead of finding them past its T
+    with engine.connect() as conn:
+        latest = conn.execute(
+            text("SELECT max(time_stamp) FROM matengine.versions WHERE datastack = :d"), {"d": ds}
+        ).scalar_one()
+    assert catalog.get_table(engine, ds, "posted").roots_last_updated == latest
     # no allow_missing_lookups: a row without ids would be refused with 406
     df = client.materialize.live_live_query("posted", t, split_positions=True)
     _assert_exact(df, loaded, ids, t)
@@ -80,6 +87,9 @@ def test_posted_rows_have_exact_roots_in_the_next_live_query(stack, loaded):
     mapping = client.annotation.update_annotation("posted", [{"id": ids[0], **_rows(loaded, 1, 500)[0]}])
     t2 = datetime.now(UTC)
     df = client.materialize.live_live_query("posted", t2, split_positions=True)
+    _assert_exact(df, loaded, [*ids[1:], int(mapping[str(ids[0])])], t2)
+    version = complete(engine, ds, datetime.now(UTC))
+    df = client.materialize.query_table("posted", materialization_version=version, split_positions=True)
     _assert_exact(df, loaded, [*ids[1:], int(mapping[str(ids[0])])], t2)
 
 
