@@ -232,3 +232,35 @@ def test_delete_table_is_soft_and_old_versions_keep_it(perms, engine):
     assert t.deleted is not None
     with engine.connect() as conn:  # the rows stay
         assert conn.execute(text(f"SELECT count(*) FROM {t.names.live_q}")).scalar_one() == 1
+
+
+def test_reference_table_is_kept_in_either_shape(perms, engine, server):
+    ds, clients, _, _ = perms
+    alice = clients["alice"].annotation
+    alice.create_table("t_ref_nested", "reference_tag", "caveclient's shape", reference_table="t_open",
+                       voxel_resolution=[4, 4, 40])  # fmt: skip
+    assert catalog.get_table(engine, ds, "t_ref_nested").reference_table == "t_open"
+    token = alice.session.headers["Authorization"].split()[-1]
+    body = {
+        "table_name": "t_ref_top",
+        "schema_type": "reference_tag",
+        "metadata": {"description": "older shape", "voxel_resolution_x": 4, "voxel_resolution_y": 4,
+                     "voxel_resolution_z": 40},
+        "table_metadata": {"reference_table": "t_open"},
+    }  # fmt: skip
+    r = requests.post(
+        f"{server.url}/annotation/api/v2/aligned_volume/{ds}/table",
+        json=body,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    assert catalog.get_table(engine, ds, "t_ref_top").reference_table == "t_open"
+    assert alice.get_table_metadata("t_ref_top")["reference_table"] == "t_open"
+    # a reference to a table the caller may not read is refused, and no table is made
+    with pytest.raises(requests.HTTPError) as err:
+        clients["carol"].annotation.create_table(
+            "t_ref_private", "reference_tag", "x", reference_table="t_private", voxel_resolution=[4, 4, 40]
+        )
+    assert err.value.response.status_code == 403
+    assert "t_ref_private" not in alice.get_tables()
