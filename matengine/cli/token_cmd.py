@@ -19,6 +19,9 @@ def create(
     datastack: str = typer.Option(..., "--datastack", help="Datastack name, or * for all."),
     permission: str = typer.Option(..., "--permission", help="view, edit or admin."),
     description: str = typer.Option("", "--description", help="Who or what it is for."),
+    expires_in: str | None = typer.Option(
+        None, "--expires-in", help="Lifetime, e.g. 90d, 12h, 30m or 3600s (default: never expires)."
+    ),
     user: str | None = typer.Option(
         None, "--user", help="The user the token speaks for (created if new): owner of the tables it creates."
     ),
@@ -28,15 +31,18 @@ def create(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Create a token and print it (it is not shown again)."""
+    lifetime = auth.parse_duration(expires_in) if expires_in is not None else None
     token_id, token = auth.create_token(
-        get_engine(), datastack, permission, description, user=user, groups=group
+        get_engine(), datastack, permission, description, expires_in=lifetime, user=user, groups=group
     )
+    expires = next((r["expires"] for r in auth.list_tokens(get_engine()) if r["id"] == token_id), None)
     emit(
         {
             "id": token_id,
             "token": token,
             "datastack": datastack,
             "permission": permission,
+            "expires": expires,
             "user": user,
             "groups": sorted(set(group)),
         },
@@ -57,7 +63,7 @@ def list_(
         json_out,
         lambda: print_table(
             rows,
-            ["id", "datastack", "permission", "user", "description", "created", "revoked"],
+            ["id", "datastack", "permission", "user", "description", "created", "expires", "revoked"],
             title="tokens",
         ),
     )
