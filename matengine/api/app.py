@@ -34,6 +34,7 @@ from matengine.api import (
     annotation,
     chunkedgraph,
     dashboard,
+    datastack_settings,
     info,
     materialize,
     metrics,
@@ -89,6 +90,7 @@ def create_app(
     else:
         app.include_router(admin.router)
     app.include_router(neuroglancer.router)
+    app.include_router(datastack_settings.router)
     app.include_router(dashboard.router)
     app.include_router(metrics.make_router(app))
     app.add_middleware(chunkedgraph.GrapheneProxy)
