@@ -95,7 +95,14 @@ def _read_calls(client, table: str, ids: list[int], version: int):
         "materialize.join_query": lambda: client.materialize.join_query(
             [[table, "id"], ["t_open", "id"]], materialization_version=version
         ),
+        "neuroglancer annotation source": lambda: _neuroglancer_info(client, table, version),
     }
+
+
+def _neuroglancer_info(client, table: str, version: int) -> None:
+    url = f"{client.server_address}/neuroglancer/annotations/{client.datastack_name}/{version}/{table}/info"
+    r = requests.get(url, headers={"Authorization": f"Bearer {client.auth.token}"}, timeout=120)
+    r.raise_for_status()
 
 
 def _write_calls(client, table: str, ids: list[int]):
