@@ -32,6 +32,8 @@ from matengine.query import graphs
 from matengine.segmentation import Segmentation
 
 _TABLE = re.compile(r"^/segmentation/(?:api/v1/table|table)/([^/]+)(?:/|$)")
+# PyChunkedGraph routes that change the graph: proxied only for callers with ``edit``
+_EDIT_ROUTES = re.compile(r"/(?:merge|merge_admin|split|undo|redo|rollback_user)$")
 # hop-by-hop headers and those httpx/uvicorn set themselves
 _DROP = {
     "host",
@@ -94,8 +96,17 @@ def make_router(app: FastAPI) -> APIRouter:
         principal = principal_from_request(request)
         _require_view(principal, _datastacks_using(app.state.engine, name), name)
 
+    def editor(request: Request, name: str) -> int:
+        # proofreading needs ``edit`` on a datastack using the table; the token id is the
+        # user recorded in the edit log (0 when auth is off)
+        principal = principal_from_request(request)
+        found = _datastacks_using(app.state.engine, name)
+        if found and not any(principal.allows(d.name, "edit") for d in found):
+            principal.require(found[0].name, "edit")
+        return int(principal.token_id or 0)
+
     router = APIRouter()
-    router.include_router(make_pcg_router(resolve), dependencies=[Depends(check)])
+    router.include_router(make_pcg_router(resolve, editor=editor), dependencies=[Depends(check)])
     return router
 
 
@@ -131,6 +142,10 @@ class GrapheneProxy:
         try:
             principal = await run_in_threadpool(principal_from_request, request)
             _require_view(principal, remote[0], match.group(1))
+            if _EDIT_ROUTES.search(scope["path"]) and not any(
+                principal.allows(d.name, "edit") for d in remote[0]
+            ):
+                principal.require(remote[0][0].name, "edit")
             response = await self._forward(request, remote[1], app.state.settings)
         except MatengineError as exc:
             response = JSONResponse(
