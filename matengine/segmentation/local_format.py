@@ -177,7 +177,7 @@ def file_stamp(directory: str | Path) -> tuple:
     files. Edits replace ``edits.npz`` atomically with a larger file, so any edit changes
     the stamp; a reader holding a graph with another stamp must reopen it."""
     directory = Path(directory)
-    out = []
+    out: list[tuple] = []
     for name in ("graph.json", "initial.npy", "edits.npz"):
         try:
             st = (directory / name).stat()

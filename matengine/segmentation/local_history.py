@@ -21,7 +21,7 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
-import pandas as pd
+import pandas as pd  # type: ignore[import-untyped]
 
 from matengine.segmentation.errors import SegmentationError
 from matengine.segmentation.local_format import MERGE

@@ -29,6 +29,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from matengine.segmentation.base import Segmentation
+from matengine.segmentation.local_edits import Merge, Split
 from matengine.segmentation.timecodes import from_us, seconds_to_us, us_to_seconds
 
 PCG_VERSION = "2.21.1"  # >= 2.18 satisfies every caveclient 8.2.1 version constraint
@@ -294,7 +295,9 @@ def make_pcg_router(
             raise HTTPException(400, "this chunkedgraph table has no edit log (flat segmentation)")
         return graph
 
-    async def edit(name: str, request: Request, parse: Callable[[Segmentation, object], object]) -> dict:
+    async def edit(
+        name: str, request: Request, parse: Callable[[Segmentation, object], Merge | Split]
+    ) -> dict:
         from matengine.segmentation.local_edits import EditRefused, apply_edit
 
         if editor is None:
@@ -320,18 +323,14 @@ def make_pcg_router(
             raise HTTPException(400, str(exc)) from exc
         return {"operation_id": result.operation_id, "new_root_ids": list(result.new_root_ids)}
 
-    def parse_merge(seg: Segmentation, payload: object):
-        from matengine.segmentation.local_edits import Merge
-
+    def parse_merge(seg: Segmentation, payload: object) -> Merge:
         points = _edit_points(payload, "merge")
         if len(points) != 2:
             raise HTTPException(400, "merge: expected exactly two [id, x, y, z] entries")
         ids, vox = _resolve_supervoxels(seg, points)
         return Merge(int(ids[0]), int(ids[1]), tuple(vox[0]), tuple(vox[1]))
 
-    def parse_split(seg: Segmentation, payload: object):
-        from matengine.segmentation.local_edits import Split
-
+    def parse_split(seg: Segmentation, payload: object) -> Split:
         if not isinstance(payload, dict):
             raise HTTPException(400, 'split: expected {"sources": [...], "sinks": [...]}')
         sources = _edit_points(payload.get("sources"), "sources")

@@ -58,7 +58,9 @@ def test_merge_is_seen_at_its_timestamp_not_1us_before(dataset):
     # the independent oracle, reading the files, agrees on every supervoxel
     oracle = Oracle(dataset.directory)
     for when in (t - ONE_US, t):
-        np.testing.assert_array_equal(after.get_roots(oracle.svids, when), oracle.roots_at(oracle.svids, when))
+        np.testing.assert_array_equal(
+            after.get_roots(oracle.svids, when), oracle.roots_at(oracle.svids, when)
+        )
 
 
 def test_split_moves_exactly_the_sources(dataset):
