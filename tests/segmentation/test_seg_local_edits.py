@@ -13,6 +13,7 @@ from matengine.query import graphs
 from matengine.segmentation.local_edits import EditRefused, Merge, Split, apply_edit
 from matengine.segmentation.local_format import file_stamp
 from matengine.segmentation.local_graph import LocalGraph
+from matengine.segmentation.timecodes import from_us
 from matengine.synth.generate import generate_dataset
 from matengine.synth.oracle import Oracle
 
@@ -160,3 +161,43 @@ def test_cached_readers_reopen_after_an_edit(dataset):
     assert seg.roots.get_roots(np.array([sb], np.uint64), result.timestamp).tolist() == [
         result.new_root_ids[0]
     ]
+
+
+def test_cli_merge_split_and_log(dataset):
+    import json
+
+    from typer.testing import CliRunner
+
+    from matengine.cli import app
+
+    runner = CliRunner()
+    url = dataset.graph_url
+    g = LocalGraph(_graph_dir(dataset))
+    sa, sb, ra, rb = _two_roots(g, g.files.created + timedelta(days=60))
+    out = runner.invoke(app, ["graph", "merge", url, str(sa), str(sb), "--json"])
+    assert out.exit_code == 0, out.output
+    merged = json.loads(out.output)
+    assert merged["kind"] == "merge" and merged["old_root_ids"] == [ra, rb]
+    (new,) = merged["new_root_ids"]
+    out = runner.invoke(
+        app, ["graph", "split", url, "--source", str(sa), "--sink", str(sb), "--root", str(new)]
+    )
+    assert out.exit_code == 0, out.output
+    assert f"split {merged['operation_id'] + 1}" in out.output
+    after = LocalGraph(_graph_dir(dataset))
+    oracle = Oracle(dataset.directory)
+    when = from_us(int(after.files.edits.timestamp_us[-1]))
+    np.testing.assert_array_equal(after.get_roots(oracle.svids, when), oracle.roots_at(oracle.svids, when))
+    out = runner.invoke(app, ["graph", "log", url, "--last", "2", "--json"])
+    assert out.exit_code == 0, out.output
+    assert [r["kind"] for r in json.loads(out.output)] == ["merge", "split"]
+    moved_root = int(after.files.edits.new_root_a[-1])
+    out = runner.invoke(app, ["graph", "log", url, "--root", str(moved_root), "--json"])
+    ops = [r["operation_id"] for r in json.loads(out.output)]
+    assert ops == sorted(oracle.past_operations(moved_root))
+    assert ops[-2:] == [merged["operation_id"], merged["operation_id"] + 1]
+    # a refused edit: a clean message, exit code 1, nothing written
+    stamp = file_stamp(_graph_dir(dataset))
+    out = runner.invoke(app, ["graph", "merge", url, str(sa), str(sa)])
+    assert out.exit_code == 1 and "already belong to the same root" in str(out.exception or out.output)
+    assert file_stamp(_graph_dir(dataset)) == stamp
