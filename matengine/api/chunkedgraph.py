@@ -55,13 +55,13 @@ _cache: dict[int, tuple[float, list[Datastack]]] = {}
 _cache_lock = threading.Lock()
 
 
-def _datastacks_using(engine: Any, name: str) -> list[Datastack]:
+def _datastacks_using(engine: Any, name: str, *, fresh: bool = False) -> list[Datastack]:
     # every chunkedgraph call asks this (often several times): read the small datastacks
     # table at most every couple of seconds per engine
     now = time.monotonic()
     with _cache_lock:
         hit = _cache.get(id(engine))
-    if hit is not None and now - hit[0] <= _CACHE_SECONDS:
+    if not fresh and hit is not None and now - hit[0] <= _CACHE_SECONDS:
         found = [d for d in hit[1] if name in pcg_names(d)]
         if found:  # a miss is re-read at once: a datastack added a moment ago must work
             return found
@@ -71,11 +71,16 @@ def _datastacks_using(engine: Any, name: str) -> list[Datastack]:
     return [d for d in listed if name in pcg_names(d)]
 
 
-def _require_view(principal: Principal, found: list[Datastack], name: str) -> None:
-    if not found:
-        return  # unknown table: the router answers 404
-    if not any(principal.allows(d.name, "view") for d in found):
-        principal.require(found[0].name, "view")
+def _require(engine: Any, principal: Principal, name: str, permission: str) -> list[Datastack]:
+    """The datastacks using table ``name``; raise unless the caller holds ``permission`` on
+    one of them. A refusal is re-checked against a fresh read: the cached list may predate a
+    datastack (and its tokens) added a moment ago."""
+    found = _datastacks_using(engine, name)
+    if found and not any(principal.allows(d.name, permission) for d in found):
+        found = _datastacks_using(engine, name, fresh=True)
+    if found and not any(principal.allows(d.name, permission) for d in found):
+        principal.require(found[0].name, permission)
+    return found
 
 
 def make_router(app: FastAPI) -> APIRouter:
@@ -93,16 +98,13 @@ def make_router(app: FastAPI) -> APIRouter:
         name = request.path_params.get("name")
         if name is None:
             return
-        principal = principal_from_request(request)
-        _require_view(principal, _datastacks_using(app.state.engine, name), name)
+        _require(app.state.engine, principal_from_request(request), name, "view")
 
     def editor(request: Request, name: str) -> int:
         # proofreading needs ``edit`` on a datastack using the table; the token id is the
         # user recorded in the edit log (0 when auth is off)
         principal = principal_from_request(request)
-        found = _datastacks_using(app.state.engine, name)
-        if found and not any(principal.allows(d.name, "edit") for d in found):
-            principal.require(found[0].name, "edit")
+        _require(app.state.engine, principal, name, "edit")
         return int(principal.token_id or 0)
 
     router = APIRouter()
@@ -141,11 +143,8 @@ class GrapheneProxy:
         request = Request(scope, receive)
         try:
             principal = await run_in_threadpool(principal_from_request, request)
-            _require_view(principal, remote[0], match.group(1))
-            if _EDIT_ROUTES.search(scope["path"]) and not any(
-                principal.allows(d.name, "edit") for d in remote[0]
-            ):
-                principal.require(remote[0][0].name, "edit")
+            needed = "edit" if _EDIT_ROUTES.search(scope["path"]) else "view"
+            await run_in_threadpool(_require, app.state.engine, principal, match.group(1), needed)
             response = await self._forward(request, remote[1], app.state.settings)
         except MatengineError as exc:
             response = JSONResponse(
