@@ -15,11 +15,12 @@ from fastapi.responses import StreamingResponse
 
 from matengine import catalog
 from matengine.api.deps import engine_of, flag, settings_of
-from matengine.api.streaming import query_response
+from matengine.api.streaming import count_response, query_response
 from matengine.auth import Principal, require_permission
 from matengine.db.identifiers import validate_name
 from matengine.errors import InvalidInput, MatengineError, NotFound
 from matengine.query import live_query, meta, version_query
+from matengine.query.counts import count_result, unique_string_values
 from matengine.query.join import join_query
 from matengine.timeutil import caveclient_format
 
@@ -168,8 +169,6 @@ def add_routes(prefix: str) -> None:
         count: str | None = None,
     ) -> StreamingResponse:
         validate_name(table_name, "table name")
-        if flag(count):
-            raise NotImplementedYet("count=True is not supported; query ids and count them")
         result = version_query(
             engine_of(request),
             datastack_name,
@@ -179,9 +178,16 @@ def add_routes(prefix: str) -> None:
             settings=settings_of(request),
             random_sample=random_sample,
         )
+        if flag(count):
+            return count_response(count_result(result), result)
         return query_response(
             result, request, arrow=flag(return_pyarrow, True), ipc_compress=flag(ipc_compress, True)
         )
+
+    @router.get(base + "/table/{table_name}/unique_string_values", dependencies=[view])
+    def unique_values(datastack_name: str, table_name: str, request: Request) -> dict[str, list[str]]:
+        validate_name(table_name, "table name")
+        return unique_string_values(engine_of(request), datastack_name, table_name)
 
     @router.post(base + "/version/{version}/query", dependencies=[view])
     def join(
@@ -210,6 +216,7 @@ def add_routes(prefix: str) -> None:
         random_sample: int | None = None,
         allow_missing_lookups: str | None = None,
         allow_invalid_root_ids: str | None = None,
+        count: str | None = None,
     ) -> StreamingResponse:
         table = body.get("table")
         if not isinstance(table, str):
@@ -230,6 +237,8 @@ def add_routes(prefix: str) -> None:
             allow_missing_lookups=flag(allow_missing_lookups),
             allow_invalid_root_ids=flag(allow_invalid_root_ids),
         )
+        if flag(count):
+            return count_response(count_result(result), result)
         return query_response(
             result, request, arrow=flag(return_pyarrow, True), ipc_compress=flag(ipc_compress, True)
         )

@@ -65,3 +65,19 @@ def query_response(
     return StreamingResponse(
         _in_threads(arrow_stream(result, compression)), media_type=ARROW_MEDIA_TYPE, headers=headers
     )
+
+
+def count_response(n: int, result: QueryResult) -> StreamingResponse:
+    """A query's ``count=True`` answer: one row, one ``count`` column (MaterializationEngine's
+    frame), as an Arrow IPC stream."""
+    import pyarrow as pa
+
+    table = pa.table({"count": pa.array([int(n)], pa.int64())})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    headers = {"dataframe_resolution": result_headers(result)["dataframe_resolution"]}
+    if result.warnings:
+        headers["Warning"] = _header_text(", ".join(result.warnings))
+    body = sink.getvalue().to_pybytes()
+    return StreamingResponse(iter([body]), media_type=ARROW_MEDIA_TYPE, headers=headers)
