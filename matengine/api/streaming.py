@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import anyio
+import pyarrow as pa
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
@@ -70,8 +71,6 @@ def query_response(
 def count_response(n: int, result: QueryResult) -> StreamingResponse:
     """A query's ``count=True`` answer: one row, one ``count`` column (MaterializationEngine's
     frame), as an Arrow IPC stream."""
-    import pyarrow as pa
-
     table = pa.table({"count": pa.array([int(n)], pa.int64())})
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:

@@ -41,7 +41,9 @@ def count_result(result: QueryResult) -> int:
         source = plan.make_source(binder)
         where = [w(source, binder) for w in plan.where]
         tail = select_tail(source, where, binder, order=False)
-        row = raw.driver_connection.execute(f"SELECT count(*) {tail}", binder.params or None).fetchone()
+        conn = raw.driver_connection
+        assert conn is not None
+        row = conn.execute(f"SELECT count(*) {tail}", binder.params or None).fetchone()
         return int(row[0])
     finally:
         raw.rollback()
@@ -55,6 +57,7 @@ def unique_string_values(engine: Engine, datastack: str, table: str) -> dict[str
     raw = engine.raw_connection()
     try:
         conn = raw.driver_connection
+        assert conn is not None
         for c in text_cols:
             col = quote(c.db_column)
             rows = conn.execute(

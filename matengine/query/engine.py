@@ -211,8 +211,8 @@ def _corrector(conn: Any, live: LiveTarget) -> RootCorrector:
     return RootCorrector.create(live.graph, live.timestamp, last)
 
 
-def _count(plan: QueryPlan, n: int) -> int:
-    """Rows of the result after the offset, counted up to ``n`` (ids only)."""
+def _count(plan: QueryPlan, n: int | None) -> int:
+    """Rows of the result after the offset, counted up to ``n`` (all if None; ids only)."""
     id_col = plan.cols.columns[0]  # the (first) table's id
     return sum(len(b) for b in _stream(plan, [id_col], stop_after=n))
 
