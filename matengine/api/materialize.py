@@ -18,19 +18,17 @@ from matengine.api.deps import engine_of, flag, settings_of
 from matengine.api.streaming import count_response, query_response
 from matengine.auth import Principal, require_permission
 from matengine.db.identifiers import validate_name
-from matengine.errors import InvalidInput, MatengineError, NotFound
+from matengine.errors import InvalidInput, NotFound
 from matengine.query import live_query, meta, version_query
 from matengine.query.counts import count_result, unique_string_values
+from matengine.query.engine import QueryResult
 from matengine.query.join import join_query
+from matengine.query.live_join import live_join_query
 from matengine.timeutil import caveclient_format
 
 MATERIALIZE_VERSION = "5.26.4"
 router = APIRouter(tags=["materialize"])
 view = Depends(require_permission("view"))
-
-
-class NotImplementedYet(MatengineError):
-    status_code = 501
 
 
 def version_dict(v: meta.VersionInfo) -> dict[str, Any]:
@@ -217,15 +215,35 @@ def add_routes(prefix: str) -> None:
         allow_missing_lookups: str | None = None,
         allow_invalid_root_ids: str | None = None,
         count: str | None = None,
+        merge_reference: str | None = None,
     ) -> StreamingResponse:
         table = body.get("table")
         if not isinstance(table, str):
             raise InvalidInput("name the table to query", field="table")
         validate_name(table, "table name")
-        if body.get("join_tables"):
-            raise NotImplementedYet("joins are not supported in live queries yet")
         if "timestamp" not in body:
             raise InvalidInput("give the timestamp to query at", field="timestamp")
+        result: QueryResult
+        if body.get("join_tables") or (
+            flag(merge_reference)
+            and catalog.get_table(engine_of(request), datastack_name, table).reference_table
+        ):
+            result = live_join_query(
+                engine_of(request),
+                datastack_name,
+                table,
+                body["timestamp"],
+                body,
+                merge_reference=flag(merge_reference),
+                settings=settings_of(request),
+                allow_missing_lookups=flag(allow_missing_lookups),
+                allow_invalid_root_ids=flag(allow_invalid_root_ids),
+            )
+            if flag(count):
+                return count_response(count_result(result), result)
+            return query_response(
+                result, request, arrow=flag(return_pyarrow, True), ipc_compress=flag(ipc_compress, True)
+            )
         result = live_query(
             engine_of(request),
             datastack_name,

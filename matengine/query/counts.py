@@ -32,6 +32,10 @@ class TooManyValues(MatengineError):
 
 
 def count_result(result: QueryResult) -> int:
+    from matengine.query.live_join import LiveJoinResult
+
+    if isinstance(result, LiveJoinResult):  # two tables' roots corrected: counted after that
+        return result.count()
     plan = replace(result.plan, limit=None, spec=replace(result.plan.spec, offset=0))
     if plan.post_filters:
         return _count(plan, None)
