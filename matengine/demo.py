@@ -11,6 +11,7 @@ edits; every result is checked row by row against the oracle (re-read after the 
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -107,7 +108,7 @@ def run_demo(
             "created": info.start.isoformat(),
             "chunk_rows": settings.chunk_rows,
         }
-        timed(f"upload {table}", lambda p=params, t=table: run("bulk_upload", p, t))
+        timed(f"upload {table}", functools.partial(run, "bulk_upload", params, table))
     timed(
         "ingest",
         lambda: run("ingest", sync_parameters(engine, "ingest", DATASTACK, timestamp=info.start.isoformat())),

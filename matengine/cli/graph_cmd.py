@@ -13,6 +13,7 @@ import typer
 
 from matengine.cli.output import console, emit, print_table
 from matengine.errors import InvalidInput, MatengineError
+from matengine.segmentation.local_edits import EditResult, Merge, Split
 from matengine.segmentation.timecodes import from_us
 
 app = typer.Typer(help="Proofread a built-in local:// graph (merge, split, edit log).", no_args_is_help=True)
@@ -43,7 +44,7 @@ def _ids(value: str, what: str) -> tuple[int, ...]:
     return ids
 
 
-def _apply(graph: str, change) -> None:
+def _apply(graph: str, change: Merge | Split) -> EditResult:
     from matengine.segmentation.local_edits import EditRefused, apply_edit
 
     try:
@@ -52,7 +53,7 @@ def _apply(graph: str, change) -> None:
         raise MatengineError(str(exc)) from exc
 
 
-def _show(result, json_out: bool) -> None:
+def _show(result: EditResult, json_out: bool) -> None:
     data = {
         "operation_id": result.operation_id,
         "timestamp": result.timestamp,
@@ -78,8 +79,6 @@ def merge(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Merge the roots of two supervoxels (now, at the server's clock)."""
-    from matengine.segmentation.local_edits import Merge
-
     _show(_apply(graph, Merge(supervoxel_a, supervoxel_b)), json_out)
 
 
@@ -92,8 +91,6 @@ def split(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Split a root: the sources get a new root, the rest of the root another."""
-    from matengine.segmentation.local_edits import Split
-
     _show(_apply(graph, Split(_ids(source, "--source"), _ids(sink, "--sink"), root)), json_out)
 
 

@@ -18,6 +18,7 @@ from dataclasses import replace
 from sqlalchemy import Engine
 
 from matengine import catalog
+from matengine.db.connection import driver_connection
 from matengine.db.identifiers import quote
 from matengine.errors import MatengineError
 from matengine.query.columns import ColKind, table_columns
@@ -45,10 +46,9 @@ def count_result(result: QueryResult) -> int:
         source = plan.make_source(binder)
         where = [w(source, binder) for w in plan.where]
         tail = select_tail(source, where, binder, order=False)
-        conn = raw.driver_connection
-        assert conn is not None
+        conn = driver_connection(raw)
         row = conn.execute(f"SELECT count(*) {tail}", binder.params or None).fetchone()
-        return int(row[0])
+        return int(row[0]) if row else 0
     finally:
         raw.rollback()
         raw.close()
@@ -60,8 +60,7 @@ def unique_string_values(engine: Engine, datastack: str, table: str) -> dict[str
     out: dict[str, list[str]] = {}
     raw = engine.raw_connection()
     try:
-        conn = raw.driver_connection
-        assert conn is not None
+        conn = driver_connection(raw)
         for c in text_cols:
             col = quote(c.db_column)
             rows = conn.execute(

@@ -27,6 +27,7 @@ from sqlalchemy import Engine
 
 from matengine import catalog
 from matengine.config import Settings, get_settings
+from matengine.db.connection import driver_connection
 from matengine.db.identifiers import quote, validate_name
 from matengine.errors import InvalidInput
 from matengine.query import graphs
@@ -290,8 +291,7 @@ def _stream(
     raw = plan.engine.raw_connection()
     finished = False
     try:
-        conn = raw.driver_connection
-        assert conn is not None
+        conn = driver_connection(raw)
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         binder = Binder()
         source = plan.make_source(binder)
