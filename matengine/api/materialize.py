@@ -92,6 +92,28 @@ def table_metadata(
     }
 
 
+def view_metadata(request: Request, v: Any, version: int) -> dict[str, Any]:
+    """What MaterializationEngine says of a view (caveclient reads description,
+    live_compatible and the voxel resolution)."""
+    engine = engine_of(request)
+    first = catalog.get_table(engine, v.datastack, v.tables[0])
+    res = first.voxel_resolution
+    return {
+        "id": zlib.crc32(f"{v.datastack}/view/{v.name}".encode()) & 0x7FFFFFFF,
+        "table_name": v.name,
+        "datastack_name": v.datastack,
+        "version": version,
+        "description": v.description,
+        "notice_text": None,
+        "live_compatible": True,
+        "tables": v.tables,
+        "created": _fmt(v.created),
+        "voxel_resolution_x": float(res[0]),
+        "voxel_resolution_y": float(res[1]),
+        "voxel_resolution_z": float(res[2]),
+    }
+
+
 def _version_table_or_live(request: Request, ds: str, version: int, table: str) -> meta.VersionTable | None:
     """The version's table, or None when only the live table exists: caveclient's
     live_live_query asks the latest version for the metadata of tables made since."""
@@ -186,6 +208,96 @@ def add_routes(prefix: str) -> None:
     def unique_values(datastack_name: str, table_name: str, request: Request) -> dict[str, list[str]]:
         validate_name(table_name, "table name")
         return unique_string_values(engine_of(request), datastack_name, table_name)
+
+    def _view_at(request: Request, datastack_name: str, version: int, view_name: str):
+        from matengine.views import get_view
+
+        validate_name(view_name, "view name")
+        info = meta.get_version(engine_of(request), datastack_name, version)
+        return get_view(engine_of(request), datastack_name, view_name, at=info.created)
+
+    @router.get(base + "/version/{version}/views", dependencies=[view])
+    def views(datastack_name: str, version: int, request: Request) -> dict[str, dict[str, Any]]:
+        from matengine.views import list_views
+
+        info = meta.get_version(engine_of(request), datastack_name, version)
+        listed = list_views(engine_of(request), datastack_name, at=info.created)
+        return {v.name: view_metadata(request, v, version) for v in listed}
+
+    @router.get(base + "/version/{version}/views/schemas", dependencies=[view])
+    def view_schemas(datastack_name: str, version: int, request: Request) -> dict[str, Any]:
+        from matengine.query.views import view_schema
+        from matengine.views import list_views
+
+        info = meta.get_version(engine_of(request), datastack_name, version)
+        listed = list_views(engine_of(request), datastack_name, at=info.created)
+        return {v.name: view_schema(engine_of(request), v) for v in listed}
+
+    @router.get(base + "/version/{version}/views/{view_name}/metadata", dependencies=[view])
+    def view_meta(datastack_name: str, version: int, view_name: str, request: Request) -> dict[str, Any]:
+        return view_metadata(request, _view_at(request, datastack_name, version, view_name), version)
+
+    @router.get(base + "/version/{version}/views/{view_name}/schema", dependencies=[view])
+    def view_schema_route(datastack_name: str, version: int, view_name: str, request: Request) -> dict:
+        from matengine.query.views import view_schema
+
+        return view_schema(engine_of(request), _view_at(request, datastack_name, version, view_name))
+
+    @router.post(base + "/version/{version}/views/{view_name}/query", dependencies=[view])
+    def view_query_route(
+        datastack_name: str,
+        version: int,
+        view_name: str,
+        request: Request,
+        body: dict[str, Any] = Body(default_factory=dict),
+        return_pyarrow: str | None = None,
+        ipc_compress: str | None = None,
+        count: str | None = None,
+    ) -> StreamingResponse:
+        from matengine.query.views import view_query
+
+        found = _view_at(request, datastack_name, version, view_name)
+        result = view_query(engine_of(request), found, body, version=version, settings=settings_of(request))
+        if flag(count):
+            return count_response(count_result(result), result)
+        return query_response(
+            result, request, arrow=flag(return_pyarrow, True), ipc_compress=flag(ipc_compress, True)
+        )
+
+    @router.post(base + "/views/{view_name}/query", dependencies=[view])
+    def view_live_query_route(
+        datastack_name: str,
+        view_name: str,
+        request: Request,
+        body: dict[str, Any] = Body(default_factory=dict),
+        return_pyarrow: str | None = None,
+        ipc_compress: str | None = None,
+        count: str | None = None,
+        allow_missing_lookups: str | None = None,
+        allow_invalid_root_ids: str | None = None,
+    ) -> StreamingResponse:
+        """A view live at ``body["timestamp"]`` (its current definition)."""
+        from matengine.query.views import view_query
+        from matengine.views import get_view
+
+        validate_name(view_name, "view name")
+        if "timestamp" not in body:
+            raise InvalidInput("give the timestamp to query at", field="timestamp")
+        found = get_view(engine_of(request), datastack_name, view_name)
+        result = view_query(
+            engine_of(request),
+            found,
+            {k: v for k, v in body.items() if k != "timestamp"},
+            timestamp=body["timestamp"],
+            settings=settings_of(request),
+            allow_missing_lookups=flag(allow_missing_lookups),
+            allow_invalid_root_ids=flag(allow_invalid_root_ids),
+        )
+        if flag(count):
+            return count_response(count_result(result), result)
+        return query_response(
+            result, request, arrow=flag(return_pyarrow, True), ipc_compress=flag(ipc_compress, True)
+        )
 
     @router.post(base + "/version/{version}/query", dependencies=[view])
     def join(

@@ -80,6 +80,9 @@ def _register() -> None:
     from matengine.cli import graph_cmd
 
     app.add_typer(graph_cmd.app, name="graph")
+    from matengine.cli import view_cmd
+
+    app.add_typer(view_cmd.app, name="view")
     from matengine.cli.synth_cmd import synth
 
     app.command("synth")(synth)

@@ -35,6 +35,7 @@ class TooManyValues(MatengineError):
 def count_result(result: QueryResult) -> int:
     from matengine.query.live_join import LiveJoinResult
 
+    result = getattr(result, "inner", None) or result  # a view: count what it stands for
     if isinstance(result, LiveJoinResult):  # two tables' roots corrected: counted after that
         return result.count()
     plan = replace(result.plan, limit=None, spec=replace(result.plan.spec, offset=0))
