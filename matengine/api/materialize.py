@@ -299,6 +299,57 @@ def add_routes(prefix: str) -> None:
             result, request, arrow=flag(return_pyarrow, True), ipc_compress=flag(ipc_compress, True)
         )
 
+    @router.get(base + "/table/{table_name}/root_counts", dependencies=[view])
+    def root_counts_route(
+        datastack_name: str,
+        table_name: str,
+        request: Request,
+        version: int | None = None,
+        timestamp: str | None = None,
+        side: str = "pre",
+        top: int | None = 1000,
+    ) -> dict[str, list[int]]:
+        """Synapses per pre (or post) root at a version or at ``timestamp``, largest first."""
+        from matengine.query.aggregates import root_counts
+
+        validate_name(table_name, "table name")
+        return root_counts(
+            engine_of(request),
+            datastack_name,
+            table_name,
+            version=version,
+            timestamp=timestamp,
+            side=side,
+            top=top,
+            settings=settings_of(request),
+        ).to_dict()
+
+    @router.post(base + "/table/{table_name}/partners", dependencies=[view])
+    def partners_route(
+        datastack_name: str,
+        table_name: str,
+        request: Request,
+        body: dict[str, Any] = Body(default_factory=dict),
+    ) -> dict[str, list[int]]:
+        """``{"root_ids": [...], "version": V | "timestamp": T, "direction": "out"|"in"}`` ->
+        the (pre root, post root, synapses) table of those roots."""
+        from matengine.query.aggregates import partners
+
+        validate_name(table_name, "table name")
+        version = body.get("version")
+        if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+            raise InvalidInput("version is an integer", field="version")
+        return partners(
+            engine_of(request),
+            datastack_name,
+            table_name,
+            body.get("root_ids"),
+            version=version,
+            timestamp=body.get("timestamp"),
+            direction=str(body.get("direction", "out")),
+            settings=settings_of(request),
+        ).to_dict()
+
     @router.post(base + "/version/{version}/query", dependencies=[view])
     def join(
         datastack_name: str,

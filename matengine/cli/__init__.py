@@ -83,6 +83,9 @@ def _register() -> None:
     from matengine.cli import view_cmd
 
     app.add_typer(view_cmd.app, name="view")
+    from matengine.cli import aggregate_cmd
+
+    app.add_typer(aggregate_cmd.app, name="aggregate")
     from matengine.cli.synth_cmd import synth
 
     app.command("synth")(synth)
