@@ -20,6 +20,7 @@ from __future__ import annotations
 import gzip
 import json
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -106,6 +107,31 @@ def graph_info(seg: Segmentation, data_dir: str) -> dict:
 
 
 MAX_EDIT_BODY = 8 * 1024 * 1024  # a split of ~100k points; larger bodies are refused unread
+
+
+async def _bounded_body(request: Request, limit: int) -> bytes:
+    """The body, read (and un-gzipped) only up to ``limit`` bytes; more answers 413."""
+    too_big = HTTPException(413, f"an edit request is at most {limit} bytes")
+    try:
+        if int(request.headers.get("content-length") or 0) > limit:
+            raise too_big
+    except ValueError as exc:
+        raise HTTPException(400, "bad Content-Length") from exc
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            raise too_big
+    if "gzip" in request.headers.get("content-encoding", "").lower():
+        inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            out = inflate.decompress(bytes(data), limit + 1)
+        except zlib.error as exc:
+            raise HTTPException(400, "request body is not valid gzip") from exc
+        if len(out) > limit:
+            raise too_big
+        return out
+    return bytes(data)
 
 
 def _edit_points(value: object, what: str) -> list[tuple[int, np.ndarray]]:
@@ -305,11 +331,7 @@ def make_pcg_router(
         user = editor(request, name)
         seg = get(name)
         graph = local_graph_of(name)
-        if int(request.headers.get("content-length") or 0) > MAX_EDIT_BODY:
-            raise HTTPException(413, f"an edit request is at most {MAX_EDIT_BODY} bytes")
-        raw = await _body(request)
-        if len(raw) > MAX_EDIT_BODY:
-            raise HTTPException(413, f"an edit request is at most {MAX_EDIT_BODY} bytes")
+        raw = await _bounded_body(request, MAX_EDIT_BODY)
         try:
             payload = json.loads(raw)
         except ValueError as exc:

@@ -332,3 +332,26 @@ def test_change_log_of_an_unknown_root_is_refused(lab):
         timeout=30,
     )
     assert r.status_code == 400 and "not a root of this graph" in r.json()["detail"]
+
+
+def test_gzip_bombs_and_unsized_bodies_are_refused_unread(lab):
+    import gzip
+
+    stamp = file_stamp(lab.graph_dir)
+    headers = {"Authorization": f"Bearer {lab.tokens['edit']}"}
+    url = f"{lab.url}/segmentation/api/v1/table/synth_pcg/merge"
+    bomb = gzip.compress(b"[" + b" " * (64 * 1024 * 1024) + b"]")  # 64 MiB inflated, ~64 kB sent
+    r = requests.post(url, data=bomb, headers={**headers, "Content-Encoding": "gzip"}, timeout=30)
+    assert r.status_code == 413 and "at most" in r.json()["detail"]
+
+    def chunks():  # no Content-Length: the size is only known while reading
+        for _ in range(10):
+            yield b" " * (1024 * 1024)
+
+    r = requests.post(url, data=chunks(), headers=headers, timeout=30)
+    assert r.status_code == 413
+    r = requests.post(
+        url, data=b"\x1f\x8bnot gzip", headers={**headers, "Content-Encoding": "gzip"}, timeout=30
+    )
+    assert r.status_code == 400 and "gzip" in r.json()["detail"]
+    assert file_stamp(lab.graph_dir) == stamp
