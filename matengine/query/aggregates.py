@@ -147,10 +147,77 @@ def root_counts(
         arr = np.asarray(rows, np.int64).reshape(-1, 2)
         return RootCounts(arr[:, 0].copy(), arr[:, 1].copy())
     _check_table(engine, datastack, table)
-    roots = _live_columns(engine, datastack, table, timestamp, [col], {}, settings)[col]
-    values, counts = np.unique(roots[roots != 0], return_counts=True)
+    grouped = _live_root_counts(engine, datastack, table, timestamp, side, settings)
+    if grouped is None:  # roots of unknown time: every row's root through the live engine
+        roots = _live_columns(engine, datastack, table, timestamp, [col], {}, settings)[col]
+        values, counts = np.unique(roots[roots != 0], return_counts=True)
+    else:
+        values, counts = grouped
     order = _order([values], counts)[: top if top is not None else None]
     return RootCounts(values[order].astype(np.int64), counts[order].astype(np.int64))
+
+
+def _live_root_counts(
+    engine: Engine, datastack: str, table: str, timestamp: Any, side: str, settings: Settings | None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Counts per root at T, grouped in PostgreSQL where the stored root is still right at T
+    (not among the roots that changed between roots_last_updated L and T); only the rows
+    holding a stale root are looked up at T. None when the stored roots have no known L."""
+    from matengine.config import get_settings
+    from matengine.query import graphs
+    from matengine.query.engine import FUTURE_SLACK, LiveTarget, MissingLookups, _corrector
+    from matengine.timeutil import to_utc, utcnow
+
+    settings = settings or get_settings()
+    try:
+        ts = to_utc(timestamp)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidInput("expected an ISO timestamp", field="timestamp") from None
+    if ts > utcnow() + FUTURE_SLACK:
+        raise InvalidInput("the timestamp is in the future: rows and roots there are not known yet")
+    tbl = catalog.get_table(engine, datastack, table)
+    ds = catalog.get_datastack(engine, datastack)
+    graph = graphs.root_graph(ds.segmentation_source, settings.segmentation_token)
+    root, svid = quote(f"{side}_pt_root_id"), quote(f"{side}_pt_supervoxel_id")
+    alive = "a.created <= %(t)s AND (a.deleted IS NULL OR a.deleted > %(t)s)"
+    src = f"FROM {tbl.names.live_q} AS a JOIN {tbl.names.segmentation_q} AS s ON s.id = a.id"
+    raw = engine.raw_connection()
+    try:
+        conn = driver_connection(raw)
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")  # L and rows together
+        corrector = _corrector(conn, LiveTarget(tbl, ts, graph, False))
+        if corrector.stale is None:
+            return None
+        row = conn.execute(f"SELECT count(*) {src} WHERE {alive} AND s.{svid} IS NULL", {"t": ts}).fetchone()
+        if row and row[0]:
+            raise MissingLookups(
+                f"{row[0]} annotation(s) of {table!r} at {ts.isoformat()} have no supervoxel lookup "
+                "yet (run ingest)"
+            )
+        stale = corrector.stale.tolist()
+        kept = conn.execute(
+            f"SELECT s.{root}, count(*) {src} WHERE {alive} AND s.{root} <> 0 "
+            f"AND s.{root} <> ALL(%(stale)s) GROUP BY 1",
+            {"t": ts, "stale": stale},
+        ).fetchall()
+        moved = conn.execute(
+            f"SELECT s.{svid} {src} WHERE {alive} AND s.{svid} <> 0 "
+            f"AND (s.{root} IS NULL OR s.{root} = ANY(%(stale)s))",
+            {"t": ts, "stale": stale},
+        ).fetchall()
+        raw.rollback()
+    finally:
+        raw.close()
+    a = np.asarray(kept, np.int64).reshape(-1, 2)
+    svs = np.asarray([r[0] for r in moved], np.int64).astype(np.uint64)
+    looked = (
+        np.asarray(graph.get_roots(svs, ts), np.uint64).astype(np.int64) if len(svs) else svs.astype(np.int64)
+    )
+    v2, c2 = np.unique(looked[looked != 0], return_counts=True)
+    values = np.concatenate([a[:, 0], v2])
+    counts = np.concatenate([a[:, 1], c2])
+    uniq, inverse = np.unique(values, return_inverse=True)
+    return uniq, np.bincount(inverse, weights=counts, minlength=len(uniq)).astype(np.int64)
 
 
 def partners(
