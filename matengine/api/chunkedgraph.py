@@ -27,7 +27,7 @@ from matengine import catalog
 from matengine.api.info import pcg_names
 from matengine.auth import Principal, principal_from_request
 from matengine.catalog import Datastack
-from matengine.errors import MatengineError
+from matengine.errors import Conflict, MatengineError
 from matengine.query import graphs
 from matengine.segmentation import Segmentation
 
@@ -71,12 +71,14 @@ def _datastacks_using(engine: Any, name: str, *, fresh: bool = False) -> list[Da
     return [d for d in listed if name in pcg_names(d)]
 
 
-def _require(engine: Any, principal: Principal, name: str, permission: str) -> list[Datastack]:
+def _require(
+    engine: Any, principal: Principal, name: str, permission: str, *, fresh: bool = False
+) -> list[Datastack]:
     """The datastacks using table ``name``; raise unless the caller holds ``permission`` on
     one of them. A refusal is re-checked against a fresh read: the cached list may predate a
     datastack (and its tokens) added a moment ago."""
-    found = _datastacks_using(engine, name)
-    if found and not any(principal.allows(d.name, permission) for d in found):
+    found = _datastacks_using(engine, name, fresh=fresh)
+    if not fresh and found and not any(principal.allows(d.name, permission) for d in found):
         found = _datastacks_using(engine, name, fresh=True)
     if found and not any(principal.allows(d.name, permission) for d in found):
         principal.require(found[0].name, permission)
@@ -104,7 +106,14 @@ def make_router(app: FastAPI) -> APIRouter:
         # proofreading needs ``edit`` on a datastack using the table; the token id is the
         # user recorded in the edit log (0 when auth is off)
         principal = principal_from_request(request)
-        _require(app.state.engine, principal, name, "edit")
+        found = _require(app.state.engine, principal, name, "edit", fresh=True)  # edits are rare
+        # an edit must reach one graph: two datastacks whose different local graphs share
+        # a table name (the URL's last component) cannot be told apart by PCG routes
+        if (
+            len({d.segmentation_source for d in found if not d.segmentation_source.startswith("graphene://")})
+            > 1
+        ):
+            raise Conflict(f"several segmentation sources are named {name!r}: rename one graph directory")
         return int(principal.token_id or 0)
 
     router = APIRouter()

@@ -26,6 +26,7 @@ from matengine.synth.oracle import Oracle
 from .helpers import LiveRows, assert_frame_matches, complete, expected_synapses, upload_synapses
 
 ONE_US = timedelta(microseconds=1)
+PCG = "proofread_pcg"
 
 
 @dataclass
@@ -38,7 +39,7 @@ class Lab:
 
     @property
     def graph_dir(self):
-        return self.info.directory / "synth_pcg"
+        return self.info.directory / PCG
 
     def oracle(self) -> Oracle:  # re-read: it sees the edits appended so far
         return Oracle(self.info.directory)
@@ -63,7 +64,13 @@ def lab(engine, tmp_path_factory):
     from matengine.segmentation.serving import ThreadedServer
 
     info = generate_dataset(
-        tmp_path_factory.mktemp("proofread"), supervoxels=150, synapses=300, cells=6, edits=16, seed=21
+        tmp_path_factory.mktemp("proofread"),
+        supervoxels=150,
+        synapses=300,
+        cells=6,
+        edits=16,
+        seed=21,
+        pcg_name=PCG,  # its own table name: the shared dataset's graph is "synth_pcg"
     )
     name = f"pr_{uuid.uuid4().hex[:8]}"
     catalog.add_datastack(
@@ -178,9 +185,8 @@ def test_concurrent_merges_both_land_with_distinct_roots(lab):
 
 
 def _raw(lab: Lab, path: str, body, role: str = "edit") -> requests.Response:
-    table = "synth_pcg"
     return requests.post(
-        f"{lab.url}/segmentation/api/v1/table/{table}/{path}",
+        f"{lab.url}/segmentation/api/v1/table/{PCG}/{path}",
         data=body if isinstance(body, (bytes, str)) else json.dumps(body),
         headers={"Authorization": f"Bearer {lab.tokens[role]}"},
         timeout=30,
@@ -327,7 +333,7 @@ def _kind(oracle: Oracle, op: int) -> int:
 
 def test_change_log_of_an_unknown_root_is_refused(lab):
     r = requests.get(
-        f"{lab.url}/segmentation/api/v1/table/synth_pcg/root/12345/change_log",
+        f"{lab.url}/segmentation/api/v1/table/{PCG}/root/12345/change_log",
         headers={"Authorization": f"Bearer {lab.tokens['view']}"},
         timeout=30,
     )
@@ -339,7 +345,7 @@ def test_gzip_bombs_and_unsized_bodies_are_refused_unread(lab):
 
     stamp = file_stamp(lab.graph_dir)
     headers = {"Authorization": f"Bearer {lab.tokens['edit']}"}
-    url = f"{lab.url}/segmentation/api/v1/table/synth_pcg/merge"
+    url = f"{lab.url}/segmentation/api/v1/table/{PCG}/merge"
     bomb = gzip.compress(b"[" + b" " * (64 * 1024 * 1024) + b"]")  # 64 MiB inflated, ~64 kB sent
     r = requests.post(url, data=bomb, headers={**headers, "Content-Encoding": "gzip"}, timeout=30)
     assert r.status_code == 413 and "at most" in r.json()["detail"]
@@ -355,3 +361,27 @@ def test_gzip_bombs_and_unsized_bodies_are_refused_unread(lab):
     )
     assert r.status_code == 400 and "gzip" in r.json()["detail"]
     assert file_stamp(lab.graph_dir) == stamp
+
+
+def test_an_edit_to_an_ambiguous_table_name_is_refused(engine, lab, tmp_path):
+    other = generate_dataset(
+        tmp_path / "twin", supervoxels=60, synapses=20, cells=3, edits=4, seed=2, pcg_name=PCG
+    )
+    name = f"twin_{uuid.uuid4().hex[:8]}"
+    catalog.add_datastack(
+        engine, name, segmentation_source=other.graph_url, voxel_resolution=other.annotation_resolution
+    )
+    try:
+        stamps = file_stamp(lab.graph_dir), file_stamp(other.directory / PCG)
+        sa, sb, _, _ = _pair_with_different_roots(lab)
+        token = auth.create_token(engine, "*", "edit", "both")[1]
+        r = requests.post(
+            f"{lab.url}/segmentation/api/v1/table/{PCG}/merge",
+            json=[[sa, 0, 0, 0], [sb, 0, 0, 0]],
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        assert r.status_code == 409 and "several segmentation sources" in r.json()["message"]
+        assert (file_stamp(lab.graph_dir), file_stamp(other.directory / PCG)) == stamps
+    finally:
+        catalog.drop_datastack(engine, name)
