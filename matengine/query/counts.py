@@ -18,11 +18,12 @@ from dataclasses import replace
 from sqlalchemy import Engine
 
 from matengine import catalog
+from matengine.config import get_settings
 from matengine.db.connection import driver_connection
 from matengine.db.identifiers import quote
 from matengine.errors import MatengineError
 from matengine.query.columns import ColKind, table_columns
-from matengine.query.engine import QueryResult, _count
+from matengine.query.engine import QueryResult, _count, _scalar
 from matengine.query.sqlbuild import Binder, select_tail
 
 MAX_UNIQUE_VALUES = 100_000
@@ -41,18 +42,12 @@ def count_result(result: QueryResult) -> int:
     plan = replace(result.plan, limit=None, spec=replace(result.plan.spec, offset=0))
     if plan.post_filters:
         return _count(plan, None)
-    raw = plan.engine.raw_connection()
-    try:
-        binder = Binder()
-        source = plan.make_source(binder)
-        where = [w(source, binder) for w in plan.where]
-        tail = select_tail(source, where, binder, order=False)
-        conn = driver_connection(raw)
-        row = conn.execute(f"SELECT count(*) {tail}", binder.params or None).fetchone()
-        return int(row[0]) if row else 0
-    finally:
-        raw.rollback()
-        raw.close()
+    binder = Binder()
+    source = plan.make_source(binder)
+    where = [w(source, binder) for w in plan.where]
+    tail = select_tail(source, where, binder, order=False)
+    # one statement, bounded by the query timeout like every query step
+    return int(_scalar(plan.engine, f"SELECT count(*) {tail}", binder.params, plan.guard.timeout) or 0)
 
 
 def unique_string_values(engine: Engine, datastack: str, table: str) -> dict[str, list[str]]:
@@ -62,6 +57,9 @@ def unique_string_values(engine: Engine, datastack: str, table: str) -> dict[str
     raw = engine.raw_connection()
     try:
         conn = driver_connection(raw)
+        seconds = get_settings().query_timeout
+        if seconds and seconds > 0:  # bounded like every query step
+            conn.execute("SELECT set_config('statement_timeout', %s, true)", (f"{int(seconds * 1000)}ms",))
         for c in text_cols:
             col = quote(c.db_column)
             rows = conn.execute(

@@ -22,7 +22,6 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 from sqlalchemy import Engine
 
 from matengine import catalog
@@ -44,7 +43,6 @@ from matengine.query.engine import (
     filters_sql,
     notice_of,
     scale_of,
-    to_record_batch,
 )
 from matengine.query.join import _aliased, _suffixes
 from matengine.query.live import RootCorrector, post_filter_mask
@@ -84,10 +82,8 @@ class LiveJoinResult(QueryResult):
     sides: list[Side] = field(default_factory=list)
     root_filters: list[tuple[int, str, Filter]] = field(default_factory=list)  # side, point, filter
 
-    def record_batches(self) -> Iterator[pa.RecordBatch]:
-        schema = self.schema
-        for batch in _stream(self, self.columns):
-            yield to_record_batch(batch, self.columns, schema)
+    def _batches(self) -> Iterator[Batch]:
+        return _stream(self, self.columns)
 
     def count(self, stop_after: int | None = None) -> int:
         first_id = self.sides[0].columns["id"]
@@ -228,7 +224,8 @@ def live_join_query(
         limit=limit,
         names=mapping,
     )
-    result = LiveJoinResult(plan, [], sides, root_filters)
+    plan.guard.timeout = settings.query_timeout
+    result = LiveJoinResult(plan, [], sides=sides, root_filters=root_filters)
     for _i, _pt, f in root_filters:  # refuse roots invalid at T before streaming
         if graph is not None and f.op in ("in", "equal"):
             values = f.value if f.op == "in" else [f.value]
@@ -236,7 +233,7 @@ def live_join_query(
     for side in sides:
         if side.target is not None:
             side.target.corrector = RootCorrector.create(graph, ts, side.table.roots_last_updated)  # type: ignore[arg-type]
-            missing = _missing(engine, side, ts)
+            missing = _missing(engine, side, ts, settings.query_timeout)
             if missing and not allow_missing_lookups:
                 raise MissingLookups(
                     f"{missing} annotation(s) of {side.table.table_name!r} at {ts.isoformat()} have no "
@@ -256,7 +253,7 @@ def live_join_query(
     return result
 
 
-def _missing(engine: Engine, side: Side, ts: datetime) -> int:
+def _missing(engine: Engine, side: Side, ts: datetime, timeout: float | None) -> int:
     """Rows of the side's table in the state at T whose points have no supervoxel yet."""
     tbl = side.table
     pending = " OR ".join(f"s.{quote(pt + '_supervoxel_id')} IS NULL" for pt in side.points)
@@ -265,7 +262,7 @@ def _missing(engine: Engine, side: Side, ts: datetime) -> int:
         f"ON s.id = a.id WHERE a.created <= %(t)s AND (a.deleted IS NULL OR a.deleted > %(t)s) "
         f"AND ({pending}) LIMIT 100000) q"
     )
-    return int(_scalar(engine, sql, {"t": ts}) or 0)
+    return int(_scalar(engine, sql, {"t": ts}, timeout) or 0)
 
 
 def _stream(
@@ -293,6 +290,8 @@ def _stream(
     try:
         conn = driver_connection(raw)
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        conn.execute("SET LOCAL client_connection_check_interval = 2000")  # as engine._stream
+        plan.guard.attach(conn)
         binder = Binder()
         source = plan.make_source(binder)
         where = [w(source, binder) for w in plan.where]
@@ -313,7 +312,7 @@ def _stream(
         )
         skip = offset if in_python else 0
         remaining = limit
-        for batch in read_batches(conn, tail, binder.params, fetches):
+        for batch in read_batches(conn, tail, binder.params, fetches, guard=plan.guard):
             for (side, pts), corrector in zip(fix, correctors, strict=True):
                 if corrector is None or not pts:
                     continue
@@ -341,6 +340,7 @@ def _stream(
                     break
         finished = True
     finally:
+        plan.guard.detach()
         try:
             raw.rollback()
             raw.close()

@@ -162,6 +162,18 @@ class ViewResult(QueryResult):
     def column_names(self) -> dict[str, dict[str, str]]:
         return {"view": {c.name: c.name for c in self.columns}}
 
+    def prime(self) -> None:
+        assert self.inner is not None
+        self.inner.prime()
+
+    def close(self) -> None:
+        assert self.inner is not None
+        self.inner.close()
+
+    def cancel(self) -> None:
+        assert self.inner is not None
+        self.inner.cancel()
+
     def record_batches(self) -> Iterator[pa.RecordBatch]:
         assert self.inner is not None
         schema = self.schema

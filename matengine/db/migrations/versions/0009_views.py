@@ -1,7 +1,7 @@
 """views: admin-defined queries over a datastack's tables
 
 Revision ID: 0009
-Revises: 0002
+Revises: 0005
 Create Date: 2026-12-01 21:45:00
 """
 
@@ -10,7 +10,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0009"
-down_revision = "0002"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
