@@ -95,6 +95,9 @@ def _read_calls(client, table: str, ids: list[int], version: int):
         "materialize.join_query": lambda: client.materialize.join_query(
             [[table, "id"], ["t_open", "id"]], materialization_version=version
         ),
+        "materialize.live_live_query with a join": lambda: client.materialize.live_live_query(
+            "t_open", datetime.now(UTC), joins=[["t_open", "id", table, "id"]]
+        ),
         "neuroglancer annotation source": lambda: _neuroglancer_info(client, table, version),
     }
 
