@@ -243,6 +243,7 @@ def add_routes(prefix: str) -> None:
     @router.get(base + "/table/{table_name}/unique_string_values", dependencies=[view])
     def unique_values(datastack_name: str, table_name: str, request: Request) -> dict[str, list[str]]:
         validate_name(table_name, "table name")
+        _readable(request, datastack_name, table_name)
         return unique_string_values(engine_of(request), datastack_name, table_name)
 
     def _view_at(request: Request, datastack_name: str, version: int, view_name: str):
@@ -250,14 +251,22 @@ def add_routes(prefix: str) -> None:
 
         validate_name(view_name, "view name")
         info = meta.get_version(engine_of(request), datastack_name, version)
-        return get_view(engine_of(request), datastack_name, view_name, at=info.created)
+        found = get_view(engine_of(request), datastack_name, view_name, at=info.created)
+        for name in found.tables:  # a view shows its tables' rows: their read permissions hold
+            _readable(request, datastack_name, name)
+        return found
+
+    def _readable_views(request: Request, datastack_name: str, listed: list[Any]) -> list[Any]:
+        return [v for v in listed if all(_may_read(request, datastack_name, t) for t in v.tables)]
 
     @router.get(base + "/version/{version}/views", dependencies=[view])
     def views(datastack_name: str, version: int, request: Request) -> dict[str, dict[str, Any]]:
         from matengine.views import list_views
 
         info = meta.get_version(engine_of(request), datastack_name, version)
-        listed = list_views(engine_of(request), datastack_name, at=info.created)
+        listed = _readable_views(
+            request, datastack_name, list_views(engine_of(request), datastack_name, at=info.created)
+        )
         return {v.name: view_metadata(request, v, version) for v in listed}
 
     @router.get(base + "/version/{version}/views/schemas", dependencies=[view])
@@ -266,7 +275,9 @@ def add_routes(prefix: str) -> None:
         from matengine.views import list_views
 
         info = meta.get_version(engine_of(request), datastack_name, version)
-        listed = list_views(engine_of(request), datastack_name, at=info.created)
+        listed = _readable_views(
+            request, datastack_name, list_views(engine_of(request), datastack_name, at=info.created)
+        )
         return {v.name: view_schema(engine_of(request), v) for v in listed}
 
     @router.get(base + "/version/{version}/views/{view_name}/metadata", dependencies=[view])
@@ -320,6 +331,8 @@ def add_routes(prefix: str) -> None:
         if "timestamp" not in body:
             raise InvalidInput("give the timestamp to query at", field="timestamp")
         found = get_view(engine_of(request), datastack_name, view_name)
+        for name in found.tables:
+            _readable(request, datastack_name, name)
         result = view_query(
             engine_of(request),
             found,
