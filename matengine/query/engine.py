@@ -326,7 +326,7 @@ def live_query(
     random_sample: int | None = None,
     graph: RootGraph | None = None,
 ) -> QueryResult:
-    """Query the live table at ``timestamp``, exactly by the time rule (DESIGN §3)."""
+    """Query the live table at ``timestamp``, exactly by the time rule (docs/design.md §3)."""
     settings = settings or get_settings()
     try:
         ts = to_utc(timestamp)

@@ -21,7 +21,7 @@ from matengine.config import get_settings
 from matengine.db import metadata as m
 from matengine.db.annotation_tables import point_index
 from matengine.db.identifiers import quote, validate_name, version_schema
-from matengine.db.locks import pass_write_barrier
+from matengine.db.locks import LockKind, hold_exclusive, pass_write_barrier
 from matengine.errors import InvalidInput
 from matengine.timeutil import to_utc
 from matengine.workflows.engine import Step, StepContext, workflow
@@ -67,7 +67,7 @@ class PrepareVersionStep(Step):
                 )
             ).scalar()
             if existing is None:
-                conn.execute(text("SELECT pg_advisory_xact_lock(7105, hashtext(:d))"), {"d": ds})
+                hold_exclusive(conn, LockKind.VERSION_NUMBER, ds)
                 number = conn.execute(
                     select(text("coalesce(max(version), 0) + 1"))
                     .select_from(m.versions)
