@@ -6,14 +6,21 @@ with no ``broker_url`` workflows run on an in-process worker. Production sets bo
 
 from __future__ import annotations
 
+import os
 import tomllib
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from platformdirs import user_data_dir
-from pydantic import BaseModel, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ENV_PREFIX = "MATENGINE_"
+
+
+def _default_home() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("matengine"))
 
 
 class DatastackConfig(BaseModel):
@@ -28,14 +35,18 @@ class DatastackConfig(BaseModel):
     days_to_expire: int | None = None
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MATENGINE_", extra="ignore")
+class Settings(BaseModel):
+    """Every field can be set by ``MATENGINE_<FIELD>`` in the environment; values passed to
+    the constructor (CLI flags) win. A plain pydantic model that reads the environment itself:
+    pydantic-settings alone took longer to import than the rest of a CLI command's start."""
+
+    model_config = ConfigDict(extra="ignore")
 
     database_url: str | None = None
     broker_url: str | None = None
     result_backend: str | None = None
     config: Path | None = None
-    home: Path = Field(default_factory=lambda: Path(user_data_dir("matengine")))
+    home: Path = Field(default_factory=_default_home)
     # bearer token sent to graphene (PyChunkedGraph) servers
     segmentation_token: str | None = None
     # versions: default lifetime and how many valid ones are always kept
@@ -55,6 +66,16 @@ class Settings(BaseSettings):
     worker_wait: float = 8.0
     # query row limit announced to clients; None = no limit
     query_row_limit: int | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_environment(cls, data: Any) -> Any:
+        given = dict(data) if isinstance(data, dict) else {}
+        for name in cls.model_fields:
+            value = os.environ.get(ENV_PREFIX + name.upper())
+            if value is not None and name not in given:
+                given[name] = value
+        return given
 
     def datastacks(self) -> dict[str, DatastackConfig]:
         """Datastacks declared in the TOML file named by ``config`` (empty if none)."""

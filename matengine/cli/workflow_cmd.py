@@ -8,13 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from matengine.cli.output import console, emit, err_console, print_json, print_table
-from matengine.config import get_settings
-from matengine.db.connection import get_engine
-from matengine.workflows import runs
-from matengine.workflows.submit import ensure_workers, submit, wait_for
 
 JSON = typer.Option(False, "--json", help="Print the final run record as JSON.")
 DETACH = typer.Option(False, "--detach", help="Print the run id and return at once.")
@@ -30,6 +25,13 @@ def launch(
     detach: bool,
 ) -> None:
     """Shared by every workflow command."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from matengine.config import get_settings
+    from matengine.db.connection import get_engine
+    from matengine.workflows import runs
+    from matengine.workflows.submit import ensure_workers, submit, wait_for
+
     engine = get_engine()
     settings = get_settings()
     run_id = submit(engine, kind, params, datastack=datastack, table=table)
@@ -46,7 +48,7 @@ def launch(
             MofNCompleteColumn(),
             TextColumn("{task.fields[rows]} rows"),
             TimeElapsedColumn(),
-            console=err_console,
+            console=err_console.get(),
         ) as bar:
             task = bar.add_task(f"run {run_id} {kind}", total=None, rows=0)
 
@@ -100,6 +102,8 @@ def upload(
 ) -> None:
     """Bulk-upload .npy column files into a table (created from --schema if absent)."""
     from matengine.cli.catalog_cmd import parse_resolution
+    from matengine.config import get_settings
+    from matengine.db.connection import get_engine
     from matengine.workflows.bulk_upload import check_request
 
     params = {
@@ -123,6 +127,9 @@ def runs_list(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List recent workflow runs, or show one."""
+    from matengine.db.connection import get_engine
+    from matengine.workflows import runs
+
     engine = get_engine()
     if run_id is not None:
         run = runs.get_run(engine, run_id).to_dict()
@@ -152,13 +159,17 @@ def runs_list(
 
 def runs_cancel(run_id: int) -> None:
     """Mark an active run CANCELLED and release its locks (its remaining tasks do nothing)."""
+    from matengine.db.connection import get_engine
+    from matengine.workflows import runs
+
     runs.finish_run(get_engine(), run_id, "CANCELLED", "cancelled by the operator")
     console.print(f"run {run_id} cancelled")
 
 
 def runs_resume(run_id: int, json_out: bool = JSON) -> None:
     """Re-enqueue what an active run still has to do (after workers were lost)."""
-    from matengine.workflows.submit import resume
+    from matengine.db.connection import get_engine
+    from matengine.workflows.submit import resume, wait_for
 
     resume(get_engine(), run_id)
     run = wait_for(get_engine(), run_id)
@@ -176,6 +187,7 @@ def _sync(
     detach: bool,
     days_to_expire: int | None = None,
 ) -> None:
+    from matengine.db.connection import get_engine
     from matengine.workflows.submit import sync_parameters
 
     params = sync_parameters(
