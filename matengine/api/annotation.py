@@ -22,15 +22,11 @@ from matengine.api.info import datastacks_of_aligned_volume
 from matengine.api.materialize import table_metadata
 from matengine.auth import Principal, get_principal
 from matengine.db.identifiers import validate_name
-from matengine.errors import Conflict, InvalidInput, MatengineError, NotFound
+from matengine.errors import Conflict, InvalidInput, NotFound, TooLarge
 
 router = APIRouter(tags=["annotation"])
 base = "/annotation/api/v2/aligned_volume/{aligned_volume_name}"
 MAX_BATCH = 10_000
-
-
-class TooLarge(MatengineError):
-    status_code = 413
 
 
 def _datastack_for(

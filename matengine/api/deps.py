@@ -11,8 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
 from matengine.config import Settings
-from matengine.errors import MatengineError
-from matengine.segmentation.errors import SegmentationError
+from matengine.errors import MatengineError, SegmentationError
 
 log = logging.getLogger("matengine.api")
 

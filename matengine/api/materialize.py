@@ -18,7 +18,7 @@ from matengine.api.deps import engine_of, flag, settings_of
 from matengine.api.streaming import query_response
 from matengine.auth import Principal, require_permission
 from matengine.db.identifiers import validate_name
-from matengine.errors import InvalidInput, MatengineError, NotFound
+from matengine.errors import InvalidInput, NotFound, NotImplementedYet
 from matengine.query import live_query, meta, version_query
 from matengine.query.join import join_query
 from matengine.timeutil import caveclient_format
@@ -26,10 +26,6 @@ from matengine.timeutil import caveclient_format
 MATERIALIZE_VERSION = "5.26.4"
 router = APIRouter(tags=["materialize"])
 view = Depends(require_permission("view"))
-
-
-class NotImplementedYet(MatengineError):
-    status_code = 501
 
 
 def version_dict(v: meta.VersionInfo) -> dict[str, Any]:

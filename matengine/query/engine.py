@@ -25,7 +25,7 @@ from matengine import catalog
 from matengine.config import Settings, get_settings
 from matengine.db.connection import driver_connection
 from matengine.db.identifiers import version_schema
-from matengine.errors import InvalidInput
+from matengine.errors import InvalidInput, MissingLookups
 from matengine.query import graphs, meta
 from matengine.query.columns import OutColumn, TableColumns, arrow_schema, table_columns
 from matengine.query.live import RootCorrector, post_filter_mask
@@ -383,10 +383,6 @@ def live_query(
     if notice:
         warnings.append(notice)
     return finish(plan, cap, warnings)
-
-
-class MissingLookups(InvalidInput):
-    status_code = 406
 
 
 def _scalar(engine: Engine, sql: str, params: Mapping[str, Any]) -> Any:

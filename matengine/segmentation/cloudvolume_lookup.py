@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from matengine.errors import SegmentationSourceError
 from matengine.segmentation.base import LookupResult, VolumeBounds
-from matengine.segmentation.errors import SegmentationSourceError
 
 
 def strip_precomputed(url: str) -> str:

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from matengine.segmentation.errors import GraphFormatError
+from matengine.errors import GraphFormatError
 from matengine.segmentation.timecodes import from_us, to_us
 
 FORMAT = "matengine-edit-log-graph"

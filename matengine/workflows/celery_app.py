@@ -11,26 +11,18 @@ from __future__ import annotations
 
 import logging
 
-import httpx
-import psycopg
-import sqlalchemy.exc
 from celery import Celery, Task
 from celery.signals import worker_process_init
 
 from matengine.config import Settings, get_settings
+from matengine.errors import TransientError, translated
 
 log = logging.getLogger(__name__)
 
-TRANSIENT = (
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    sqlalchemy.exc.PendingRollbackError,  # a connection lost mid-transaction
-    sqlalchemy.exc.DisconnectionError,
-    psycopg.OperationalError,
-    httpx.TransportError,
-    ConnectionError,
-    TimeoutError,
-)
+# whether a task retries is decided by the error tree alone (docs/design.md §11): each task
+# body runs under ``translated``, which turns lost database connections and network faults
+# into TransientError at the edge
+TRANSIENT = (TransientError,)
 
 app = Celery("matengine")
 
@@ -118,6 +110,7 @@ class RunTask(Task):
 
 
 @app.task(base=RunTask, name="matengine.start_step")
+@translated
 def start_step(run_id: int, index: int) -> int:
     from matengine.db.connection import get_engine
     from matengine.workflows import engine as wf
@@ -135,6 +128,7 @@ def start_step(run_id: int, index: int) -> int:
 
 
 @app.task(base=RunTask, name="matengine.run_chunk")
+@translated
 def run_chunk(run_id: int, index: int, chunk: int) -> None:
     from matengine.db.connection import get_engine
     from matengine.workflows import engine as wf
@@ -144,6 +138,7 @@ def run_chunk(run_id: int, index: int, chunk: int) -> None:
 
 
 @app.task(base=RunTask, name="matengine.finish_step")
+@translated
 def finish_step(run_id: int, index: int) -> None:
     from matengine.db.connection import get_engine
     from matengine.workflows import engine as wf

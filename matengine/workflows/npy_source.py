@@ -11,7 +11,7 @@ from functools import cached_property
 import numpy as np
 from cloudfiles import CloudFiles, paths
 
-from matengine.errors import InvalidInput
+from matengine.errors import InvalidInput, bucket_errors
 
 _HEADER_PROBE = 4096
 
@@ -71,10 +71,10 @@ class NpyFolder:
         if name in self._headers:
             return self._headers[name]
         path = f"{name}.npy"
-        try:
+        # a transient fault (timeout, 5xx, throttling) is retried by the task; any other
+        # failure to read refuses the upload
+        with bucket_errors(f"cannot read {path} in {self.url}", field=name):
             head = self._get(path, 0, _HEADER_PROBE)
-        except Exception as exc:
-            raise InvalidInput(f"cannot read {path} in {self.url}: {exc}", field=name) from None
         if head is None:
             raise InvalidInput(f"missing file {path} in {self.url}", field=name)
         try:
@@ -119,7 +119,8 @@ class NpyFolder:
             return np.empty((0, *h.shape[1:]), dtype=h.dtype)
         first = h.offset + start * h.row_bytes
         last = h.offset + stop * h.row_bytes
-        data = self._get(f"{name}.npy", first, last)
+        with bucket_errors(f"cannot read {name}.npy rows {start}-{stop} in {self.url}", field=name):
+            data = self._get(f"{name}.npy", first, last)
         if data is None or len(data) != last - first:
             raise InvalidInput(f"{name}.npy is shorter than its header says", field=name)
         return np.frombuffer(data, dtype=h.dtype).reshape((stop - start, *h.shape[1:]))

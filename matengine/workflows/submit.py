@@ -11,14 +11,10 @@ from typing import Any
 from sqlalchemy import Engine
 
 from matengine.config import Settings, get_settings
-from matengine.errors import MatengineError
+from matengine.errors import Conflict, NotFound, NoWorkerOnline
 from matengine.workflows import runs
 from matengine.workflows.engine import execute_inline
 from matengine.workflows.runs import Run
-
-
-class NoWorkerOnline(MatengineError):
-    status_code = 503
 
 
 def submit(
@@ -104,7 +100,7 @@ def resume(engine: Engine, run_id: int, settings: Settings | None = None) -> Non
     settings = settings or get_settings()
     run = runs.get_run(engine, run_id)
     if run.done:
-        raise MatengineError(f"run {run_id} already ended ({run.state})")
+        raise Conflict(f"run {run_id} already ended ({run.state})")
     if settings.broker_url:
         from matengine.workflows.celery_app import send
         from matengine.workflows.engine import _first_unfinished
@@ -134,7 +130,7 @@ def sync_parameters(
     from matengine.timeutil import to_utc, utcnow
 
     if kind not in SYNC_KINDS:
-        raise MatengineError(f"unknown workflow {kind!r}")
+        raise NotFound(f"unknown workflow {kind!r}")
     catalog.get_datastack(engine, datastack)
     if table is not None:
         tables = [catalog.get_table(engine, datastack, table).table_name]
