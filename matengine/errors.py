@@ -14,10 +14,13 @@ reads (:func:`bucket_errors`), and database and HTTP calls made by workflow task
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
 from typing import Any, TypeVar
+
+_log = logging.getLogger("matengine.io")
 
 
 class MatengineError(Exception):
@@ -83,8 +86,8 @@ class Forbidden(PermanentError):
     status_code = 403
 
 
-class TooLarge(PermanentError):
-    """A request body or answer beyond its bound (HTTP 413)."""
+class TooLarge(InvalidInput):
+    """A request, or one of its fields, over a configured size limit (HTTP 413)."""
 
     status_code = 413
 
@@ -106,6 +109,10 @@ class NotImplementedYet(PermanentError):
 
 
 # ---------------------------------------------------------------------------- transient
+
+
+class QueryTimeout(TransientError):
+    """A query ran longer than ``MATENGINE_QUERY_TIMEOUT`` and was cancelled (HTTP 503)."""
 
 
 class NoWorkerOnline(TransientError):
@@ -229,13 +236,18 @@ def is_transient_io(exc: BaseException) -> bool:
 def bucket_errors(what: str, *, field: str | None = None) -> Iterator[None]:
     """Around a read from a bucket or file server: a transient fault becomes
     :class:`BucketUnavailable` (the task retries), anything else :class:`InvalidInput`
-    naming ``what`` (the upload is refused)."""
+    saying ``what`` failed (the upload is refused). Neither quotes the store's answer (bytes
+    from the network); the original goes to the log, for the operator."""
 
     def transient(exc: BaseException) -> MatengineError | None:
-        return BucketUnavailable(f"{what}: {exc}") if is_transient_io(exc) else None
+        if not is_transient_io(exc):
+            return None
+        _log.info("%s (transient): %r", what, exc)
+        return BucketUnavailable(f"{what}: the store did not answer (temporary; retried)")
 
     def permanent(exc: BaseException) -> MatengineError | None:
-        return InvalidInput(f"{what}: {exc}", field=field)
+        _log.info("%s: %r", what, exc)
+        return InvalidInput(what, field=field)
 
     with map_exceptions(transient, permanent):
         yield

@@ -175,9 +175,11 @@ def delete_annotations(
 def _ids(value: str) -> list[int]:
     try:
         ids = [int(v) for v in value.split(",") if v.strip()]
+        if any(not 0 < i < 2**63 for i in ids):
+            raise ValueError
     except ValueError:
         raise InvalidInput(
-            f"expected comma-separated integers, got {value!r}", field="annotation_ids"
+            f"expected comma-separated positive 64-bit integers, got {value[:80]!r}", field="annotation_ids"
         ) from None
     if len(ids) > MAX_BATCH:
         raise TooLarge(f"at most {MAX_BATCH} annotation_ids per request")
