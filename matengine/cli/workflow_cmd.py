@@ -5,36 +5,31 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from matengine.cli.output import console, emit, err_console, print_json, print_table
 
+if TYPE_CHECKING:
+    from matengine.workflows.params import WorkflowParams
+
 JSON = typer.Option(False, "--json", help="Print the final run record as JSON.")
 DETACH = typer.Option(False, "--detach", help="Print the run id and return at once.")
 
 
-def launch(
-    kind: str,
-    params: dict[str, Any],
-    *,
-    datastack: str,
-    table: str | None,
-    json_out: bool,
-    detach: bool,
-) -> None:
-    """Shared by every workflow command."""
+def launch(params: WorkflowParams, *, json_out: bool, detach: bool) -> None:
+    """Shared by every workflow command: submit the (checked) parameters, then follow."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from matengine.config import get_settings
     from matengine.db.connection import get_engine
     from matengine.workflows import runs
-    from matengine.workflows.submit import ensure_workers, submit, wait_for
+    from matengine.workflows.submit import ensure_workers, submit_params, wait_for
 
     engine = get_engine()
     settings = get_settings()
-    run_id = submit(engine, kind, params, datastack=datastack, table=table)
+    run_id = submit_params(engine, params, settings)
     if detach:
         emit({"run_id": run_id}, json_out, lambda: console.print(run_id))
         return
@@ -50,7 +45,7 @@ def launch(
             TimeElapsedColumn(),
             console=err_console.get(),
         ) as bar:
-            task = bar.add_task(f"run {run_id} {kind}", total=None, rows=0)
+            task = bar.add_task(f"run {run_id} {params.kind}", total=None, rows=0)
 
             def show(r: runs.Run) -> None:
                 bar.update(
@@ -58,7 +53,7 @@ def launch(
                     total=r.chunks_total or None,
                     completed=r.chunks_done,
                     rows=f"{r.rows_done:,}",
-                    description=f"run {r.id} {r.step or kind}",
+                    description=f"run {r.id} {r.step or params.kind}",
                 )
 
             run = wait_for(engine, run_id, on_progress=show)
@@ -104,21 +99,22 @@ def upload(
     from matengine.cli.catalog_cmd import parse_resolution
     from matengine.config import get_settings
     from matengine.db.connection import get_engine
-    from matengine.workflows.bulk_upload import check_request
+    from matengine.workflows.params import UploadParams
 
-    params = {
-        "datastack": datastack,
-        "table": table,
-        "schema": schema,
-        "source": source,
-        "column_mapping": _mapping(column_mapping),
-        "roots_timestamp": roots_timestamp,
-        "voxel_resolution": parse_resolution(voxel_resolution),
-        "chunk_rows": chunk_rows or get_settings().chunk_rows,
-        "created": created,
-    }
-    check_request(get_engine(), params)
-    launch("bulk_upload", params, datastack=datastack, table=table, json_out=json_out, detach=detach)
+    params = UploadParams.build(
+        get_engine(),
+        get_settings(),
+        datastack=datastack,
+        table=table,
+        schema=schema,
+        source=source,
+        column_mapping=_mapping(column_mapping),
+        roots_timestamp=roots_timestamp,
+        voxel_resolution=parse_resolution(voxel_resolution),
+        chunk_rows=chunk_rows,
+        created=created,
+    )
+    launch(params, json_out=json_out, detach=detach)
 
 
 def runs_list(
@@ -188,14 +184,12 @@ def _sync(
     days_to_expire: int | None = None,
 ) -> None:
     from matengine.db.connection import get_engine
-    from matengine.workflows.submit import sync_parameters
+    from matengine.workflows.params import SyncParams
 
-    params = sync_parameters(
+    params = SyncParams.build(
         get_engine(), kind, datastack, table=table, timestamp=timestamp, days_to_expire=days_to_expire
     )
-    # materialize/complete lock the whole datastack; a one-table sync locks that table
-    lock_table = table if kind in ("ingest", "update_roots") else None
-    launch(kind, params, datastack=datastack, table=lock_table, json_out=json_out, detach=detach)
+    launch(params, json_out=json_out, detach=detach)
 
 
 TABLE = typer.Option(None, "--table", help="Only this table (default: all).")

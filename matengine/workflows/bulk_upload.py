@@ -28,6 +28,7 @@ from matengine.schemas import get_schema
 from matengine.timeutil import to_utc
 from matengine.workflows.engine import Step, StepContext, workflow
 from matengine.workflows.npy_source import NpyFolder
+from matengine.workflows.params import UploadParams
 from matengine.workflows.runs import Run
 from matengine.workflows.upload_layout import (
     Target,
@@ -90,10 +91,10 @@ class UploadStep(Step):
     key = "upload"
 
     def _folder_targets(self, ctx: StepContext) -> tuple[NpyFolder, list[Target], int]:
-        folder = NpyFolder(ctx.params["source"], retry_transient=True)
-        targets, rows = resolve_targets(
-            get_schema(ctx.params["schema"]), ctx.params["column_mapping"], folder
-        )
+        p = ctx.parameters
+        assert isinstance(p, UploadParams)
+        folder = NpyFolder(p.source, retry_transient=True)
+        targets, rows = resolve_targets(get_schema(p.schema), p.column_mapping, folder)
         return folder, targets, rows
 
     def plan(self, ctx: StepContext) -> list[Any]:

@@ -51,7 +51,8 @@ def is_due(expr: str, last_start: datetime | None, now: datetime) -> bool:
 def run_due(engine: Engine, now: datetime | None = None) -> list[int]:
     """Start ``complete`` for every due datastack; remove expired versions. Returns run ids."""
     from matengine.versions import remove_expired
-    from matengine.workflows.submit import submit, sync_parameters
+    from matengine.workflows.params import SyncParams
+    from matengine.workflows.submit import submit_params
 
     now = now or utcnow()
     started = []
@@ -71,10 +72,9 @@ def run_due(engine: Engine, now: datetime | None = None) -> list[int]:
             ).scalar()
         if not is_due(ds.schedule, last, now):
             continue
-        params = sync_parameters(engine, "complete", ds.name)
-        params["scheduled"] = True
+        params = SyncParams.build(engine, "complete", ds.name, scheduled=True)
         try:
-            started.append(submit(engine, "complete", params, datastack=ds.name))
+            started.append(submit_params(engine, params))
         except Conflict as exc:
             log.info("scheduled complete of %s skipped: %s", ds.name, exc)
     for r in remove_expired(engine):
