@@ -24,6 +24,7 @@ from sqlalchemy import Engine
 
 from matengine import catalog
 from matengine.config import Settings, get_settings
+from matengine.db import bookkeeping
 from matengine.db.connection import driver_connection
 from matengine.db.identifiers import version_schema
 from matengine.errors import InvalidInput, MissingLookups
@@ -239,11 +240,7 @@ def _stream(plan: QueryPlan, wanted: list[OutColumn], stop_after: int | None = N
 
 
 def _corrector(conn: Any, live: LiveTarget) -> RootCorrector:
-    row = conn.execute(
-        "SELECT roots_last_updated, roots_updating_to FROM matengine.annotation_tables "
-        "WHERE datastack = %s AND table_name = %s",
-        (live.table.datastack, live.table.table_name),
-    ).fetchone()
+    row = bookkeeping.root_times(conn, live.table.datastack, live.table.table_name)
     # while an update-roots run is half-done, stored roots are at one of two times: treat
     # them as of unknown time (every root checked against T; exact, just slower)
     last = to_utc(row[0]) if row and row[0] is not None and row[1] is None else None

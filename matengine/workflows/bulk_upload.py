@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine, text
 from matengine import catalog
 from matengine.catalog import AnnotationTable
 from matengine.config import Settings
+from matengine.db import bookkeeping
 from matengine.db.annotation_tables import build_indexes, drop_indexes
 from matengine.db.copy import copy_in, copy_in_rows, timestamptz_value
 from matengine.db.identifiers import validate_name
@@ -199,13 +200,7 @@ class UploadStep(Step):
         names = table.names
         with ctx.engine.connect() as conn:
             info = _result_of(conn, ctx.run.id)
-            done = conn.execute(
-                text(
-                    "SELECT coalesce(sum(rows), 0) FROM matengine.run_chunks "
-                    "WHERE run_id = :r AND step_index = :i"
-                ),
-                {"r": ctx.run.id, "i": ctx.step_index},
-            ).scalar_one()
+            done = bookkeeping.chunk_rows(conn, ctx.run.id, step_index=ctx.step_index)
             count = conn.execute(text(f"SELECT count(*) FROM {names.live_q}")).scalar_one()
         if done != info["rows_in_source"] or count < info["rows_before"] + done:
             raise InvalidInput(
@@ -234,9 +229,7 @@ class UploadStep(Step):
 
 
 def _result_of(conn: Connection, run_id: int) -> dict[str, Any]:
-    return conn.execute(
-        text("SELECT result -> 'upload' FROM matengine.workflow_runs WHERE id = :r"), {"r": run_id}
-    ).scalar_one()
+    return bookkeeping.run_result(conn, run_id, "upload")
 
 
 def _copy_rows(

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, insert, select, text, update
 
 from matengine import catalog
 from matengine.config import get_settings
+from matengine.db import bookkeeping
 from matengine.db import metadata as m
 from matengine.db.annotation_tables import point_index
 from matengine.db.identifiers import quote, validate_name, version_schema
@@ -189,14 +190,7 @@ class IndexStep(Step):
         target, t = _version_table(ctx, self.datastack, self.table), self.table
         with ctx.engine.begin() as conn:
             # the merge chunks counted the rows they inserted; no need to scan the table again
-            count = conn.execute(
-                text(
-                    "SELECT coalesce(sum(c.rows), 0) FROM matengine.run_chunks c "
-                    "JOIN matengine.run_steps s USING (run_id, step_index) "
-                    "WHERE c.run_id = :r AND s.key = :k"
-                ),
-                {"r": ctx.run.id, "k": f"merge:{t}"},
-            ).scalar_one()
+            count = bookkeeping.chunk_rows(conn, ctx.run.id, step_key=f"merge:{t}")
             conn.execute(
                 m.version_tables.delete().where(
                     m.version_tables.c.datastack == self.datastack,

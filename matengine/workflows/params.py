@@ -197,7 +197,7 @@ class UploadParams(WorkflowParams):
     roots_timestamp: str | None = None
     voxel_resolution: tuple[float, float, float] | None = None
     created: str | None = None
-    description: str | None = None
+    description: str = ""  # of a table the upload creates
 
     @property
     def lock_table(self) -> str | None:
@@ -208,6 +208,12 @@ class UploadParams(WorkflowParams):
         data = dict(data)
         res = data.get("voxel_resolution")
         data["voxel_resolution"] = tuple(res) if res is not None else None
+        if data.get("description") is None:
+            data["description"] = ""
+        if data.get("chunk_rows") is None:  # runs recorded without it take the default
+            from matengine.config import get_settings
+
+            data["chunk_rows"] = get_settings().chunk_rows
         return super().from_json(data)
 
     @classmethod
