@@ -17,7 +17,8 @@ from matengine.api.deps import engine_of, settings_of
 from matengine.auth import Forbidden, Principal, get_principal, require_permission
 from matengine.versions import list_versions, remove_expired
 from matengine.workflows import runs
-from matengine.workflows.params import SyncParams, UploadParams
+from matengine.workflows.bulk_upload import UploadParams
+from matengine.workflows.params import SyncParams
 from matengine.workflows.submit import submit_params
 
 router = APIRouter(prefix="/admin/api/v1", tags=["admin"])

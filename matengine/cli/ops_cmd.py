@@ -132,7 +132,7 @@ def doctor(json_out: bool = JSON) -> None:
     if not settings.broker_url:
         report["broker"] = "none configured: workflows run on an in-process worker"
     else:
-        from matengine.workflows.celery_app import client
+        from matengine.workflows.broker import client
         from matengine.workflows.submit import workers_online
 
         app = client(settings)

@@ -99,7 +99,7 @@ def upload(
     from matengine.cli.catalog_cmd import parse_resolution
     from matengine.config import get_settings
     from matengine.db.connection import get_engine
-    from matengine.workflows.params import UploadParams
+    from matengine.workflows.bulk_upload import UploadParams
 
     params = UploadParams.build(
         get_engine(),

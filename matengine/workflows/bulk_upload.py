@@ -9,16 +9,17 @@ indexes are dropped for large loads into an empty table and rebuilt in ``finish`
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from numbers import Integral
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from sqlalchemy import Connection, Engine, text
 
 from matengine import catalog
 from matengine.catalog import AnnotationTable
-from matengine.config import Settings
+from matengine.config import Settings, get_settings
 from matengine.db import bookkeeping
 from matengine.db.annotation_tables import build_indexes, drop_indexes
 from matengine.db.copy import copy_in, copy_in_rows, timestamptz_value
@@ -29,7 +30,7 @@ from matengine.schemas import get_schema
 from matengine.timeutil import to_utc
 from matengine.workflows.engine import Step, StepContext, workflow
 from matengine.workflows.npy_source import NpyFolder
-from matengine.workflows.params import UploadParams
+from matengine.workflows.params import WorkflowParams, parameters
 from matengine.workflows.runs import Run
 from matengine.workflows.upload_layout import (
     Target,
@@ -86,6 +87,49 @@ def check_request(
                 f"{table.roots_last_updated.isoformat()}; upload roots valid at that time, or "
                 "leave root columns out for ingest to fill"
             )
+
+
+@parameters("bulk_upload")
+@dataclass(frozen=True)
+class UploadParams(WorkflowParams):
+    """Bulk upload of ``.npy`` column files into one table (created from ``schema`` if new)."""
+
+    KIND: ClassVar[str] = "bulk_upload"
+    table: str
+    schema: str
+    source: str
+    column_mapping: dict[str, Any]
+    chunk_rows: int
+    roots_timestamp: str | None = None
+    voxel_resolution: tuple[float, float, float] | None = None
+    created: str | None = None
+    description: str = ""  # of a table the upload creates
+
+    @property
+    def lock_table(self) -> str | None:
+        return self.table
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> UploadParams:
+        data = dict(data)
+        res = data.get("voxel_resolution")
+        data["voxel_resolution"] = tuple(res) if res is not None else None
+        if data.get("description") is None:
+            data["description"] = ""
+        if data.get("chunk_rows") is None:  # runs recorded without it take the default
+            data["chunk_rows"] = get_settings().chunk_rows
+        return super().from_json(data)
+
+    @classmethod
+    def build(cls, engine: Engine, settings: Settings | None = None, **given: Any) -> UploadParams:
+        """Defaults filled, then every check :func:`bulk_upload.check_request` makes (schema,
+        names, source root, mapping against the file headers) before a run is recorded."""
+        settings = settings or get_settings()
+        if given.get("chunk_rows") is None:
+            given["chunk_rows"] = settings.chunk_rows
+        params = cls.from_json(given)
+        check_request(engine, params.to_json(), settings)
+        return params
 
 
 class UploadStep(Step):

@@ -8,7 +8,9 @@ route (``api/admin.py``) and the scheduler all call — then stored as the run's
 
 A new workflow kind is a module with its parameter class (registered with
 :func:`parameters`) and its steps (registered with ``engine.workflow``), plus one line in
-``workflows/registry.py`` importing it; see ``docs/workflows.md``.
+``workflows/registry.py`` importing it; see ``docs/workflows.md``. The sync kinds share
+:class:`SyncParams` here; bulk upload's :class:`~matengine.workflows.bulk_upload.UploadParams`
+lives in its module.
 """
 
 from __future__ import annotations
@@ -181,51 +183,3 @@ class SyncParams(WorkflowParams):
             days_to_expire=days_to_expire,
             scheduled=scheduled,
         )
-
-
-@parameters("bulk_upload")
-@dataclass(frozen=True)
-class UploadParams(WorkflowParams):
-    """Bulk upload of ``.npy`` column files into one table (created from ``schema`` if new)."""
-
-    KIND: ClassVar[str] = "bulk_upload"
-    table: str
-    schema: str
-    source: str
-    column_mapping: dict[str, Any]
-    chunk_rows: int
-    roots_timestamp: str | None = None
-    voxel_resolution: tuple[float, float, float] | None = None
-    created: str | None = None
-    description: str = ""  # of a table the upload creates
-
-    @property
-    def lock_table(self) -> str | None:
-        return self.table
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> UploadParams:
-        data = dict(data)
-        res = data.get("voxel_resolution")
-        data["voxel_resolution"] = tuple(res) if res is not None else None
-        if data.get("description") is None:
-            data["description"] = ""
-        if data.get("chunk_rows") is None:  # runs recorded without it take the default
-            from matengine.config import get_settings
-
-            data["chunk_rows"] = get_settings().chunk_rows
-        return super().from_json(data)
-
-    @classmethod
-    def build(cls, engine: Engine, settings: Settings | None = None, **given: Any) -> UploadParams:
-        """Defaults filled, then every check :func:`bulk_upload.check_request` makes (schema,
-        names, source root, mapping against the file headers) before a run is recorded."""
-        from matengine.config import get_settings
-        from matengine.workflows.bulk_upload import check_request
-
-        settings = settings or get_settings()
-        if given.get("chunk_rows") is None:
-            given["chunk_rows"] = settings.chunk_rows
-        params = cls.from_json(given)
-        check_request(engine, params.to_json(), settings)
-        return params

@@ -33,7 +33,7 @@ def submit(
     settings = settings or get_settings()
     run_id = runs.create_run(engine, kind, parameters, datastack=datastack, table_name=table)
     if settings.broker_url:
-        from matengine.workflows.celery_app import send
+        from matengine.workflows.broker import send
 
         send("matengine.start_step", run_id, 0, settings=settings)
     else:
@@ -66,7 +66,7 @@ def _inline(engine: Engine, run_id: int) -> None:
 def workers_online(settings: Settings | None = None, wait: float | None = None) -> list[str]:
     """Names of Celery workers that answer a ping within ``wait`` seconds ([] if none)."""
     settings = settings or get_settings()
-    from matengine.workflows.celery_app import client
+    from matengine.workflows.broker import client
 
     app = client(settings)
     deadline = time.monotonic() + (settings.worker_wait if wait is None else wait)
@@ -116,7 +116,7 @@ def resume(engine: Engine, run_id: int, settings: Settings | None = None) -> Non
     if run.done:
         raise Conflict(f"run {run_id} already ended ({run.state})")
     if settings.broker_url:
-        from matengine.workflows.celery_app import send
+        from matengine.workflows.broker import send
         from matengine.workflows.engine import _first_unfinished
 
         index = _first_unfinished(engine, run_id)

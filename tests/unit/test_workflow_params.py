@@ -8,7 +8,8 @@ import dataclasses
 import pytest
 
 from matengine.timeutil import utcnow
-from matengine.workflows.params import PARAMETERS, SyncParams, UploadParams, parameters_of
+from matengine.workflows.bulk_upload import UploadParams
+from matengine.workflows.params import PARAMETERS, SyncParams, parameters_of
 from matengine.workflows.runs import Run
 
 
