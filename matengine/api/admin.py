@@ -19,7 +19,7 @@ from matengine.versions import list_versions, remove_expired
 from matengine.workflows import runs
 from matengine.workflows.bulk_upload import UploadParams
 from matengine.workflows.params import SyncParams
-from matengine.workflows.submit import submit_params
+from matengine.workflows.submit import submit, submit_params
 
 router = APIRouter(prefix="/admin/api/v1", tags=["admin"])
 ADMIN = Depends(require_permission("admin"))
@@ -44,6 +44,15 @@ class SyncRequest(BaseModel):
     timestamp: str | None = None
     days_to_expire: int | None = None
     chunk_rows: int | None = Field(default=None, ge=1)
+
+
+class ExportRequest(BaseModel):
+    version: int
+    to: str = Field(max_length=1024)
+    format: str = "parquet"
+    tables: list[str] | None = Field(default=None, max_length=1000)
+    chunk_rows: int | None = Field(default=None, ge=1)
+    neuroglancer: bool = False
 
 
 class DatastackRequest(BaseModel):
@@ -118,6 +127,26 @@ def materialize(datastack: str, body: SyncRequest, request: Request) -> JSONResp
 @router.post("/datastack/{datastack}/complete", status_code=202, dependencies=[ADMIN])
 def complete(datastack: str, body: SyncRequest, request: Request) -> JSONResponse:
     return _sync("complete", datastack, body, request)
+
+
+@router.post("/datastack/{datastack}/export", status_code=202, dependencies=[ADMIN])
+def export(datastack: str, body: ExportRequest, request: Request) -> JSONResponse:
+    from matengine.workflows.export import export_lock, export_parameters
+
+    engine, settings = engine_of(request), settings_of(request)
+    params = export_parameters(
+        engine,
+        datastack,
+        body.version,
+        to=body.to,
+        fmt=body.format,
+        tables=body.tables,
+        chunk_rows=body.chunk_rows or settings.chunk_rows,
+        neuroglancer=body.neuroglancer,
+    )
+    lock = export_lock(body.version)
+    run_id = submit(engine, "export", params, datastack=datastack, table=lock, settings=settings)
+    return _accepted(run_id, request)
 
 
 def _require_run_admin(principal: Principal, run: runs.Run) -> None:

@@ -69,6 +69,7 @@ def _register() -> None:
     app.command("update-roots")(workflow_cmd.update_roots)
     app.command("materialize")(workflow_cmd.materialize)
     app.command("complete")(workflow_cmd.complete)
+    app.command("export")(workflow_cmd.export)
     app.command("runs")(workflow_cmd.runs_list)
     app.command("versions")(ops_cmd.versions)
     app.command("remove-expired")(ops_cmd.remove_expired)
@@ -96,7 +97,10 @@ def main() -> None:
     try:
         app()
     except MatengineError as exc:
+        from rich.markup import escape
+
+        from matengine.cli.flags import as_cli_message
         from matengine.cli.output import err_console
 
-        err_console.print(f"[red]error:[/red] {exc}")
+        err_console.print(f"[red]error:[/red] {escape(as_cli_message(str(exc)))}", highlight=False)
         sys.exit(1)

@@ -89,13 +89,14 @@ def _count(value: Any, name: str, minimum: int = 1) -> int:
     return value
 
 
-SYNC_KINDS = ("ingest", "update_roots", "materialize", "complete")
+SYNC_KINDS = ("ingest", "update_roots", "materialize", "complete", "sync_live")
 
 
 @parameters(*SYNC_KINDS)
 @dataclass(frozen=True)
 class SyncParams(WorkflowParams):
-    """ingest / update-roots / materialize / complete of some tables of a datastack at T."""
+    """ingest / update-roots / materialize / complete / sync_live of some tables of a
+    datastack at T."""
 
     tables: tuple[str, ...]
     timestamp: str  # ISO, UTC
