@@ -1,4 +1,4 @@
-"""Benchmarks of matengine against the baselines they must beat (DESIGN §8).
+"""Benchmarks of matengine against the baselines they must beat (docs/design.md §8).
 
 Every benchmark measures our workflow and its baseline on the same data in the same run, in a
 scratch database created for the run and dropped after it, and returns a dict whose ``rows``

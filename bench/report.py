@@ -1,4 +1,4 @@
-"""Run every benchmark on one synthetic dataset and print one table of ratios (DESIGN §8).
+"""Run every benchmark on one synthetic dataset and print one table of ratios (docs/design.md §8).
 
 Columns: operation, ours, baseline, unit, ratio (ours / baseline for rates; as the target
 says for times), target, met?. ``--json PATH`` writes the table plus every benchmark's

@@ -30,7 +30,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from matengine.db import metadata as m
-from matengine.errors import InvalidInput, MatengineError, NotFound
+from matengine.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from matengine.timeutil import utcnow
 
 PERMISSIONS = ("view", "edit", "admin")
@@ -40,18 +40,6 @@ TOKEN_PREFIX = "me_"
 COOKIE_NAME = "middle_auth_token"
 # path parameter names under which routes carry a datastack (ours and the admin router's)
 DATASTACK_PARAMS = ("datastack_name", "datastack", "ds")
-
-
-class Unauthorized(MatengineError):
-    """No token, or a token we do not know (HTTP 401)."""
-
-    status_code = 401
-
-
-class Forbidden(MatengineError):
-    """A known token without the permission the request needs (HTTP 403)."""
-
-    status_code = 403
 
 
 def check_permission(permission: str) -> str:

@@ -6,14 +6,21 @@ with no ``broker_url`` workflows run on an in-process worker. Production sets bo
 
 from __future__ import annotations
 
+import os
 import tomllib
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from platformdirs import user_data_dir
-from pydantic import BaseModel, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ENV_PREFIX = "MATENGINE_"
+
+
+def _default_home() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("matengine"))
 
 
 class DatastackConfig(BaseModel):
@@ -36,14 +43,18 @@ class DatastackConfig(BaseModel):
     soma_table: str | None = None
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MATENGINE_", extra="ignore")
+class Settings(BaseModel):
+    """Every field can be set by ``MATENGINE_<FIELD>`` in the environment; values passed to
+    the constructor (CLI flags) win. A plain pydantic model that reads the environment itself:
+    pydantic-settings alone took longer to import than the rest of a CLI command's start."""
+
+    model_config = ConfigDict(extra="ignore")
 
     database_url: str | None = None
     broker_url: str | None = None
     result_backend: str | None = None
     config: Path | None = None
-    home: Path = Field(default_factory=lambda: Path(user_data_dir("matengine")))
+    home: Path = Field(default_factory=_default_home)
     # bearer token sent to graphene (PyChunkedGraph) servers
     segmentation_token: str | None = None
     # versions: default lifetime and how many valid ones are always kept
@@ -80,6 +91,16 @@ class Settings(BaseSettings):
     # hosts (names or addresses) that sources may name although they resolve to loopback,
     # link-local or private addresses (e.g. a local bucket emulator); comma-separated
     source_private_hosts: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_environment(cls, data: Any) -> Any:
+        given = dict(data) if isinstance(data, dict) else {}
+        for name in cls.model_fields:
+            value = os.environ.get(ENV_PREFIX + name.upper())
+            if value is not None and name not in given:
+                given[name] = value
+        return given
 
     def datastacks(self) -> dict[str, DatastackConfig]:
         """Datastacks declared in the TOML file named by ``config`` (empty if none)."""

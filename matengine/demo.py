@@ -26,7 +26,7 @@ from matengine import catalog
 from matengine.config import configure, get_settings
 from matengine.db.connection import get_engine, resolve_database_url
 from matengine.db.identifiers import quote, version_schema
-from matengine.errors import MatengineError, NotFound
+from matengine.errors import NotFound, PermanentError
 from matengine.synth.generate import generate_dataset
 from matengine.synth.oracle import Oracle
 from matengine.synth.verify import columns_from_arrow, differences, read_columns
@@ -96,7 +96,7 @@ def run_demo(
         run_id = submit(engine, kind, params, datastack=DATASTACK, table=table)
         done = wait_for(engine, run_id)
         if done.state != "SUCCESS":
-            raise MatengineError(f"{kind} run {run_id} {done.state}: {done.errors}")
+            raise PermanentError(f"{kind} run {run_id} {done.state}: {done.errors}")
         return done
 
     for table in TABLES:

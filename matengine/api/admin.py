@@ -17,8 +17,9 @@ from matengine.api.deps import engine_of, settings_of
 from matengine.auth import Forbidden, Principal, get_principal, require_permission
 from matengine.versions import list_versions, remove_expired
 from matengine.workflows import runs
-from matengine.workflows.bulk_upload import check_request
-from matengine.workflows.submit import submit, sync_parameters
+from matengine.workflows.bulk_upload import UploadParams
+from matengine.workflows.params import SyncParams
+from matengine.workflows.submit import submit, submit_params
 
 router = APIRouter(prefix="/admin/api/v1", tags=["admin"])
 ADMIN = Depends(require_permission("admin"))
@@ -74,26 +75,27 @@ def _accepted(run_id: int, request: Request) -> JSONResponse:
 @router.post("/datastack/{datastack}/bulk_upload", status_code=202, dependencies=[ADMIN])
 def bulk_upload(datastack: str, body: UploadRequest, request: Request) -> JSONResponse:
     engine, settings = engine_of(request), settings_of(request)
-    params = {
-        "datastack": datastack,
-        "table": body.table,
-        "schema": body.schema_type,
-        "source": body.source,
-        "column_mapping": body.column_mapping,
-        "roots_timestamp": body.roots_timestamp,
-        "voxel_resolution": body.voxel_resolution,
-        "created": body.created,
-        "description": body.description,
-        "chunk_rows": body.chunk_rows or settings.chunk_rows,
-    }
-    check_request(engine, params, settings)
-    run_id = submit(engine, "bulk_upload", params, datastack=datastack, table=body.table, settings=settings)
+    params = UploadParams.build(
+        engine,
+        settings,
+        datastack=datastack,
+        table=body.table,
+        schema=body.schema_type,
+        source=body.source,
+        column_mapping=body.column_mapping,
+        roots_timestamp=body.roots_timestamp,
+        voxel_resolution=body.voxel_resolution,
+        created=body.created,
+        description=body.description,
+        chunk_rows=body.chunk_rows,
+    )
+    run_id = submit_params(engine, params, settings)
     return _accepted(run_id, request)
 
 
 def _sync(kind: str, datastack: str, body: SyncRequest, request: Request) -> JSONResponse:
     engine, settings = engine_of(request), settings_of(request)
-    params = sync_parameters(
+    params = SyncParams.build(
         engine,
         kind,
         datastack,
@@ -101,9 +103,9 @@ def _sync(kind: str, datastack: str, body: SyncRequest, request: Request) -> JSO
         timestamp=body.timestamp,
         days_to_expire=body.days_to_expire,
         chunk_rows=body.chunk_rows,
+        settings=settings,
     )
-    table = body.table if kind in ("ingest", "update_roots") else None
-    run_id = submit(engine, kind, params, datastack=datastack, table=table, settings=settings)
+    run_id = submit_params(engine, params, settings)
     return _accepted(run_id, request)
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import typer
 
-from matengine import catalog
 from matengine.cli.output import console, emit, print_table
-from matengine.db.connection import get_engine
 
-datastack_app = typer.Typer(help="Datastacks: annotation database + segmentation.", no_args_is_help=True)
-table_app = typer.Typer(help="Annotation tables of a datastack.", no_args_is_help=True)
+datastack_app = typer.Typer(
+    help="Datastacks: annotation database + segmentation.", no_args_is_help=True, rich_markup_mode=None
+)
+table_app = typer.Typer(help="Annotation tables of a datastack.", no_args_is_help=True, rich_markup_mode=None)
 
 
 def parse_resolution(value: str | None) -> list[float] | None:
@@ -34,6 +34,9 @@ def datastack_add(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Declare a datastack."""
+    from matengine import catalog
+    from matengine.db.connection import get_engine
+
     ds = catalog.add_datastack(
         get_engine(),
         name,
@@ -59,6 +62,9 @@ def datastack_set_info(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Set what the info service tells caveclient and Neuroglancer (\"\" clears a field)."""
+    from matengine import catalog
+    from matengine.db.connection import get_engine
+
     ds = catalog.set_datastack_info(
         get_engine(),
         name,
@@ -75,6 +81,9 @@ def datastack_set_info(
 @datastack_app.command("list")
 def datastack_list(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List datastacks."""
+    from matengine import catalog
+    from matengine.db.connection import get_engine
+
     rows = [d.to_dict() for d in catalog.list_datastacks(get_engine())]
     emit(
         rows,
@@ -99,6 +108,9 @@ def table_create(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Create an annotation table (and its segmentation table) from a schema."""
+    from matengine import catalog
+    from matengine.db.connection import get_engine
+
     t = catalog.create_table(
         get_engine(),
         datastack,
@@ -117,6 +129,8 @@ def table_create(
 @table_app.command("list")
 def table_list(datastack: str, json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List the annotation tables of a datastack with row counts."""
+    from matengine import catalog
+    from matengine.db.connection import get_engine
     from matengine.stats import table_row_counts
 
     engine = get_engine()

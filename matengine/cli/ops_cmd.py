@@ -7,8 +7,6 @@ import time
 import typer
 
 from matengine.cli.output import console, emit, print_table
-from matengine.config import get_settings
-from matengine.db.connection import get_engine
 
 JSON = typer.Option(False, "--json", help="Print JSON.")
 
@@ -17,6 +15,7 @@ def versions(
     datastack: str = typer.Argument(None, help="Only this datastack."), json_out: bool = JSON
 ) -> None:
     """List versions: number, timestamp, status, expiry, tables, rows."""
+    from matengine.db.connection import get_engine
     from matengine.versions import list_versions
 
     rows = [v.to_dict() for v in list_versions(get_engine(), datastack)]
@@ -37,6 +36,7 @@ def remove_expired(
     json_out: bool = JSON,
 ) -> None:
     """Drop versions past their expiry (never the latest valid ones)."""
+    from matengine.db.connection import get_engine
     from matengine.versions import remove_expired as remove
 
     done = [r.__dict__ for r in remove(get_engine(), datastack, dry_run=dry_run, keep=keep)]
@@ -60,6 +60,7 @@ def schedule(
     """Set (or clear) a datastack's periodic `complete` schedule (or with --live its
     ingest + update-roots schedule), run by `matengine beat`."""
     from matengine import catalog
+    from matengine.db.connection import get_engine
     from matengine.workflows.schedule import parse_schedule
 
     if cron:
@@ -73,6 +74,7 @@ def schedule(
 
 
 def _celery_app():
+    from matengine.config import get_settings
     from matengine.workflows.celery_app import configure
 
     settings = get_settings()
@@ -96,6 +98,8 @@ def worker(
     """Start a Celery worker for matengine's workflows."""
     import os
 
+    from matengine.config import get_settings
+
     queue = get_settings().queue
     node = name or f"{queue}.{os.getpid()}@%h"
     _celery_app().worker_main(
@@ -110,6 +114,8 @@ def beat(
     ),
 ) -> None:
     """Start celery beat: periodic materialization and version removal."""
+    from matengine.config import get_settings
+
     home = get_settings().home
     home.mkdir(parents=True, exist_ok=True)
     path = schedule_file or str(home / "celerybeat-schedule")
@@ -121,6 +127,9 @@ def doctor(json_out: bool = JSON) -> None:
     from celery import chord, group
     from sqlalchemy import text
 
+    from matengine.config import get_settings
+    from matengine.db.connection import get_engine
+
     settings = get_settings()
     report: dict[str, str] = {}
     try:
@@ -131,7 +140,7 @@ def doctor(json_out: bool = JSON) -> None:
     if not settings.broker_url:
         report["broker"] = "none configured: workflows run on an in-process worker"
     else:
-        from matengine.workflows.celery_app import client
+        from matengine.workflows.broker import client
         from matengine.workflows.submit import workers_online
 
         app = client(settings)

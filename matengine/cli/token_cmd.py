@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import typer
 
-from matengine import auth
 from matengine.cli.output import console, emit, print_table
-from matengine.db.connection import get_engine
 
-app = typer.Typer(help="API tokens with per-datastack view/edit/admin permissions.", no_args_is_help=True)
+app = typer.Typer(
+    help="API tokens with per-datastack view/edit/admin permissions.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 
 
 @app.command()
@@ -31,6 +33,9 @@ def create(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Create a token and print it (it is not shown again)."""
+    from matengine import auth
+    from matengine.db.connection import get_engine
+
     lifetime = auth.parse_duration(expires_in) if expires_in is not None else None
     token_id, token = auth.create_token(
         get_engine(), datastack, permission, description, expires_in=lifetime, user=user, groups=group
@@ -57,6 +62,9 @@ def list_(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List tokens (ids and grants, never the tokens themselves)."""
+    from matengine import auth
+    from matengine.db.connection import get_engine
+
     rows = auth.list_tokens(get_engine(), include_revoked=all_)
     emit(
         rows,
@@ -75,5 +83,8 @@ def revoke(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Revoke a token: it is refused from the next request on."""
+    from matengine import auth
+    from matengine.db.connection import get_engine
+
     auth.revoke_token(get_engine(), token_id)
     emit({"revoked": token_id}, json_out, lambda: console.print(f"revoked token {token_id}"))

@@ -24,9 +24,10 @@ from sqlalchemy import Engine
 
 from matengine import catalog
 from matengine.config import Settings, get_settings
+from matengine.db import bookkeeping
 from matengine.db.connection import driver_connection
 from matengine.db.identifiers import version_schema
-from matengine.errors import InvalidInput
+from matengine.errors import InvalidInput, MissingLookups
 from matengine.query import graphs, meta
 from matengine.query.columns import OutColumn, TableColumns, arrow_schema, table_columns
 from matengine.query.live import RootCorrector, post_filter_mask
@@ -243,11 +244,7 @@ def _stream(plan: QueryPlan, wanted: list[OutColumn], stop_after: int | None = N
 
 
 def _corrector(conn: Any, live: LiveTarget) -> RootCorrector:
-    row = conn.execute(
-        "SELECT roots_last_updated, roots_updating_to FROM matengine.annotation_tables "
-        "WHERE datastack = %s AND table_name = %s",
-        (live.table.datastack, live.table.table_name),
-    ).fetchone()
+    row = bookkeeping.root_times(conn, live.table.datastack, live.table.table_name)
     # while an update-roots run is half-done, stored roots are at one of two times: treat
     # them as of unknown time (every root checked against T; exact, just slower)
     last = to_utc(row[0]) if row and row[0] is not None and row[1] is None else None
@@ -373,7 +370,7 @@ def live_query(
     random_sample: int | None = None,
     graph: RootGraph | None = None,
 ) -> QueryResult:
-    """Query the live table at ``timestamp``, exactly by the time rule (DESIGN §3)."""
+    """Query the live table at ``timestamp``, exactly by the time rule (docs/design.md §3)."""
     settings = settings or get_settings()
     try:
         ts = to_utc(timestamp)
@@ -431,10 +428,6 @@ def live_query(
     if notice:
         warnings.append(notice)
     return finish(plan, cap, warnings, settings)
-
-
-class MissingLookups(InvalidInput):
-    status_code = 406
 
 
 def _scalar(engine: Engine, sql: str, params: Mapping[str, Any], timeout: float | None = None) -> Any:

@@ -77,7 +77,7 @@ def live_source(
 
 
 def time_rule(binder: Binder, timestamp: Any) -> str:
-    """DESIGN §3: created <= T and (deleted is null or deleted > T)."""
+    """docs/design.md §3: created <= T and (deleted is null or deleted > T)."""
     t = binder.bind(timestamp, "timestamptz")
     return f"a.created <= {t} AND (a.deleted IS NULL OR a.deleted > {t})"
 

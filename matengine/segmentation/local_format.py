@@ -44,7 +44,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from matengine.segmentation.errors import GraphFormatError
+from matengine.errors import GraphFormatError
 from matengine.segmentation.timecodes import from_us, to_us
 
 FORMAT = "matengine-edit-log-graph"

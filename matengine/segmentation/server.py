@@ -1,9 +1,9 @@
 """PyChunkedGraph-compatible HTTP routes over any served root graph.
 
 ``make_pcg_router(resolve)`` returns a FastAPI ``APIRouter`` with the routes caveclient's
-``ChunkedGraphClient`` and CloudVolume's ``graphene://`` reader use (see
-``caveclient_api.md`` §4). ``resolve(table_name)`` returns the :class:`Segmentation` to
-serve (raise ``KeyError`` for an unknown table -> 404). Its ``roots`` must implement the
+``ChunkedGraphClient`` and CloudVolume's ``graphene://`` reader use (PyChunkedGraph's
+own routes). ``resolve(table_name)`` returns the :class:`Segmentation` to serve (raise
+``KeyError`` for an unknown table -> 404). Its ``roots`` must implement the
 :class:`RootGraph` protocol plus ``root_intervals``, ``candidate_delta_roots`` and
 ``lineage_graph`` (as :class:`LocalGraph` and :class:`FlatGraph` do).
 

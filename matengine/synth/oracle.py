@@ -7,7 +7,7 @@ obvious slow ones: the root of a supervoxel at T is found by replaying every edi
 ``t <= T`` over a dense supervoxel->root array; a point's supervoxel by indexing the
 whole volume.
 
-The rule (DESIGN §3): a row is in the state at T iff ``created <= T`` and (``deleted`` is
+The rule (docs/design.md §3): a row is in the state at T iff ``created <= T`` and (``deleted`` is
 None or ``deleted > T``); its root ids are the roots of its supervoxels at T.
 """
 

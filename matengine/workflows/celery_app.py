@@ -11,74 +11,27 @@ from __future__ import annotations
 
 import logging
 
-import httpx
-import psycopg
-import sqlalchemy.exc
 from celery import Celery, Task
 from celery.signals import worker_process_init
 
-from matengine.config import Settings, get_settings
+from matengine.config import Settings
+from matengine.errors import TransientError, translated
+from matengine.workflows import broker
+from matengine.workflows.broker import client, send  # noqa: F401  (their old home)
 
 log = logging.getLogger(__name__)
 
-TRANSIENT = (
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    sqlalchemy.exc.PendingRollbackError,  # a connection lost mid-transaction
-    sqlalchemy.exc.DisconnectionError,
-    psycopg.OperationalError,
-    httpx.TransportError,
-    ConnectionError,
-    TimeoutError,
-)
+# whether a task retries is decided by the error tree alone (docs/design.md §11): each task
+# body runs under ``translated``, which turns lost database connections and network faults
+# into TransientError at the edge
+TRANSIENT = (TransientError,)
 
 app = Celery("matengine")
 
 
 def configure(settings: Settings | None = None, target: Celery | None = None) -> Celery:
     """Apply settings to the worker-side ``app`` (or to ``target``)."""
-    settings = settings or get_settings()
-    target = target or app
-    target.conf.update(
-        broker_url=settings.broker_url,
-        result_backend=settings.result_backend,
-        task_default_queue=settings.queue,
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        task_track_started=True,
-        broker_connection_retry_on_startup=True,
-        # a chunk takes seconds to minutes; redelivery of an unacked message (Redis) waits this long
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
-        result_expires=3600,
-        timezone="UTC",
-        enable_utc=True,
-        worker_hijack_root_logger=False,
-        beat_schedule={
-            "matengine-scheduler-tick": {"task": "matengine.tick", "schedule": 60.0},
-        },
-    )
-    return target
-
-
-_clients: dict[tuple[str | None, str | None, str], Celery] = {}
-
-
-def client(settings: Settings | None = None) -> Celery:
-    """An app for sending tasks and control messages with these settings. Kept apart from the
-    worker-side ``app``, whose connection pool is fixed at first use, so one process can talk
-    to several brokers (tests, tools)."""
-    settings = settings or get_settings()
-    key = (settings.broker_url, settings.result_backend, settings.queue)
-    if key not in _clients:
-        _clients[key] = configure(settings, Celery("matengine-client", set_as_current=False))
-    return _clients[key]
-
-
-def send(name: str, *args: object, settings: Settings | None = None) -> None:
-    """Enqueue task ``name`` (``matengine.start_step`` …) from outside a worker."""
-    settings = settings or get_settings()
-    client(settings).send_task(name, args=args, queue=settings.queue)
+    return broker.configure(settings, target or app)
 
 
 @worker_process_init.connect
@@ -118,6 +71,7 @@ class RunTask(Task):
 
 
 @app.task(base=RunTask, name="matengine.start_step")
+@translated
 def start_step(run_id: int, index: int) -> int:
     from matengine.db.connection import get_engine
     from matengine.workflows import engine as wf
@@ -135,6 +89,7 @@ def start_step(run_id: int, index: int) -> int:
 
 
 @app.task(base=RunTask, name="matengine.run_chunk")
+@translated
 def run_chunk(run_id: int, index: int, chunk: int) -> None:
     from matengine.db.connection import get_engine
     from matengine.workflows import engine as wf
@@ -144,6 +99,7 @@ def run_chunk(run_id: int, index: int, chunk: int) -> None:
 
 
 @app.task(base=RunTask, name="matengine.finish_step")
+@translated
 def finish_step(run_id: int, index: int) -> None:
     from matengine.db.connection import get_engine
     from matengine.workflows import engine as wf

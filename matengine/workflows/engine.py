@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, insert, select, text, update
 
@@ -29,6 +29,9 @@ from matengine.db import metadata as m
 from matengine.errors import MatengineError, NotFound
 from matengine.workflows import runs
 from matengine.workflows.runs import Run
+
+if TYPE_CHECKING:
+    from matengine.workflows.params import WorkflowParams
 
 
 @dataclass
@@ -40,6 +43,13 @@ class StepContext:
     @property
     def params(self) -> dict[str, Any]:
         return self.run.parameters
+
+    @cached_property
+    def parameters(self) -> WorkflowParams:
+        """The run's typed, frozen parameter object (docs/design.md §12)."""
+        from matengine.workflows.params import parameters_of
+
+        return parameters_of(self.run)
 
     @cached_property
     def segmentation(self):

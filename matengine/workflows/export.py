@@ -14,8 +14,9 @@ so a chunk run twice (a redelivery, or a resume after SIGKILL) leaves what one r
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from numbers import Integral
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import Connection, Engine
 
@@ -29,6 +30,7 @@ from matengine.export.source import layout_of, plan_ranges, version_relation
 from matengine.query import meta
 from matengine.schemas import get_schema
 from matengine.workflows.engine import Step, StepContext, workflow
+from matengine.workflows.params import WorkflowParams, parameters
 from matengine.workflows.runs import Run
 
 FORMATS = ("parquet", "delta")
@@ -207,3 +209,37 @@ def _export(run: Run) -> list[Step]:
     if run.parameters.get("neuroglancer"):
         steps += [NeuroglancerStep(ds, t) for t in tables]
     return steps + [ManifestStep()]
+
+
+@parameters("export")
+@dataclass(frozen=True)
+class ExportParams(WorkflowParams):
+    """The typed parameters of an export run (docs/design.md §12), checked by
+    :func:`export_parameters`; stored as the same JSON the steps read."""
+
+    KIND: ClassVar[str] = "export"
+    version: int
+    tables: tuple[str, ...]
+    format: str
+    to: str
+    chunk_rows: int
+    neuroglancer: bool = False
+
+    @property
+    def lock_table(self) -> str | None:
+        return export_lock(self.version)
+
+    def to_json(self) -> dict[str, Any]:
+        out = super().to_json()
+        out.pop("datastack")  # a column of the run
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ExportParams:
+        return super().from_json({**data, "tables": tuple(data.get("tables", ()))})
+
+    @classmethod
+    def build(cls, engine: Engine, datastack: str, version: int, **options: Any) -> ExportParams:
+        return cls.from_json(
+            {**export_parameters(engine, datastack, version, **options), "datastack": datastack}
+        )

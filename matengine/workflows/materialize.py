@@ -18,10 +18,11 @@ from sqlalchemy import Connection, insert, select, text, update
 
 from matengine import catalog
 from matengine.config import get_settings
+from matengine.db import bookkeeping
 from matengine.db import metadata as m
 from matengine.db.annotation_tables import point_index
 from matengine.db.identifiers import quote, validate_name, version_schema
-from matengine.db.locks import pass_write_barrier
+from matengine.db.locks import LockKind, hold_exclusive, pass_write_barrier
 from matengine.errors import InvalidInput
 from matengine.timeutil import to_utc
 from matengine.workflows.engine import Step, StepContext, workflow
@@ -68,7 +69,7 @@ class PrepareVersionStep(Step):
                 )
             ).scalar()
             if existing is None:
-                conn.execute(text("SELECT pg_advisory_xact_lock(7105, hashtext(:d))"), {"d": ds})
+                hold_exclusive(conn, LockKind.VERSION_NUMBER, ds)
                 number = conn.execute(
                     select(text("coalesce(max(version), 0) + 1"))
                     .select_from(m.versions)
@@ -190,14 +191,7 @@ class IndexStep(Step):
         target, t = _version_table(ctx, self.datastack, self.table), self.table
         with ctx.engine.begin() as conn:
             # the merge chunks counted the rows they inserted; no need to scan the table again
-            count = conn.execute(
-                text(
-                    "SELECT coalesce(sum(c.rows), 0) FROM matengine.run_chunks c "
-                    "JOIN matengine.run_steps s USING (run_id, step_index) "
-                    "WHERE c.run_id = :r AND s.key = :k"
-                ),
-                {"r": ctx.run.id, "k": f"merge:{t}"},
-            ).scalar_one()
+            count = bookkeeping.chunk_rows(conn, ctx.run.id, step_key=f"merge:{t}")
             conn.execute(
                 m.version_tables.delete().where(
                     m.version_tables.c.datastack == self.datastack,

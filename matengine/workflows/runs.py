@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, func, insert, select, text, update
 
 from matengine.db import metadata as m
+from matengine.db.locks import LockKind, hold_exclusive
 from matengine.errors import Conflict, NotFound
 from matengine.timeutil import utcnow
 
@@ -80,7 +81,7 @@ def create_run(
     """Record a new run and take its locks; refuse with :class:`Conflict` if they are held."""
     with engine.begin() as conn:
         # serialise lock checks per datastack so two starts cannot both see "free"
-        conn.execute(text("SELECT pg_advisory_xact_lock(7104, hashtext(:d))"), {"d": datastack})
+        hold_exclusive(conn, LockKind.RUN_LOCKS, datastack)
         for key in lock_keys(datastack, table_name):
             holder = _conflicting(conn, key)
             if holder is not None:

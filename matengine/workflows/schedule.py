@@ -69,7 +69,8 @@ def run_due(engine: Engine, now: datetime | None = None) -> list[int]:
 
 
 def _start_if_due(engine: Engine, datastack: str, kind: str, expr: str, now: datetime) -> int | None:
-    from matengine.workflows.submit import submit, sync_parameters
+    from matengine.workflows.params import SyncParams
+    from matengine.workflows.submit import submit_params
 
     with engine.connect() as conn:
         last = conn.execute(
@@ -84,10 +85,9 @@ def _start_if_due(engine: Engine, datastack: str, kind: str, expr: str, now: dat
         ).scalar()
     if not is_due(expr, last, now):
         return None
-    params = sync_parameters(engine, kind, datastack)
-    params["scheduled"] = True
+    params = SyncParams.build(engine, kind, datastack, scheduled=True)
     try:
-        return submit(engine, kind, params, datastack=datastack)
+        return submit_params(engine, params)
     except Conflict as exc:
         log.info("scheduled %s of %s skipped: %s", kind, datastack, exc)
         return None

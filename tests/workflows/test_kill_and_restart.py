@@ -1,4 +1,4 @@
-"""Reliability (DESIGN §9): a worker SIGKILLed mid update-roots and mid materialize, and a
+"""Reliability (docs/design.md §9): a worker SIGKILLed mid update-roots and mid materialize, and a
 PostgreSQL restart mid-run — the run completes and equals the oracle."""
 
 from __future__ import annotations
