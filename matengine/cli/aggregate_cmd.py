@@ -6,7 +6,6 @@ from __future__ import annotations
 import typer
 
 from matengine.cli.output import emit, print_table
-from matengine.db.connection import get_engine
 
 app = typer.Typer(help="Per-root aggregates of a synapse-like table.", no_args_is_help=True)
 
@@ -24,9 +23,7 @@ def root_counts_cmd(
     """Synapses per root, largest first."""
     from matengine.query.aggregates import root_counts
 
-    got = root_counts(
-        get_engine(), datastack, table, version=version, timestamp=timestamp, side=side, top=top
-    )
+    got = root_counts(_engine(), datastack, table, version=version, timestamp=timestamp, side=side, top=top)
     rows = [{"root_id": r, "count": n} for r, n in zip(got.root_id.tolist(), got.count.tolist(), strict=True)]
     emit(got.to_dict(), json_out, lambda: print_table(rows, ["root_id", "count"]))
 
@@ -49,8 +46,14 @@ def partners_cmd(
     except ValueError:
         raise typer.BadParameter("--root: comma-separated integers") from None
     got = partners(
-        get_engine(), datastack, table, roots, version=version, timestamp=timestamp, direction=direction
+        _engine(), datastack, table, roots, version=version, timestamp=timestamp, direction=direction
     )
     d = got.to_dict()
     rows = [dict(zip(d, values, strict=True)) for values in zip(*d.values(), strict=True)]
     emit(d, json_out, lambda: print_table(rows, list(d)))
+
+
+def _engine():  # imported on use: ``matengine --help`` must not load the database stack
+    from matengine.db.connection import get_engine
+
+    return get_engine()

@@ -8,13 +8,16 @@ routes (:mod:`matengine.segmentation.local_edits`), so a running server sees the
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from matengine.cli.output import console, emit, print_table
 from matengine.errors import InvalidInput, MatengineError
-from matengine.segmentation.local_edits import EditResult, Merge, Split
 from matengine.segmentation.timecodes import from_us
+
+if TYPE_CHECKING:  # the edit stack (numpy, the local graph) loads only for an edit
+    from matengine.segmentation.local_edits import EditResult, Merge, Split
 
 app = typer.Typer(help="Proofread a built-in local:// graph (merge, split, edit log).", no_args_is_help=True)
 
@@ -79,6 +82,8 @@ def merge(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Merge the roots of two supervoxels (now, at the server's clock)."""
+    from matengine.segmentation.local_edits import Merge
+
     _show(_apply(graph, Merge(supervoxel_a, supervoxel_b)), json_out)
 
 
@@ -91,6 +96,8 @@ def split(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Split a root: the sources get a new root, the rest of the root another."""
+    from matengine.segmentation.local_edits import Split
+
     _show(_apply(graph, Split(_ids(source, "--source"), _ids(sink, "--sink"), root)), json_out)
 
 

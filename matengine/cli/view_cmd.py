@@ -8,7 +8,6 @@ from pathlib import Path
 import typer
 
 from matengine.cli.output import console, emit, print_table
-from matengine.db.connection import get_engine
 from matengine.errors import InvalidInput
 
 app = typer.Typer(help="Views: named queries over a datastack's tables.", no_args_is_help=True)
@@ -29,7 +28,7 @@ def define(
         body = json.loads(definition.read_text())
     except (OSError, ValueError) as exc:
         raise InvalidInput(f"{definition}: not a readable JSON file ({exc})") from exc
-    view = views.define_view(get_engine(), datastack, name, body, description)
+    view = views.define_view(_engine(), datastack, name, body, description)
     emit(
         view.to_dict(),
         json_out,
@@ -42,7 +41,7 @@ def list_(datastack: str, json_out: bool = typer.Option(False, "--json", help="P
     """Views in force now."""
     from matengine import views
 
-    rows = [v.to_dict() for v in views.list_views(get_engine(), datastack)]
+    rows = [v.to_dict() for v in views.list_views(_engine(), datastack)]
     emit(rows, json_out, lambda: print_table(rows, ["name", "description", "created"]))
 
 
@@ -51,5 +50,11 @@ def drop(datastack: str, name: str) -> None:
     """Drop a view (versions made while it existed still answer it)."""
     from matengine import views
 
-    views.drop_view(get_engine(), datastack, name)
+    views.drop_view(_engine(), datastack, name)
     console.print(f"dropped view {name}")
+
+
+def _engine():  # imported on use: ``matengine --help`` must not load the database stack
+    from matengine.db.connection import get_engine
+
+    return get_engine()

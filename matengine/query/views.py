@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from sqlalchemy import Engine
@@ -24,7 +24,9 @@ from matengine.errors import InvalidInput
 from matengine.query.columns import ColKind, OutColumn, table_columns
 from matengine.query.engine import QueryResult
 from matengine.query.spec import FILTER_KEYS, parse_select
-from matengine.views import View
+
+if TYPE_CHECKING:  # matengine.views checks definitions through this module
+    from matengine.views import View
 
 SCHEMA_TYPES = {
     ColKind.INT: "integer",

@@ -33,7 +33,8 @@ def stamp(url: str) -> tuple:
         return ()
     from matengine.segmentation.local_format import file_stamp
 
-    return file_stamp(Path(url[len("local://") :]))
+    directory = Path(url[len("local://") :])
+    return file_stamp(directory) if directory.is_dir() else ()
 
 
 def segmentation(url: str, token: str | None = None) -> Segmentation:
