@@ -13,6 +13,7 @@ Mounted:
 ``/admin/...``                      :mod:`matengine.api.admin` (if importable)
 ``/`` and ``/dashboard/...``        :mod:`matengine.api.dashboard`
 ``/metrics``                        :mod:`matengine.api.metrics`
+``/health/...``                     :mod:`matengine.api.health` (no token)
 ``/docs``, ``/openapi.json``        FastAPI
 ==================================  ==============================================
 
@@ -28,7 +29,16 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
-from matengine.api import annotation, chunkedgraph, dashboard, info, materialize, metrics, schema_service
+from matengine.api import (
+    annotation,
+    chunkedgraph,
+    dashboard,
+    health,
+    info,
+    materialize,
+    metrics,
+    schema_service,
+)
 from matengine.api.deps import install_error_handlers
 from matengine.config import Settings, get_settings
 
@@ -78,5 +88,6 @@ def create_app(
         app.include_router(admin.router)
     app.include_router(dashboard.router)
     app.include_router(metrics.make_router(app))
+    app.include_router(health.router)
     app.add_middleware(chunkedgraph.GrapheneProxy)
     return app

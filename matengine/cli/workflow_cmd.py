@@ -17,7 +17,11 @@ from matengine.workflows import runs
 from matengine.workflows.submit import ensure_workers, submit, wait_for
 
 JSON = typer.Option(False, "--json", help="Print the final run record as JSON.")
-DETACH = typer.Option(False, "--detach", help="Print the run id and return at once.")
+DETACH = typer.Option(
+    False,
+    "--detach",
+    help="Print the run id and return at once (without a broker the run goes on in a process of its own).",
+)
 
 
 def launch(
@@ -32,7 +36,7 @@ def launch(
     """Shared by every workflow command."""
     engine = get_engine()
     settings = get_settings()
-    run_id = submit(engine, kind, params, datastack=datastack, table=table)
+    run_id = submit(engine, kind, params, datastack=datastack, table=table, detach=detach)
     if detach:
         emit({"run_id": run_id}, json_out, lambda: console.print(run_id))
         return
@@ -145,6 +149,7 @@ def runs_list(
                 "chunks_total",
                 "rows_done",
                 "seconds",
+                "stalled",
             ],
         ),
     )

@@ -1,0 +1,178 @@
+"""Dead-worker recovery on Redis with its default visibility timeout (900 s, so the broker
+alone would hand a killed worker's messages back only after a quarter of an hour): a worker
+SIGKILLed mid bulk upload, mid update-roots and mid merge; a new worker, or the surviving
+worker of two, finishes the run within 60 s of the kill, equal to the oracle.
+
+``test_default_settings_recover_within_a_minute`` uses every default a user gets (heartbeat
+5 s, dead after 20 s, reaper every 5 s); the others lower those three to stay fast.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import text
+
+from matengine import catalog
+from matengine.config import Settings
+from matengine.synth.generate import generate_dataset
+from matengine.synth.oracle import Oracle
+from matengine.timeutil import utcnow
+from matengine.workflows import runs
+from matengine.workflows.submit import submit, sync_parameters, wait_for
+
+from .helpers import assert_same_rows, load_dataset, make_datastack, read_table, read_version, upload_params
+from .workers import BROKERS, Worker, broker_settings, wait_until
+
+FAST = {"worker_heartbeat": 0.5, "worker_dead_after": 3, "reaper_interval": 0.5}
+DEFAULTS: dict[str, object] = {}
+RECOVERY_BOUND = 60.0  # seconds from the kill to the run's end
+
+
+def test_recovery_settings_have_the_documented_defaults():
+    s = Settings()
+    assert (s.worker_heartbeat, s.worker_dead_after, s.reaper_interval, s.visibility_timeout) == (
+        5.0,
+        20.0,
+        5.0,
+        900,
+    )
+
+
+@pytest.fixture(scope="module")
+def edits(tmp_path_factory):
+    now = utcnow().replace(microsecond=0)
+    return generate_dataset(
+        tmp_path_factory.mktemp("recover"),
+        synapses=8_000,
+        cells=10,
+        supervoxels=2000,
+        edits=300,
+        seed=17,
+        start=now - timedelta(days=2),
+        span=timedelta(days=1),
+    )
+
+
+def _leases_of(engine, run_id: int, worker: str) -> list[tuple[str, list]]:
+    with engine.connect() as conn:
+        return [
+            (r.task, list(r.args))
+            for r in conn.execute(
+                text("SELECT task, args FROM matengine.task_leases WHERE run_id = :r AND worker = :w"),
+                {"r": run_id, "w": worker},
+            )
+        ]
+
+
+def _reach(engine, run_id: int, step_prefix: str, chunks: int) -> None:
+    def reached():
+        run = runs.get_run(engine, run_id)
+        if run.done:
+            raise AssertionError(f"the run ended before the kill: {run.state} {run.errors}")
+        return any(s["chunks_done"] >= chunks for s in run.steps if s["key"].startswith(step_prefix))
+
+    wait_until(reached, timeout=90, poll=0.01)
+
+
+def _kill_holding_a_chunk(engine, run_id: int, worker: Worker, step_prefix: str) -> float:
+    """SIGKILL ``worker`` while it holds an unfinished chunk of the step; the kill's time."""
+
+    def holding():
+        with engine.connect() as conn:
+            return conn.execute(
+                text(
+                    "SELECT 1 FROM matengine.task_leases l JOIN matengine.run_steps s "
+                    " ON s.run_id = l.run_id AND s.step_index = (l.args ->> 1)::int "
+                    "WHERE l.run_id = :r AND l.worker = :w AND l.task = 'matengine.run_chunk' "
+                    " AND s.key LIKE :k AND NOT EXISTS (SELECT 1 FROM matengine.run_chunks c "
+                    "  WHERE c.run_id = l.run_id AND c.step_index = s.step_index "
+                    "  AND c.chunk = (l.args ->> 2)::int)"
+                ),
+                {"r": run_id, "w": worker.node, "k": step_prefix + "%"},
+            ).first()
+
+    wait_until(holding, timeout=30, poll=0.005)
+    worker.kill()
+    return time.monotonic()
+
+
+def _finish(engine, run_id: int, killed_at: float) -> runs.Run:
+    run = wait_for(engine, run_id, timeout=RECOVERY_BOUND + 30, poll=0.1)
+    took = time.monotonic() - killed_at
+    assert run.state == "SUCCESS", run.errors
+    assert took < RECOVERY_BOUND, f"the run ended {took:.1f} s after the kill"
+    return run
+
+
+def _complete_run(engine, database_url, edits, step: str, survivor: bool, settings: dict) -> None:
+    name = f"rc{step[:2]}_{uuid.uuid4().hex[:6]}"
+    make_datastack(engine, name, edits)
+    load_dataset(engine, name, edits)
+    when = edits.end
+    params = sync_parameters(engine, "complete", name, timestamp=when.isoformat(), chunk_rows=100)
+    params["roots_per_chunk"] = 8
+    with broker_settings(database_url, BROKERS["redis"], settings) as env:
+        doomed = Worker(env, concurrency=2)
+        other = Worker(env, concurrency=1) if survivor else None
+        try:
+            run_id = submit(engine, "complete", params, datastack=name)
+            _reach(engine, run_id, step, 1)
+            killed_at = _kill_holding_a_chunk(engine, run_id, doomed, step)
+            assert _leases_of(engine, run_id, doomed.node), "the killed worker held no task"
+            if other is None:
+                other = Worker(env, concurrency=2)
+            _finish(engine, run_id, killed_at)
+            assert _leases_of(engine, run_id, doomed.node) == [], "a dead worker's task was not re-sent"
+        finally:
+            doomed.kill()
+            if other is not None:
+                other.stop()
+    oracle = Oracle(edits.directory)
+    for table in ("synapses", "cells"):
+        assert_same_rows(read_version(engine, name, 1, table), oracle.table_at(table, when))
+    catalog.drop_datastack(engine, name)
+
+
+def test_default_settings_recover_within_a_minute(engine, database_url, edits):
+    """Nothing tuned: Redis's 900 s visibility timeout, heartbeats every 5 s, dead after 20 s."""
+    _complete_run(engine, database_url, edits, "merge", survivor=False, settings=DEFAULTS)
+
+
+@pytest.mark.parametrize("survivor", [False, True], ids=["new_worker", "surviving_worker"])
+@pytest.mark.parametrize("step", ["update_roots", "merge"])
+def test_worker_killed_mid_step_on_redis_run_completes_exactly(engine, database_url, edits, step, survivor):
+    _complete_run(engine, database_url, edits, step, survivor, FAST)
+
+
+@pytest.mark.parametrize("survivor", [False, True], ids=["new_worker", "surviving_worker"])
+def test_worker_killed_mid_bulk_upload_on_redis_none_lost_none_doubled(engine, database_url, edits, survivor):
+    name = f"ru_{uuid.uuid4().hex[:8]}"
+    make_datastack(engine, name, edits)
+    params = upload_params(
+        name, edits.directory, "synapses", edits.start.isoformat(), edits.initial_timestamp.isoformat()
+    )
+    params["chunk_rows"] = 200  # 40 chunks
+    with broker_settings(database_url, BROKERS["redis"], FAST) as env:
+        doomed = Worker(env, concurrency=2)
+        other = Worker(env, concurrency=1) if survivor else None
+        try:
+            run_id = submit(engine, "bulk_upload", params, datastack=name, table="synapses")
+            _reach(engine, run_id, "upload", 1)
+            killed_at = _kill_holding_a_chunk(engine, run_id, doomed, "upload")
+            if other is None:
+                other = Worker(env, concurrency=2)
+            _finish(engine, run_id, killed_at)
+        finally:
+            doomed.kill()
+            if other is not None:
+                other.stop()
+    table = catalog.get_table(engine, name, "synapses")
+    got = read_table(engine, table.names.live_q, "synapse", table.names.segmentation_q)
+    want = Oracle(edits.directory).base_rows("synapses")
+    order = want["id"].argsort()
+    assert_same_rows(got, {k: v[order] for k, v in want.items()})
+    catalog.drop_datastack(engine, name)
