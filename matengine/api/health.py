@@ -128,9 +128,7 @@ def live() -> dict[str, str]:
 @router.get("/ready", summary="Database, broker and workers are up (503 and which part if not)")
 async def ready(request: Request) -> JSONResponse:
     parts = await components(request, ("database", "broker", "workers"))
-    services = {
-        name: "up" if all(parts[n].up for n in needs) else "down" for name, needs in SERVICES.items()
-    }
+    services = {name: "up" if all(parts[n].up for n in needs) else "down" for name, needs in SERVICES.items()}
     return _answer("matengine", parts, services=services)
 
 

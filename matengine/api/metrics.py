@@ -126,9 +126,13 @@ class DatabaseCollector:
                 "1 for an active run that no live worker can move on (reason: no_worker, runner_gone)",
                 labels=[*labels, "reason"],
             )
-            active = {int(r[0]): (r[1], r[2]) for r in q(
-                f"SELECT id, kind, coalesce(datastack, '') FROM matengine.workflow_runs WHERE state IN {ACTIVE}"
-            )}
+            active = {
+                int(r[0]): (r[1], r[2])
+                for r in q(
+                    "SELECT id, kind, coalesce(datastack, '') FROM matengine.workflow_runs"
+                    f" WHERE state IN {ACTIVE}"
+                )
+            }
             for run_id, stall in sorted(stalls(conn, active).items()):
                 kind, ds = active[run_id]
                 stalled.add_metric([str(run_id), kind, ds, stall.code], 1)

@@ -8,10 +8,9 @@ import sys
 
 
 def main(argv: list[str]) -> int:
+    import matengine.workflows.registry  # noqa: F401  (registers the workflow kinds)
     from matengine.db.connection import get_engine
     from matengine.workflows.engine import execute_inline
-
-    import matengine.workflows.registry  # noqa: F401  (registers the workflow kinds)
 
     run = execute_inline(get_engine(), int(argv[0]))
     print(f"run {run.id} {run.kind}: {run.state}", flush=True)

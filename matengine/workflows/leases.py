@@ -142,8 +142,8 @@ def reap(
             sent.append(Reaped(r.task_id, r.task, list(r.args), r.worker))
         # rows of workers gone for a day only clutter "last seen"
         conn.execute(text("DELETE FROM matengine.workers WHERE heartbeat < now() - interval '1 day'"))
-    for r in sent:
-        log.warning("re-sent %s%s: worker %s is dead", r.task, tuple(r.args), r.worker)
+    for lease in sent:
+        log.warning("re-sent %s%s: worker %s is dead", lease.task, tuple(lease.args), lease.worker)
     return sent
 
 

@@ -94,10 +94,11 @@ def create_run(
                 from matengine.workflows.leases import stalls
 
                 stall = stalls(conn, [holder]).get(holder)
-                what = f"stalled, {stall.message}" if stall else f"wait for it, or `matengine cancel {holder}`"
-                raise Conflict(
-                    f"{kind} on {key.replace(':*', '')!r} refused: run {holder} is still active on it ({what})"
+                what = (
+                    f"stalled, {stall.message}" if stall else f"wait for it, or `matengine cancel {holder}`"
                 )
+                where = key.replace(":*", "")
+                raise Conflict(f"{kind} on {where!r} refused: run {holder} is still active on it ({what})")
         run_id = conn.execute(
             insert(m.workflow_runs)
             .values(
@@ -118,9 +119,7 @@ def create_run(
 def get_state(engine: Engine, run_id: int) -> str:
     """Only the state (PENDING / RUNNING / SUCCESS / FAILED / CANCELLED): one small query."""
     with engine.connect() as conn:
-        state = conn.execute(
-            select(m.workflow_runs.c.state).where(m.workflow_runs.c.id == run_id)
-        ).scalar()
+        state = conn.execute(select(m.workflow_runs.c.state).where(m.workflow_runs.c.id == run_id)).scalar()
     if state is None:
         raise NotFound(f"no run {run_id}")
     return state
@@ -167,8 +166,8 @@ def get_run(engine_or_conn: Engine | Connection, run_id: int) -> Run:
     steps = conn.execute(
         select(m.run_steps).where(m.run_steps.c.run_id == run_id).order_by(m.run_steps.c.step_index)
     ).all()
-    done = dict(
-        conn.execute(
+    done: dict[int, int] = dict(
+        conn.execute(  # type: ignore[arg-type]
             select(m.run_chunks.c.step_index, func.count())
             .where(m.run_chunks.c.run_id == run_id)
             .group_by(m.run_chunks.c.step_index)

@@ -101,7 +101,9 @@ def _kill_holding_a_chunk(engine, run_id: int, worker: Worker, step_prefix: str)
     except TimeoutError:
         run = runs.get_run(engine, run_id)
         steps = [(s["key"], s["chunks_done"], s["chunks_total"]) for s in run.steps]
-        raise AssertionError(f"{worker.node} never held a chunk of {step_prefix}: {run.state} {steps}") from None
+        raise AssertionError(
+            f"{worker.node} never held a chunk of {step_prefix}: {run.state} {steps}"
+        ) from None
     worker.kill()
     return time.monotonic()
 
@@ -122,13 +124,16 @@ def _recovered(engine, run_id: int, dead: Worker, held: list[tuple[str, list]], 
             return False
         with engine.connect() as conn:
             for task, args in held:
-                if task == "matengine.run_chunk" and not conn.execute(
-                    text(
-                        "SELECT 1 FROM matengine.run_chunks "
-                        "WHERE run_id = :r AND step_index = :i AND chunk = :c"
-                    ),
-                    {"r": args[0], "i": args[1], "c": args[2]},
-                ).first():
+                if (
+                    task == "matengine.run_chunk"
+                    and not conn.execute(
+                        text(
+                            "SELECT 1 FROM matengine.run_chunks "
+                            "WHERE run_id = :r AND step_index = :i AND chunk = :c"
+                        ),
+                        {"r": args[0], "i": args[1], "c": args[2]},
+                    ).first()
+                ):
                     return False
         return True
 

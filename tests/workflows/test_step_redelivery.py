@@ -122,7 +122,12 @@ def _twin(engine, synth, kind: str, run) -> str:
     _upload(engine, name, synth, plainly)
     when = synth.start if kind == "ingest" else synth.edit_timestamps[40]
     if kind == "update_roots":  # update-roots needs ingested rows
-        plainly(engine, "ingest", sync_parameters(engine, "ingest", name, timestamp=synth.start.isoformat()), datastack=name)
+        plainly(
+            engine,
+            "ingest",
+            sync_parameters(engine, "ingest", name, timestamp=synth.start.isoformat()),
+            datastack=name,
+        )
     params = sync_parameters(engine, kind, name, timestamp=when.isoformat(), chunk_rows=300)
     params["roots_per_chunk"] = 5
     run(engine, kind, params, datastack=name)
@@ -163,4 +168,6 @@ def test_the_suite_ran_every_step_class():
 
     steps = {c for c in _all_subclasses(Step) if c.__module__.startswith("matengine.")}
     assert SEEN, "run the whole module: the suite test records the steps it ran"
-    assert steps - SEEN == set(), f"steps no workflow in the suite ran: {sorted(c.__name__ for c in steps - SEEN)}"
+    assert steps - SEEN == set(), (
+        f"steps no workflow in the suite ran: {sorted(c.__name__ for c in steps - SEEN)}"
+    )
