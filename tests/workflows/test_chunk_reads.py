@@ -5,6 +5,7 @@ run, its steps and progress, and the whole plan of every expired root id)."""
 from __future__ import annotations
 
 import re
+
 from sqlalchemy import event
 
 from matengine.workflows import engine as wf
