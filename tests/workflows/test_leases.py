@@ -219,3 +219,22 @@ def test_runs_command_shows_the_stall(engine, database_url, datastack):
         assert json.loads(shown.stdout)["stalled"].startswith("no live worker on queue")
     finally:
         runs.finish_run(engine, run_id, "CANCELLED")
+
+
+def test_stalled_runs_show_on_the_dashboard_and_in_metrics(engine, datastack):
+    from matengine.api.dashboard import RowCounts, dashboard_state
+    from matengine.api.metrics import DatabaseCollector
+    from matengine.auth import OPEN_PRINCIPAL
+
+    run_id = runs.create_run(engine, "ingest", {"tables": []}, datastack=datastack, queue=_queue())
+    try:
+        _age(engine, "workflow_runs", "id = :r", 120, r=run_id)
+        shown = next(
+            r for r in dashboard_state(engine, OPEN_PRINCIPAL, RowCounts())["runs"] if r["id"] == run_id
+        )
+        assert shown["stalled"].startswith("no live worker on queue")
+        family = next(f for f in DatabaseCollector(engine).collect() if f.name == "matengine_run_stalled")
+        sample = next(s for s in family.samples if s.labels["run_id"] == str(run_id))
+        assert (sample.labels["reason"], sample.labels["kind"], sample.value) == ("no_worker", "ingest", 1)
+    finally:
+        runs.finish_run(engine, run_id, "CANCELLED")
