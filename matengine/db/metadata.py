@@ -128,6 +128,8 @@ run_steps = Table(
     Column("key", Text, nullable=False),
     Column("state", Text, nullable=False),  # PLANNED / FINISHING / DONE
     Column("chunks_total", Integer, nullable=False),
+    # the whole plan of runs planned before migration 0004; since then ``[]``, with one row per
+    # chunk spec in ``run_chunk_specs``
     Column("plan", JSONB, nullable=False),
     Column("result", JSONB),
     Column("started", TS, nullable=False, server_default=func.now()),

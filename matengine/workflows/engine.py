@@ -6,11 +6,14 @@ The same step code runs two ways:
 * on Celery workers (a broker URL is set): ``start_step`` plans and enqueues one task per chunk;
   the chunk that completes the step (decided by an atomic UPDATE, not by a chord) enqueues
   ``finish_step``, which starts the next step. No result backend is needed, and a chunk lost
-  with a killed worker is redelivered (``acks_late``) or re-enqueued by ``resume``.
+  with a killed worker is sent again by the reaper (:mod:`matengine.workflows.leases`),
+  redelivered by the broker (``acks_late``) or re-enqueued by ``resume``.
 * in-process (the embedded default, no broker): :func:`execute_inline` walks the same steps.
 
 A chunk's data and its marker in ``run_chunks`` commit in one transaction, so a chunk runs
-exactly once in effect however often it is delivered.
+exactly once in effect however often it is delivered. A chunk reads only its own spec (one
+row per chunk in ``run_chunk_specs``) and a process reads a run's parameters once, so the
+bookkeeping per chunk is three statements whatever the size of the plan.
 """
 
 from __future__ import annotations
@@ -89,9 +92,9 @@ def steps_of(run: Run) -> list[Step]:
     return builder(run)
 
 
-# A run's kind, datastack and parameters never change once it is recorded, so a process reads
-# them once per run, not once per chunk; whether the run is still active is checked in the
-# chunk's own transaction (see :func:`_run_chunk_once`).
+# A run's kind, datastack and parameters never change once it is recorded (and run ids are
+# never reused), so a process reads them once per run, not once per chunk; whether the run is
+# still active is checked in the chunk's own transaction (see :func:`_run_chunk_once`).
 _RUNS: OrderedDict[tuple[str, int], Run] = OrderedDict()
 _RUNS_KEPT = 64
 _runs_lock = threading.Lock()

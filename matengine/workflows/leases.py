@@ -59,6 +59,8 @@ def register(engine: Engine, name: str, *, queue: str | None = None, run_id: int
                 index_elements=[m.workers.c.name], set_=dict(values, started=now, heartbeat=now)
             )
         )
+        # rows of workers gone for a day only clutter "last seen" (one per in-process run)
+        conn.execute(text("DELETE FROM matengine.workers WHERE heartbeat < now() - interval '1 day'"))
 
 
 def heartbeat(engine: Engine, name: str) -> None:
@@ -140,8 +142,6 @@ def reap(
                 continue
             send(r.task, list(r.args))  # before the commit: a failed send keeps the lease
             sent.append(Reaped(r.task_id, r.task, list(r.args), r.worker))
-        # rows of workers gone for a day only clutter "last seen"
-        conn.execute(text("DELETE FROM matengine.workers WHERE heartbeat < now() - interval '1 day'"))
     for lease in sent:
         log.warning("re-sent %s%s: worker %s is dead", lease.task, tuple(lease.args), lease.worker)
     return sent
