@@ -16,6 +16,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     ForeignKeyConstraint,
+    Index,
     Integer,
     MetaData,
     Table,
@@ -188,12 +189,13 @@ task_leases = Table(
     metadata,
     Column("task_id", Text, primary_key=True),
     Column("attempt", Integer, nullable=False),  # Celery's retry count: a retry is a new lease
-    Column("worker", Text, nullable=False, index=True),
+    Column("worker", Text, nullable=False),
     Column("queue", Text, nullable=False),
     Column("run_id", BigInteger),
     Column("task", Text, nullable=False),
     Column("args", JSONB, nullable=False),
     Column("received", TS, nullable=False, server_default=func.now()),
+    Index("ix_task_leases_worker", "worker"),
 )
 
 tokens = Table(
