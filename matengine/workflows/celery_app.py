@@ -18,7 +18,14 @@ import httpx
 import psycopg
 import sqlalchemy.exc
 from celery import Celery, Task
-from celery.signals import task_postrun, task_received, worker_process_init, worker_ready, worker_shutdown
+from celery.signals import (
+    beat_init,
+    task_postrun,
+    task_received,
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+)
 
 from matengine.config import Settings, get_settings
 
@@ -109,6 +116,21 @@ def _start_heartbeat(sender: object = None, **_: object) -> None:
         send(task, *args, settings=settings)
 
     _heartbeat.append(Heartbeat(get_engine(), name, queue=settings.queue, send=resend).start())
+
+
+@beat_init.connect
+def _start_reaper(**_: object) -> None:
+    """celery beat reaps too (it is no worker: it writes no heartbeat and leases nothing), so
+    a deployment whose workers all died gets their tasks sent again before a new one starts."""
+    from matengine.db.connection import get_engine
+    from matengine.workflows.leases import Heartbeat
+
+    settings = get_settings()
+
+    def resend(task: str, args: list) -> None:
+        send(task, *args, settings=settings)
+
+    _heartbeat.append(Heartbeat(get_engine(), None, queue=settings.queue, send=resend).start())
 
 
 @worker_shutdown.connect

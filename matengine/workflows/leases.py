@@ -148,12 +148,13 @@ def reap(
 
 
 class Heartbeat:
-    """A daemon thread that keeps a worker's row alive and, for Celery workers, reaps."""
+    """A daemon thread that keeps a worker's row alive and, for Celery workers, reaps.
+    With no ``name`` it only reaps (celery beat: a reaper, but not a worker)."""
 
     def __init__(
         self,
         engine: Engine,
-        name: str,
+        name: str | None,
         *,
         queue: str | None = None,
         run_id: int | None = None,
@@ -163,16 +164,21 @@ class Heartbeat:
         self.engine, self.name, self.queue, self.run_id, self.send = engine, name, queue, run_id, send
         self.settings = settings or get_settings()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name=f"matengine-heartbeat-{name}")
+        self._thread = threading.Thread(
+            target=self._loop, daemon=True, name=f"matengine-heartbeat-{name or 'reaper'}"
+        )
 
     def start(self) -> Heartbeat:
-        register(self.engine, self.name, queue=self.queue, run_id=self.run_id)
+        if self.name is not None:
+            register(self.engine, self.name, queue=self.queue, run_id=self.run_id)
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+        if self.name is None:
+            return
         try:
             retire(self.engine, self.name)
         except Exception:  # the database may be what is gone
@@ -187,7 +193,8 @@ class Heartbeat:
             try:
                 if now >= next_beat:
                     next_beat = now + beat_every
-                    heartbeat(self.engine, self.name)
+                    if self.name is not None:
+                        heartbeat(self.engine, self.name)
                 if self.send is not None and self.queue is not None and now >= next_reap:
                     next_reap = now + reap_every
                     reap(self.engine, self.queue, self.send, self.settings)

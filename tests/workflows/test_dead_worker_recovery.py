@@ -216,8 +216,8 @@ def test_workers_killed_mid_update_roots_and_mid_merge_survivors_and_new_workers
 
 
 def test_workers_killed_mid_bulk_upload_none_lost_none_doubled(engine, database_url, edits):
-    """Two workers; kill one mid upload (the survivor takes its chunks), then the survivor
-    (a new worker finishes)."""
+    """One worker, killed mid upload (two new workers take its chunks), then one of those
+    (the survivor takes its chunks and finishes)."""
     name = f"ru_{uuid.uuid4().hex[:8]}"
     make_datastack(engine, name, edits)
     params = upload_params(
@@ -225,13 +225,14 @@ def test_workers_killed_mid_bulk_upload_none_lost_none_doubled(engine, database_
     )
     params["chunk_rows"] = 25  # 320 chunks
     with broker_settings(database_url, BROKERS["redis"], FAST) as env:
-        workers = [Worker(env, concurrency=1), Worker(env, concurrency=1)]
+        workers = [Worker(env, concurrency=1)]
         try:
             run_id = submit(engine, "bulk_upload", params, datastack=name, table="synapses")
             killed_at, held = _kill(engine, run_id, workers[0], "upload")
-            _recovered(engine, run_id, workers[0], held, killed_at)
+            workers += [Worker(env, concurrency=1), Worker(env, concurrency=1)]
+            _recovered(engine, run_id, workers[0], held, killed_at)  # by new workers
             killed_at, held = _kill(engine, run_id, workers[1], "upload")
-            workers.append(Worker(env, concurrency=2))
+            _recovered(engine, run_id, workers[1], held, killed_at)  # by the survivor
             _finish(engine, run_id, killed_at)
         finally:
             for w in workers:

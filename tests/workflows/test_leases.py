@@ -238,3 +238,41 @@ def test_stalled_runs_show_on_the_dashboard_and_in_metrics(engine, datastack):
         assert (sample.labels["reason"], sample.labels["kind"], sample.value) == ("no_worker", "ingest", 1)
     finally:
         runs.finish_run(engine, run_id, "CANCELLED")
+
+
+def test_celery_beat_reaps_the_leases_of_dead_workers(engine, database_url, active_run, tmp_path):
+    """With every worker dead, beat alone sends their tasks again (they wait in the queue)."""
+    import os
+    import signal
+    import time
+
+    from .workers import BROKERS, worker_env
+
+    q = _queue()
+    _lease(engine, f"{q}-t", f"{q}.dead", q, active_run, 1)
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE matengine.task_leases SET received = received - interval '60 s' WHERE queue = :q"),
+            {"q": q},
+        )
+    env = worker_env(database_url, BROKERS["redis"], q, reaper_interval=0.5)
+    beat = subprocess.Popen(
+        [sys.executable, "-m", "matengine", "beat", "--schedule-file", str(tmp_path / "beat")],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        left = 1
+        while left and time.monotonic() < deadline:
+            time.sleep(0.2)
+            with engine.connect() as conn:
+                left = conn.execute(
+                    text("SELECT count(*) FROM matengine.task_leases WHERE queue = :q"), {"q": q}
+                ).scalar()
+        assert left == 0, "beat did not re-send the dead worker's task"
+    finally:
+        os.killpg(beat.pid, signal.SIGTERM)
+        beat.wait(15)
