@@ -23,6 +23,9 @@ from matengine.workflows.submit import sync_parameters
 from .helpers import TABLE_SCHEMAS, assert_same_rows, make_datastack, read_table, read_version, upload_params
 
 SEEN: set[type[Step]] = set()
+REDELIVERED: dict[str, int] = {}  # step class -> chunks redelivered
+# steps whose work is all in plan/finish: no chunk to redeliver (their finish is delivered twice)
+NO_CHUNKS = {"PrepareVersionStep", "PublishStep"}
 
 
 class SimulatedCrash(Exception):
@@ -62,6 +65,8 @@ def run_with_redeliveries(engine, kind: str, params: dict, *, datastack: str, ta
         step = steps[index]
         SEEN.add(type(step))
         pending = wf.plan_step(engine, run_id, index)
+        name = type(step).__name__
+        REDELIVERED[name] = REDELIVERED.get(name, 0) + len(pending)
         for chunk in pending:
             cls = type(step)
             original, crashing = _crash_after_writing(cls)
