@@ -39,6 +39,7 @@ from matengine.api import (
     metrics,
     schema_service,
 )
+from matengine.api.body_limit import BodyLimit
 from matengine.api.deps import install_error_handlers
 from matengine.config import Settings, get_settings
 
@@ -90,4 +91,6 @@ def create_app(
     app.include_router(metrics.make_router(app))
     app.include_router(health.router)
     app.add_middleware(chunkedgraph.GrapheneProxy)
+    # outermost: every body is bounded before anything (the proxy included) reads it
+    app.add_middleware(BodyLimit)
     return app

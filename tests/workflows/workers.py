@@ -22,6 +22,8 @@ def worker_env(database_url: str, broker: str, queue: str, **settings: object) -
     env = {k: v for k, v in os.environ.items() if not k.startswith("MATENGINE_")}
     env.update(MATENGINE_DATABASE_URL=database_url, MATENGINE_BROKER_URL=broker, MATENGINE_QUEUE=queue)
     env.update({f"MATENGINE_{k.upper()}": str(v) for k, v in settings.items()})
+    # uploads read only under the source roots: the tests' one, configured explicitly
+    env["MATENGINE_SOURCE_ROOTS"] = os.environ.get("MATENGINE_SOURCE_ROOTS", "")
     return env
 
 
