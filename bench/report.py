@@ -25,12 +25,13 @@ from typing import Any, TextIO
 
 from bench import dataset, human, parse_rows
 
-BENCHMARKS = ("upload", "sync", "materialize", "query")
+BENCHMARKS = ("upload", "sync", "materialize", "query", "export")
 MODULES = {
     "upload": "bench.bench_upload",
     "sync": "bench.bench_sync",
     "materialize": "bench.bench_materialize",
     "query": "bench.bench_query",
+    "export": "bench.bench_export",
 }
 COLUMNS = ("operation", "ours", "baseline", "unit", "ratio", "target", "met?")
 

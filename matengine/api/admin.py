@@ -45,6 +45,15 @@ class SyncRequest(BaseModel):
     chunk_rows: int | None = Field(default=None, ge=1)
 
 
+class ExportRequest(BaseModel):
+    version: int
+    to: str = Field(max_length=1024)
+    format: str = "parquet"
+    tables: list[str] | None = Field(default=None, max_length=1000)
+    chunk_rows: int | None = Field(default=None, ge=1)
+    neuroglancer: bool = False
+
+
 class DatastackRequest(BaseModel):
     name: str = Field(max_length=63)
     segmentation_source: str = Field(max_length=2048)
@@ -116,6 +125,26 @@ def materialize(datastack: str, body: SyncRequest, request: Request) -> JSONResp
 @router.post("/datastack/{datastack}/complete", status_code=202, dependencies=[ADMIN])
 def complete(datastack: str, body: SyncRequest, request: Request) -> JSONResponse:
     return _sync("complete", datastack, body, request)
+
+
+@router.post("/datastack/{datastack}/export", status_code=202, dependencies=[ADMIN])
+def export(datastack: str, body: ExportRequest, request: Request) -> JSONResponse:
+    from matengine.workflows.export import export_lock, export_parameters
+
+    engine, settings = engine_of(request), settings_of(request)
+    params = export_parameters(
+        engine,
+        datastack,
+        body.version,
+        to=body.to,
+        fmt=body.format,
+        tables=body.tables,
+        chunk_rows=body.chunk_rows or settings.chunk_rows,
+        neuroglancer=body.neuroglancer,
+    )
+    lock = export_lock(body.version)
+    run_id = submit(engine, "export", params, datastack=datastack, table=lock, settings=settings)
+    return _accepted(run_id, request)
 
 
 def _require_run_admin(principal: Principal, run: runs.Run) -> None:

@@ -11,6 +11,8 @@ Mounted:
 ``/segmentation/...``               :mod:`matengine.api.chunkedgraph` (local graphs served,
                                     graphene sources proxied)
 ``/admin/...``                      :mod:`matengine.api.admin` (if importable)
+``/neuroglancer/...``               :mod:`matengine.api.neuroglancer` (annotation
+                                    sources of version tables)
 ``/`` and ``/dashboard/...``        :mod:`matengine.api.dashboard`
 ``/metrics``                        :mod:`matengine.api.metrics`
 ``/health/...``                     :mod:`matengine.api.health` (no token)
@@ -37,6 +39,7 @@ from matengine.api import (
     info,
     materialize,
     metrics,
+    neuroglancer,
     schema_service,
 )
 from matengine.api.body_limit import BodyLimit
@@ -87,10 +90,12 @@ def create_app(
             raise
     else:
         app.include_router(admin.router)
+    app.include_router(neuroglancer.router)
     app.include_router(dashboard.router)
     app.include_router(metrics.make_router(app))
     app.include_router(health.router)
     app.add_middleware(chunkedgraph.GrapheneProxy)
+    app.add_middleware(neuroglancer.NeuroglancerCors)
     # outermost: every body is bounded before anything (the proxy included) reads it
     app.add_middleware(BodyLimit)
     return app

@@ -62,6 +62,7 @@ def _register() -> None:
     app.command("update-roots")(workflow_cmd.update_roots)
     app.command("materialize")(workflow_cmd.materialize)
     app.command("complete")(workflow_cmd.complete)
+    app.command("export")(workflow_cmd.export)
     app.command("runs")(workflow_cmd.runs_list)
     app.command("versions")(ops_cmd.versions)
     app.command("remove-expired")(ops_cmd.remove_expired)
