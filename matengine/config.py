@@ -26,6 +26,14 @@ class DatastackConfig(BaseModel):
     # cron-like schedule for periodic materialization, e.g. "0 3 * * *"
     schedule: str | None = None
     days_to_expire: int | None = None
+    # periodic ingest + update-roots (no version) that keeps the live tables current
+    live_schedule: str | None = None
+    # served by the info routes for Neuroglancer and caveclient
+    image_source: str | None = None
+    viewer_site: str | None = None
+    skeleton_source: str | None = None
+    synapse_table: str | None = None
+    soma_table: str | None = None
 
 
 class Settings(BaseSettings):

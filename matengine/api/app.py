@@ -35,6 +35,7 @@ from matengine.api import (
     annotation,
     chunkedgraph,
     dashboard,
+    datastack_settings,
     health,
     info,
     materialize,
@@ -91,6 +92,7 @@ def create_app(
     else:
         app.include_router(admin.router)
     app.include_router(neuroglancer.router)
+    app.include_router(datastack_settings.router)
     app.include_router(dashboard.router)
     app.include_router(metrics.make_router(app))
     app.include_router(health.router)

@@ -13,10 +13,10 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import StreamingResponse
 
-from matengine import catalog
+from matengine import catalog, table_permissions
 from matengine.api.deps import engine_of, flag, settings_of
 from matengine.api.streaming import query_response
-from matengine.auth import Principal, require_permission
+from matengine.auth import Principal, principal_from_request, require_permission
 from matengine.db.identifiers import validate_name
 from matengine.errors import InvalidInput, MatengineError, NotFound
 from matengine.query import live_query, meta, version_query
@@ -57,15 +57,6 @@ def table_metadata(
     ds = catalog.get_datastack(engine, datastack)
     live = catalog.get_table(engine, datastack, table)
     res = vt.voxel_resolution if vt is not None else live.voxel_resolution
-    from sqlalchemy import select
-
-    from matengine.db import metadata as m
-
-    t = m.annotation_tables
-    with engine.connect() as conn:
-        notice = conn.execute(
-            select(t.c.notice_text).where(t.c.datastack == datastack, t.c.table_name == table)
-        ).scalar()
     return {
         "id": zlib.crc32(f"{datastack}/{table}".encode()) & 0x7FFFFFFF,
         "aligned_volume": ds.aligned_volume,
@@ -77,20 +68,47 @@ def table_metadata(
         "created": _fmt(live.created),
         "user_id": live.owner,
         "description": vt.description if vt is not None else live.description,
-        "notice_text": notice,
+        "notice_text": live.notice_text,
         "reference_table": vt.reference_table if vt is not None else live.reference_table,
-        "flat_segmentation_source": None,
+        "flat_segmentation_source": live.flat_segmentation_source,
         "voxel_resolution_x": float(res[0]),
         "voxel_resolution_y": float(res[1]),
         "voxel_resolution_z": float(res[2]),
-        "write_permission": "PRIVATE",
-        "read_permission": "PUBLIC",
+        "write_permission": live.write_permission,
+        "read_permission": live.read_permission,
         "last_modified": _fmt(live.last_modified),
         "segmentation_source": None,
         "pcg_table_name": ds.pcg_table_name,
         "last_updated": _fmt(live.roots_last_updated),
         "row_count": vt.row_count if vt is not None else None,
     }
+
+
+def _readable(request: Request, datastack: str, table: str) -> None:
+    """Refuse (403) a table whose read permission the caller does not meet."""
+    table_permissions.require(
+        engine_of(request), principal_from_request(request), datastack, table, table_permissions.Access.READ
+    )
+
+
+def _may_read(request: Request, datastack: str, table: str) -> bool:
+    engine = engine_of(request)
+    try:
+        live = catalog.get_table(engine, datastack, table)
+    except NotFound:
+        return True
+    return table_permissions.allows(
+        engine, principal_from_request(request), live, table_permissions.Access.READ
+    )
+
+
+def _join_tables(body: dict[str, Any]) -> list[str]:
+    """Table names of a join body (``tables: [[table, column], …]``), for the permission check."""
+    out = []
+    for item in body.get("tables") or []:
+        if isinstance(item, list | tuple) and item and isinstance(item[0], str):
+            out.append(item[0])
+    return out
 
 
 def _version_table_or_live(request: Request, ds: str, version: int, table: str) -> meta.VersionTable | None:
@@ -133,7 +151,11 @@ def add_routes(prefix: str) -> None:
     @router.get(base + "/version/{version}/tables", dependencies=[view])
     def tables(datastack_name: str, version: int, request: Request) -> list[str]:
         meta.get_version(engine_of(request), datastack_name, version)
-        return [t.table_name for t in meta.version_tables(engine_of(request), datastack_name, version)]
+        return [
+            t.table_name
+            for t in meta.version_tables(engine_of(request), datastack_name, version)
+            if _may_read(request, datastack_name, t.table_name)
+        ]
 
     @router.get(base + "/version/{version}/tables/metadata", dependencies=[view])
     def tables_metadata(datastack_name: str, version: int, request: Request) -> list[dict[str, Any]]:
@@ -141,18 +163,22 @@ def add_routes(prefix: str) -> None:
         return [
             table_metadata(request, datastack_name, t.table_name, t)
             for t in meta.version_tables(engine_of(request), datastack_name, version)
+            if _may_read(request, datastack_name, t.table_name)
         ]
 
     @router.get(base + "/version/{version}/table/{table_name}/metadata", dependencies=[view])
     def metadata(datastack_name: str, version: int, table_name: str, request: Request) -> dict[str, Any]:
         meta.get_version(engine_of(request), datastack_name, version)
         vt = _version_table_or_live(request, datastack_name, version, table_name)
+        _readable(request, datastack_name, table_name)
         return table_metadata(request, datastack_name, table_name, vt)
 
     @router.get(base + "/version/{version}/table/{table_name}/count", dependencies=[view])
     def count(datastack_name: str, version: int, table_name: str, request: Request) -> int:
         meta.get_version(engine_of(request), datastack_name, version)
-        return meta.version_table(engine_of(request), datastack_name, version, table_name).row_count
+        row_count = meta.version_table(engine_of(request), datastack_name, version, table_name).row_count
+        _readable(request, datastack_name, table_name)
+        return row_count
 
     @router.post(base + "/version/{version}/table/{table_name}/query", dependencies=[view])
     def query(
@@ -168,6 +194,7 @@ def add_routes(prefix: str) -> None:
         count: str | None = None,
     ) -> StreamingResponse:
         validate_name(table_name, "table name")
+        _readable(request, datastack_name, table_name)
         if flag(count):
             raise NotImplementedYet("count=True is not supported; query ids and count them")
         result = version_query(
@@ -193,6 +220,9 @@ def add_routes(prefix: str) -> None:
         arrow_format: str | None = None,
         ipc_compress: str | None = None,
     ) -> StreamingResponse:
+        for name in _join_tables(body):
+            validate_name(name, "table name")
+            _readable(request, datastack_name, name)
         result = join_query(engine_of(request), datastack_name, version, body, settings=settings_of(request))
         return query_response(
             result, request, arrow=flag(return_pyarrow, True), ipc_compress=flag(ipc_compress, True)
@@ -215,6 +245,7 @@ def add_routes(prefix: str) -> None:
         if not isinstance(table, str):
             raise InvalidInput("name the table to query", field="table")
         validate_name(table, "table name")
+        _readable(request, datastack_name, table)
         if body.get("join_tables"):
             raise NotImplementedYet("joins are not supported in live queries yet")
         if "timestamp" not in body:
@@ -247,3 +278,47 @@ def materialize_api_versions() -> list[int]:
 
 add_routes("/materialize/api/v2")
 add_routes("/materialize/api/v3")
+
+
+# caveclient's lookup_supervoxel_ids / ingest_annotation_table (the field's "run" routes: edit on
+# the datastack and write on the table; both answer 200)
+_run = "/materialize/api/v2/materialize/run"
+
+
+def _writable(request: Request, datastack: str, table: str) -> Principal:
+    principal = principal_from_request(request)
+    principal.require(datastack, "edit")
+    validate_name(table, "table name")
+    table_permissions.require(engine_of(request), principal, datastack, table, table_permissions.Access.WRITE)
+    return principal
+
+
+@router.post(_run + "/lookup_svid/datastack/{datastack_name}/{table_name}")
+def lookup_supervoxel_ids(
+    datastack_name: str, table_name: str, request: Request, body: dict[str, Any] = Body(default_factory=dict)
+) -> int:
+    """Look up the given rows' supervoxels and roots now (at most 10,000 ids); without ids,
+    start an ingest run of the table."""
+    from matengine.immediate_lookup import MAX_IN_REQUEST, lookup_after_post, trigger_ingest
+
+    _writable(request, datastack_name, table_name)
+    ids = body.get("annotation_ids")
+    if ids is None:
+        trigger_ingest(engine_of(request), datastack_name, table_name)
+        return 200
+    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise InvalidInput("expected a list of integer ids", field="annotation_ids")
+    if len(ids) > MAX_IN_REQUEST:
+        raise InvalidInput(f"at most {MAX_IN_REQUEST} annotation_ids per request", field="annotation_ids")
+    lookup_after_post(engine_of(request), datastack_name, table_name, ids)
+    return 200
+
+
+@router.post(_run + "/ingest_annotations/datastack/{datastack_name}/{table_name}")
+def ingest_annotation_table(datastack_name: str, table_name: str, request: Request) -> int:
+    """Start an ingest run of the table (none if one is running already: it takes the rows)."""
+    from matengine.immediate_lookup import trigger_ingest
+
+    _writable(request, datastack_name, table_name)
+    trigger_ingest(engine_of(request), datastack_name, table_name)
+    return 200

@@ -28,8 +28,9 @@ from fastapi.responses import FileResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from matengine import table_permissions
 from matengine.api.deps import engine_of, settings_of
-from matengine.auth import require_permission
+from matengine.auth import principal_from_request, require_permission
 from matengine.db.identifiers import validate_name
 from matengine.errors import NotFound
 from matengine.export.neuroglancer import cached_annotations
@@ -56,6 +57,10 @@ async def annotation_file(datastack: str, version: int, table: str, path: str, r
     validate_name(table, "table name")
     if not _FILE.match(path):
         raise NotFound("not found")
+    # the rows of a table its read permission hides must not leak through its annotation files
+    table_permissions.require(
+        engine_of(request), principal_from_request(request), datastack, table, table_permissions.Access.READ
+    )
     folder = await run_in_threadpool(
         cached_annotations, engine_of(request), _cache_root(request), datastack, version, table
     )

@@ -90,5 +90,9 @@ def main() -> None:
     try:
         app()
     except MatengineError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        from rich.markup import escape
+
+        from matengine.cli.flags import as_cli_message
+
+        err_console.print(f"[red]error:[/red] {escape(as_cli_message(str(exc)))}", highlight=False)
         sys.exit(1)

@@ -70,8 +70,14 @@ def launch(
         console.print(
             f"run {run.id} {run.kind}: {run.state} — {run.rows_done:,} rows in {run.to_dict()['seconds']} s"
         )
+        from rich.markup import escape
+
+        from matengine.cli.flags import as_cli_message
+
         for e in run.errors:
-            err_console.print(f"[red]{e['message']}[/red]")
+            err_console.print(f"[red]{escape(as_cli_message(e['message']))}[/red]")
+        for warning in run.result.get("warnings") or []:
+            err_console.print(f"[yellow]warning:[/yellow] {escape(as_cli_message(warning))}")
     if run.state != "SUCCESS":
         raise typer.Exit(1)
 

@@ -41,6 +41,10 @@ datastacks = Table(
     Column("schedule", Text),
     Column("days_to_expire", Integer),
     Column("created", TS, nullable=False, server_default=func.now()),
+    # what Neuroglancer and caveclient's info client read (image_source, viewer_site, …)
+    Column("info", JSONB, nullable=False, server_default="{}"),
+    # crontab of the periodic ingest + update-roots that keeps the live tables current
+    Column("live_schedule", Text),
 )
 
 annotation_tables = Table(
@@ -62,6 +66,10 @@ annotation_tables = Table(
     # set while an update-roots run moves the roots to this time; cleared when it finishes (a
     # run that died half-way leaves rows at either time, and the next run must cover both)
     Column("roots_updating_to", TS),
+    # the field's table permissions: PRIVATE (owner), GROUP (owner's groups), PUBLIC
+    Column("read_permission", Text, nullable=False, server_default="PUBLIC"),
+    Column("write_permission", Text, nullable=False, server_default="PUBLIC"),
+    Column("flat_segmentation_source", Text),
 )
 
 versions = Table(
@@ -198,10 +206,27 @@ task_leases = Table(
     Index("ix_task_leases_worker", "worker"),
 )
 
+users = Table(
+    "users",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("created", TS, nullable=False, server_default=func.now()),
+)
+
+user_groups = Table(
+    "user_groups",
+    metadata,
+    Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("group_name", Text, primary_key=True),
+)
+
 tokens = Table(
     "tokens",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
+    # the user the token speaks for (null: an operator token without a user)
+    Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE")),
     Column("token_sha256", Text, nullable=False, unique=True),
     Column("datastack", Text, nullable=False),  # "*" = every datastack
     Column("permission", Text, nullable=False),  # view / edit / admin

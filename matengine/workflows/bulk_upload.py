@@ -67,7 +67,8 @@ def check_request(engine: Engine, params: dict[str, Any], settings: Settings | N
             f"table {table.table_name!r} has schema {table.schema_type!r}, not {schema.name!r}"
         )
     targets, _ = resolve_targets(schema, params["column_mapping"], NpyFolder(params["source"], settings))
-    has_roots = any(t.column.endswith("_root_id") for t in targets)
+    # root ids of bound points (not integer fields that happen to end so, like query_root_id)
+    has_roots = any(t.table == "segmentation" and t.column.endswith("_root_id") for t in targets)
     if has_roots and not params.get("roots_timestamp"):
         raise InvalidInput("root ids are mapped: say when they were valid (roots_timestamp)")
     if has_roots and table is not None and table.roots_last_updated is not None:

@@ -153,7 +153,7 @@ def resume(engine: Engine, run_id: int, settings: Settings | None = None) -> Non
         threading.Thread(target=_inline, args=(engine, run_id), daemon=True).start()
 
 
-SYNC_KINDS = ("ingest", "update_roots", "materialize", "complete")
+SYNC_KINDS = ("ingest", "update_roots", "materialize", "complete", "sync_live")
 
 
 def sync_parameters(

@@ -1,7 +1,7 @@
 """chunk leases: worker heartbeats, task leases, one row per chunk spec, the run's queue
 
 Revision ID: 0004
-Revises: 0005 (main merged 0005 first)
+Revises: 0006 (main merged 0005 and 0006 first)
 Create Date: 2026-12-01 21:00:00.000000
 """
 
@@ -10,7 +10,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "0004"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
