@@ -151,7 +151,7 @@ def _twin(engine, synth, kind: str, run, folder=None) -> str:
 
 
 # every registered kind; ``materialize`` is built by the same function as ``complete``
-KINDS = ["bulk_upload", "ingest", "update_roots", "complete", "export"]
+KINDS = ["bulk_upload", "ingest", "update_roots", "sync_live", "complete", "export"]
 
 
 def test_the_suite_covers_every_workflow_kind():
