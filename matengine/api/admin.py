@@ -212,3 +212,35 @@ def add_datastack(body: DatastackRequest, request: Request) -> dict[str, Any]:
         description=body.description,
     )
     return ds.to_dict()
+
+
+class ViewRequest(BaseModel):
+    name: str
+    definition: dict[str, Any]
+    description: str = ""
+
+
+@router.post("/datastack/{datastack}/views", status_code=201, dependencies=[ADMIN])
+def define_view(datastack: str, body: ViewRequest, request: Request) -> dict[str, Any]:
+    """Define (or redefine) a view: see :mod:`matengine.views` for the definition."""
+    from matengine import views
+
+    return views.define_view(
+        engine_of(request), datastack, body.name, body.definition, body.description
+    ).to_dict()
+
+
+@router.get("/datastack/{datastack}/views", dependencies=[ADMIN])
+def list_views(datastack: str, request: Request) -> list[dict[str, Any]]:
+    from matengine import views
+
+    catalog.get_datastack(engine_of(request), datastack)
+    return [v.to_dict() for v in views.list_views(engine_of(request), datastack)]
+
+
+@router.delete("/datastack/{datastack}/views/{name}", dependencies=[ADMIN])
+def drop_view(datastack: str, name: str, request: Request) -> dict[str, Any]:
+    from matengine import views
+
+    views.drop_view(engine_of(request), datastack, name)
+    return {"dropped": name}

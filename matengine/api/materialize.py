@@ -15,21 +15,20 @@ from fastapi.responses import StreamingResponse
 
 from matengine import catalog, table_permissions
 from matengine.api.deps import engine_of, flag, settings_of
-from matengine.api.streaming import query_response
+from matengine.api.streaming import count_response, query_response
 from matengine.auth import Principal, principal_from_request, require_permission
 from matengine.db.identifiers import validate_name
-from matengine.errors import InvalidInput, MatengineError, NotFound
+from matengine.errors import InvalidInput, NotFound
 from matengine.query import live_query, meta, version_query
+from matengine.query.counts import count_result, unique_string_values
+from matengine.query.engine import QueryResult
 from matengine.query.join import join_query
+from matengine.query.live_join import live_join_query
 from matengine.timeutil import caveclient_format
 
 MATERIALIZE_VERSION = "5.26.4"
 router = APIRouter(tags=["materialize"])
 view = Depends(require_permission("view"))
-
-
-class NotImplementedYet(MatengineError):
-    status_code = 501
 
 
 def version_dict(v: meta.VersionInfo) -> dict[str, Any]:
@@ -102,6 +101,15 @@ def _may_read(request: Request, datastack: str, table: str) -> bool:
     )
 
 
+def _live_join_tables(body: dict[str, Any], reference: str | None) -> list[str]:
+    """Table names of a live join (``join_tables: [[t1, c1, t2, c2]]``) and of a merged reference."""
+    out = [reference] if reference else []
+    for item in body.get("join_tables") or []:
+        if isinstance(item, list | tuple):
+            out += [v for v in item[0::2] if isinstance(v, str)]
+    return out
+
+
 def _join_tables(body: dict[str, Any]) -> list[str]:
     """Table names of a join body (``tables: [[table, column], …]``), for the permission check."""
     out = []
@@ -109,6 +117,28 @@ def _join_tables(body: dict[str, Any]) -> list[str]:
         if isinstance(item, list | tuple) and item and isinstance(item[0], str):
             out.append(item[0])
     return out
+
+
+def view_metadata(request: Request, v: Any, version: int) -> dict[str, Any]:
+    """What MaterializationEngine says of a view (caveclient reads description,
+    live_compatible and the voxel resolution)."""
+    engine = engine_of(request)
+    first = catalog.get_table(engine, v.datastack, v.tables[0])
+    res = first.voxel_resolution
+    return {
+        "id": zlib.crc32(f"{v.datastack}/view/{v.name}".encode()) & 0x7FFFFFFF,
+        "table_name": v.name,
+        "datastack_name": v.datastack,
+        "version": version,
+        "description": v.description,
+        "notice_text": None,
+        "live_compatible": True,
+        "tables": v.tables,
+        "created": _fmt(v.created),
+        "voxel_resolution_x": float(res[0]),
+        "voxel_resolution_y": float(res[1]),
+        "voxel_resolution_z": float(res[2]),
+    }
 
 
 def _version_table_or_live(request: Request, ds: str, version: int, table: str) -> meta.VersionTable | None:
@@ -195,8 +225,6 @@ def add_routes(prefix: str) -> None:
     ) -> StreamingResponse:
         validate_name(table_name, "table name")
         _readable(request, datastack_name, table_name)
-        if flag(count):
-            raise NotImplementedYet("count=True is not supported; query ids and count them")
         result = version_query(
             engine_of(request),
             datastack_name,
@@ -206,9 +234,170 @@ def add_routes(prefix: str) -> None:
             settings=settings_of(request),
             random_sample=random_sample,
         )
+        if flag(count):
+            return count_response(count_result(result), result)
         return query_response(
             result, request, arrow=flag(return_pyarrow, True), ipc_compress=flag(ipc_compress, True)
         )
+
+    @router.get(base + "/table/{table_name}/unique_string_values", dependencies=[view])
+    def unique_values(datastack_name: str, table_name: str, request: Request) -> dict[str, list[str]]:
+        validate_name(table_name, "table name")
+        _readable(request, datastack_name, table_name)
+        return unique_string_values(engine_of(request), datastack_name, table_name)
+
+    def _view_at(request: Request, datastack_name: str, version: int, view_name: str):
+        from matengine.views import get_view
+
+        validate_name(view_name, "view name")
+        info = meta.get_version(engine_of(request), datastack_name, version)
+        found = get_view(engine_of(request), datastack_name, view_name, at=info.created)
+        for name in found.tables:  # a view shows its tables' rows: their read permissions hold
+            _readable(request, datastack_name, name)
+        return found
+
+    def _readable_views(request: Request, datastack_name: str, listed: list[Any]) -> list[Any]:
+        return [v for v in listed if all(_may_read(request, datastack_name, t) for t in v.tables)]
+
+    @router.get(base + "/version/{version}/views", dependencies=[view])
+    def views(datastack_name: str, version: int, request: Request) -> dict[str, dict[str, Any]]:
+        from matengine.views import list_views
+
+        info = meta.get_version(engine_of(request), datastack_name, version)
+        listed = _readable_views(
+            request, datastack_name, list_views(engine_of(request), datastack_name, at=info.created)
+        )
+        return {v.name: view_metadata(request, v, version) for v in listed}
+
+    @router.get(base + "/version/{version}/views/schemas", dependencies=[view])
+    def view_schemas(datastack_name: str, version: int, request: Request) -> dict[str, Any]:
+        from matengine.query.views import view_schema
+        from matengine.views import list_views
+
+        info = meta.get_version(engine_of(request), datastack_name, version)
+        listed = _readable_views(
+            request, datastack_name, list_views(engine_of(request), datastack_name, at=info.created)
+        )
+        return {v.name: view_schema(engine_of(request), v) for v in listed}
+
+    @router.get(base + "/version/{version}/views/{view_name}/metadata", dependencies=[view])
+    def view_meta(datastack_name: str, version: int, view_name: str, request: Request) -> dict[str, Any]:
+        return view_metadata(request, _view_at(request, datastack_name, version, view_name), version)
+
+    @router.get(base + "/version/{version}/views/{view_name}/schema", dependencies=[view])
+    def view_schema_route(datastack_name: str, version: int, view_name: str, request: Request) -> dict:
+        from matengine.query.views import view_schema
+
+        return view_schema(engine_of(request), _view_at(request, datastack_name, version, view_name))
+
+    @router.post(base + "/version/{version}/views/{view_name}/query", dependencies=[view])
+    def view_query_route(
+        datastack_name: str,
+        version: int,
+        view_name: str,
+        request: Request,
+        body: dict[str, Any] = Body(default_factory=dict),
+        return_pyarrow: str | None = None,
+        ipc_compress: str | None = None,
+        count: str | None = None,
+    ) -> StreamingResponse:
+        from matengine.query.views import view_query
+
+        found = _view_at(request, datastack_name, version, view_name)
+        result = view_query(engine_of(request), found, body, version=version, settings=settings_of(request))
+        if flag(count):
+            return count_response(count_result(result), result)
+        return query_response(
+            result, request, arrow=flag(return_pyarrow, True), ipc_compress=flag(ipc_compress, True)
+        )
+
+    @router.post(base + "/views/{view_name}/query", dependencies=[view])
+    def view_live_query_route(
+        datastack_name: str,
+        view_name: str,
+        request: Request,
+        body: dict[str, Any] = Body(default_factory=dict),
+        return_pyarrow: str | None = None,
+        ipc_compress: str | None = None,
+        count: str | None = None,
+        allow_missing_lookups: str | None = None,
+        allow_invalid_root_ids: str | None = None,
+    ) -> StreamingResponse:
+        """A view live at ``body["timestamp"]`` (its current definition)."""
+        from matengine.query.views import view_query
+        from matengine.views import get_view
+
+        validate_name(view_name, "view name")
+        if "timestamp" not in body:
+            raise InvalidInput("give the timestamp to query at", field="timestamp")
+        found = get_view(engine_of(request), datastack_name, view_name)
+        for name in found.tables:
+            _readable(request, datastack_name, name)
+        result = view_query(
+            engine_of(request),
+            found,
+            {k: v for k, v in body.items() if k != "timestamp"},
+            timestamp=body["timestamp"],
+            settings=settings_of(request),
+            allow_missing_lookups=flag(allow_missing_lookups),
+            allow_invalid_root_ids=flag(allow_invalid_root_ids),
+        )
+        if flag(count):
+            return count_response(count_result(result), result)
+        return query_response(
+            result, request, arrow=flag(return_pyarrow, True), ipc_compress=flag(ipc_compress, True)
+        )
+
+    @router.get(base + "/table/{table_name}/root_counts", dependencies=[view])
+    def root_counts_route(
+        datastack_name: str,
+        table_name: str,
+        request: Request,
+        version: int | None = None,
+        timestamp: str | None = None,
+        side: str = "pre",
+        top: int | None = 1000,
+    ) -> dict[str, list[int]]:
+        """Synapses per pre (or post) root at a version or at ``timestamp``, largest first."""
+        from matengine.query.aggregates import root_counts
+
+        validate_name(table_name, "table name")
+        return root_counts(
+            engine_of(request),
+            datastack_name,
+            table_name,
+            version=version,
+            timestamp=timestamp,
+            side=side,
+            top=top,
+            settings=settings_of(request),
+        ).to_dict()
+
+    @router.post(base + "/table/{table_name}/partners", dependencies=[view])
+    def partners_route(
+        datastack_name: str,
+        table_name: str,
+        request: Request,
+        body: dict[str, Any] = Body(default_factory=dict),
+    ) -> dict[str, list[int]]:
+        """``{"root_ids": [...], "version": V | "timestamp": T, "direction": "out"|"in"}`` ->
+        the (pre root, post root, synapses) table of those roots."""
+        from matengine.query.aggregates import partners
+
+        validate_name(table_name, "table name")
+        version = body.get("version")
+        if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+            raise InvalidInput("version is an integer", field="version")
+        return partners(
+            engine_of(request),
+            datastack_name,
+            table_name,
+            body.get("root_ids"),
+            version=version,
+            timestamp=body.get("timestamp"),
+            direction=str(body.get("direction", "out")),
+            settings=settings_of(request),
+        ).to_dict()
 
     @router.post(base + "/version/{version}/query", dependencies=[view])
     def join(
@@ -240,16 +429,39 @@ def add_routes(prefix: str) -> None:
         random_sample: int | None = None,
         allow_missing_lookups: str | None = None,
         allow_invalid_root_ids: str | None = None,
+        count: str | None = None,
+        merge_reference: str | None = None,
     ) -> StreamingResponse:
         table = body.get("table")
         if not isinstance(table, str):
             raise InvalidInput("name the table to query", field="table")
         validate_name(table, "table name")
         _readable(request, datastack_name, table)
-        if body.get("join_tables"):
-            raise NotImplementedYet("joins are not supported in live queries yet")
         if "timestamp" not in body:
             raise InvalidInput("give the timestamp to query at", field="timestamp")
+        result: QueryResult
+        reference = catalog.get_table(engine_of(request), datastack_name, table).reference_table
+        if body.get("join_tables") or (flag(merge_reference) and reference):
+            # every table the join reads must be readable by the caller, as in version joins
+            for name in _live_join_tables(body, reference if flag(merge_reference) else None):
+                validate_name(name, "table name")
+                _readable(request, datastack_name, name)
+            result = live_join_query(
+                engine_of(request),
+                datastack_name,
+                table,
+                body["timestamp"],
+                body,
+                merge_reference=flag(merge_reference),
+                settings=settings_of(request),
+                allow_missing_lookups=flag(allow_missing_lookups),
+                allow_invalid_root_ids=flag(allow_invalid_root_ids),
+            )
+            if flag(count):
+                return count_response(count_result(result), result)
+            return query_response(
+                result, request, arrow=flag(return_pyarrow, True), ipc_compress=flag(ipc_compress, True)
+            )
         result = live_query(
             engine_of(request),
             datastack_name,
@@ -261,6 +473,8 @@ def add_routes(prefix: str) -> None:
             allow_missing_lookups=flag(allow_missing_lookups),
             allow_invalid_root_ids=flag(allow_invalid_root_ids),
         )
+        if flag(count):
+            return count_response(count_result(result), result)
         return query_response(
             result, request, arrow=flag(return_pyarrow, True), ipc_compress=flag(ipc_compress, True)
         )

@@ -78,6 +78,15 @@ def _register() -> None:
     app.command("serve")(serve_cmd.serve)
     app.command("query")(query_cmd.query)
     app.add_typer(token_cmd.app, name="token")
+    from matengine.cli import graph_cmd
+
+    app.add_typer(graph_cmd.app, name="graph")
+    from matengine.cli import view_cmd
+
+    app.add_typer(view_cmd.app, name="view")
+    from matengine.cli import aggregate_cmd
+
+    app.add_typer(aggregate_cmd.app, name="aggregate")
     from matengine.cli.synth_cmd import synth
 
     app.command("synth")(synth)

@@ -245,3 +245,18 @@ version_removals = Table(
     Column("removed_at", TS, nullable=False, server_default=func.now()),
     Column("reason", Text, nullable=False),
 )
+
+# Views: admin-defined queries over a datastack's tables. A definition is never changed in
+# place: redefining drops the old row and adds a new one, so version N answers with the
+# definition in force when it was made (``created <= version.created < dropped``).
+views = Table(
+    "views",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("datastack", Text, ForeignKey("datastacks.name", ondelete="CASCADE"), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("definition", JSONB, nullable=False),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("created", TS, nullable=False, server_default=func.now()),
+    Column("dropped", TS),
+)

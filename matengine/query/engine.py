@@ -116,7 +116,7 @@ class QueryResult:
         with self._lock:
             if self._primed is not None:
                 return
-            self._primed = _stream(self.plan, self.columns)
+            self._primed = self._batches()
             self._first = next(self._primed, None)
 
     def close(self) -> None:
@@ -139,9 +139,13 @@ class QueryResult:
             if first is not None:
                 yield to_record_batch(first, self.columns, schema)
         else:
-            batches = _stream(self.plan, self.columns)
+            batches = self._batches()
         for batch in batches:
             yield to_record_batch(batch, self.columns, schema)
+
+    def _batches(self) -> Iterator[Batch]:
+        """The rows, batch by batch (subclasses reading other sources override this)."""
+        return _stream(self.plan, self.columns)
 
     def to_table(self) -> pa.Table:
         return pa.Table.from_batches(list(self.record_batches()), schema=self.schema)
@@ -252,8 +256,8 @@ def _corrector(conn: Any, live: LiveTarget) -> RootCorrector:
     return RootCorrector.create(live.graph, live.timestamp, last)
 
 
-def _count(plan: QueryPlan, n: int) -> int:
-    """Rows of the result after the offset, counted up to ``n`` (ids only)."""
+def _count(plan: QueryPlan, n: int | None) -> int:
+    """Rows of the result after the offset, counted up to ``n`` (all if None; ids only)."""
     id_col = plan.cols.columns[0]  # the (first) table's id
     return sum(len(b) for b in _stream(plan, [id_col], stop_after=n))
 

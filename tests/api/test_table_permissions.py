@@ -15,7 +15,7 @@ import pytest
 import requests
 from sqlalchemy import text
 
-from matengine import auth, catalog
+from matengine import auth, catalog, views
 
 from .helpers import complete
 
@@ -65,6 +65,8 @@ def perms(engine, loaded, server):
     clients["alice"].annotation.create_table(
         "t_open", "bound_tag", "join partner", voxel_resolution=[4, 4, 40], write_permission="PUBLIC"
     )
+    for name in TABLES:  # a view of each table shows its rows: the table's read permission holds
+        views.define_view(engine, ds, f"v_{name}", {"tables": [name]}, f"all of {name}")
     version = complete(engine, ds, datetime.now(UTC))
     yield ds, clients, ids, version
     catalog.drop_datastack(engine, ds)
@@ -95,7 +97,17 @@ def _read_calls(client, table: str, ids: list[int], version: int):
         "materialize.join_query": lambda: client.materialize.join_query(
             [[table, "id"], ["t_open", "id"]], materialization_version=version
         ),
+        "materialize.live_live_query with a join": lambda: client.materialize.live_live_query(
+            "t_open", datetime.now(UTC), joins=[["t_open", "id", table, "id"]]
+        ),
         "neuroglancer annotation source": lambda: _neuroglancer_info(client, table, version),
+        "materialize.query_view": lambda: client.materialize.query_view(
+            f"v_{table}", materialization_version=version
+        ),
+        "materialize.get_view_metadata": lambda: client.materialize.get_view_metadata(
+            f"v_{table}", materialization_version=version
+        ),
+        "materialize.get_unique_string_values": lambda: client.materialize.get_unique_string_values(table),
     }
 
 
@@ -132,6 +144,7 @@ def test_reads_follow_the_table_read_permission(perms, engine, user, table):
     listed = set(clients[user].annotation.get_tables())
     assert (table in listed) == allowed
     assert (table in clients[user].materialize.get_tables(version=version)) == allowed
+    assert (f"v_{table}" in clients[user].materialize.get_views(version=version)) == allowed
 
 
 @pytest.mark.parametrize("user", ["bob", "carol"])
