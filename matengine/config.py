@@ -68,6 +68,12 @@ class Settings(BaseModel):
     index_memory: str = "512MB"
     # seconds before a Redis broker redelivers an unacknowledged task (a killed worker's)
     visibility_timeout: int = 900
+    # dead-worker recovery (docs/recovery.md): every worker writes a heartbeat this often; one
+    # silent for ``worker_dead_after`` seconds is dead, and a reaper in every worker (and beat)
+    # looks every ``reaper_interval`` seconds for tasks held by dead workers and sends them again
+    worker_heartbeat: float = 5.0
+    worker_dead_after: float = 20.0
+    reaper_interval: float = 5.0
     # the Celery queue matengine's tasks go to (one per deployment sharing a broker)
     queue: str = "matengine"
     # how long a command waits for a worker to answer before saying none is online

@@ -15,6 +15,7 @@ Mounted:
                                     sources of version tables)
 ``/`` and ``/dashboard/...``        :mod:`matengine.api.dashboard`
 ``/metrics``                        :mod:`matengine.api.metrics`
+``/health/...``                     :mod:`matengine.api.health` (no token)
 ``/docs``, ``/openapi.json``        FastAPI
 ==================================  ==============================================
 
@@ -35,6 +36,7 @@ from matengine.api import (
     chunkedgraph,
     dashboard,
     datastack_settings,
+    health,
     info,
     materialize,
     metrics,
@@ -93,6 +95,7 @@ def create_app(
     app.include_router(datastack_settings.router)
     app.include_router(dashboard.router)
     app.include_router(metrics.make_router(app))
+    app.include_router(health.router)
     app.add_middleware(chunkedgraph.GrapheneProxy)
     app.add_middleware(neuroglancer.NeuroglancerCors)
     # outermost: every body is bounded before anything (the proxy included) reads it

@@ -15,7 +15,11 @@ if TYPE_CHECKING:
     from matengine.workflows.params import WorkflowParams
 
 JSON = typer.Option(False, "--json", help="Print the final run record as JSON.")
-DETACH = typer.Option(False, "--detach", help="Print the run id and return at once.")
+DETACH = typer.Option(
+    False,
+    "--detach",
+    help="Print the run id and return at once (without a broker the run goes on in a process of its own).",
+)
 
 
 def launch(params: WorkflowParams, *, json_out: bool, detach: bool) -> None:
@@ -29,7 +33,7 @@ def launch(params: WorkflowParams, *, json_out: bool, detach: bool) -> None:
 
     engine = get_engine()
     settings = get_settings()
-    run_id = submit_params(engine, params, settings)
+    run_id = submit_params(engine, params, settings, detach=detach)
     if detach:
         emit({"run_id": run_id}, json_out, lambda: console.print(run_id))
         return
@@ -154,6 +158,7 @@ def runs_list(
                 "chunks_total",
                 "rows_done",
                 "seconds",
+                "stalled",
             ],
         ),
     )

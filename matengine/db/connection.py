@@ -81,11 +81,12 @@ def get_engine(url: str | None = None, settings: Settings | None = None) -> Engi
     return engine
 
 
-def dispose_engines() -> None:
-    """Drop pooled connections (after fork, or before stopping a server)."""
+def dispose_engines(close: bool = True) -> None:
+    """Drop pooled connections (after fork, or before stopping a server). After a fork pass
+    ``close=False``: the sockets are the parent's too, and closing them would end its sessions."""
     with _lock:
         for engine in _engines.values():
-            engine.dispose()
+            engine.dispose(close=close)
         _engines.clear()
         _synced.clear()
 

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     ForeignKeyConstraint,
+    Index,
     Integer,
     MetaData,
     Table,
@@ -124,6 +125,8 @@ workflow_runs = Table(
     Column("started", TS),
     Column("finished", TS),
     Column("heartbeat", TS),
+    # the Celery queue whose workers run it; NULL: an in-process runner (see ``workers.run_id``)
+    Column("queue", Text),
 )
 
 run_steps = Table(
@@ -134,6 +137,8 @@ run_steps = Table(
     Column("key", Text, nullable=False),
     Column("state", Text, nullable=False),  # PLANNED / FINISHING / DONE
     Column("chunks_total", Integer, nullable=False),
+    # the whole plan of runs planned before migration 0004; since then ``[]``, with one row per
+    # chunk spec in ``run_chunk_specs``
     Column("plan", JSONB, nullable=False),
     Column("result", JSONB),
     Column("started", TS, nullable=False, server_default=func.now()),
@@ -158,6 +163,47 @@ run_chunks = Table(
     Column("chunk", Integer, primary_key=True),
     Column("rows", BigInteger, nullable=False, server_default="0"),
     Column("finished", TS, nullable=False, server_default=func.now()),
+)
+
+# One row per planned chunk: a chunk task reads only its own spec, never the whole plan (an
+# update-roots plan holds every expired root id).
+run_chunk_specs = Table(
+    "run_chunk_specs",
+    metadata,
+    Column("run_id", BigInteger, ForeignKey("workflow_runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("step_index", Integer, primary_key=True),
+    Column("chunk", Integer, primary_key=True),
+    Column("spec", JSONB, nullable=False),
+)
+
+# Processes that run workflow tasks, each heartbeating its row (see matengine/workflows/leases.py):
+# a Celery worker (``queue`` set) or an in-process runner of one run (``run_id`` set).
+workers = Table(
+    "workers",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("queue", Text),
+    Column("run_id", BigInteger),
+    Column("host", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started", TS, nullable=False, server_default=func.now()),
+    Column("heartbeat", TS, nullable=False, server_default=func.now()),
+)
+
+# A task message a worker has received and not yet finished. When the worker stops
+# heartbeating, a reaper sends the task again (chunks are idempotent, a double is harmless).
+task_leases = Table(
+    "task_leases",
+    metadata,
+    Column("task_id", Text, primary_key=True),
+    Column("attempt", Integer, nullable=False),  # Celery's retry count: a retry is a new lease
+    Column("worker", Text, nullable=False),
+    Column("queue", Text, nullable=False),
+    Column("run_id", BigInteger),
+    Column("task", Text, nullable=False),
+    Column("args", JSONB, nullable=False),
+    Column("received", TS, nullable=False, server_default=func.now()),
+    Index("ix_task_leases_worker", "worker"),
 )
 
 users = Table(

@@ -2,8 +2,11 @@
 
 Broker and result backend come from settings (Redis or RabbitMQ in production). Tasks are
 ``acks_late`` with ``reject_on_worker_lost``: a worker killed mid-chunk leaves its message
-unacknowledged, the broker hands it to another worker, and the chunk's transaction (rolled back
-with the dead connection) is simply redone. Transient errors (database or broker restarts,
+unacknowledged, and the chunk's transaction (rolled back with the dead connection) is simply
+redone. The broker alone would hand the message back late on Redis (after the visibility
+timeout), so each worker also leases the run tasks it receives in PostgreSQL and heartbeats;
+a reaper in every worker sends a dead worker's tasks again within seconds
+(:mod:`matengine.workflows.leases`). Transient errors (database or broker restarts,
 segmentation server timeouts) retry with exponential backoff.
 """
 
@@ -12,9 +15,16 @@ from __future__ import annotations
 import logging
 
 from celery import Celery, Task
-from celery.signals import worker_process_init
+from celery.signals import (
+    beat_init,
+    task_postrun,
+    task_received,
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+)
 
-from matengine.config import Settings
+from matengine.config import Settings, get_settings
 from matengine.errors import TransientError, translated
 from matengine.workflows import broker
 from matengine.workflows.broker import client, send  # noqa: F401  (their old home)
@@ -36,10 +46,86 @@ def configure(settings: Settings | None = None, target: Celery | None = None) ->
 
 @worker_process_init.connect
 def _fresh_connections(**_: object) -> None:
-    # a forked pool process must not share the parent's pooled connections
+    # a forked pool process must not share the parent's pooled connections (nor close them:
+    # the main process's heartbeat uses them)
     from matengine.db.connection import dispose_engines
 
-    dispose_engines()
+    dispose_engines(close=False)
+
+
+_heartbeat: list = []  # the main worker process's heartbeat thread (at most one)
+
+
+@worker_ready.connect
+def _start_heartbeat(sender: object = None, **_: object) -> None:
+    """In the worker's main process: beat for this node and reap dead workers' leases."""
+    from matengine.db.connection import get_engine
+    from matengine.workflows.leases import Heartbeat
+
+    settings = get_settings()
+    name = getattr(sender, "hostname", None) or "unknown"
+
+    def resend(task: str, args: list) -> None:
+        send(task, *args, settings=settings)
+
+    _heartbeat.append(Heartbeat(get_engine(), name, queue=settings.queue, send=resend).start())
+
+
+@beat_init.connect
+def _start_reaper(**_: object) -> None:
+    """celery beat reaps too (it is no worker: it writes no heartbeat and leases nothing), so
+    a deployment whose workers all died gets their tasks sent again before a new one starts."""
+    from matengine.db.connection import get_engine
+    from matengine.workflows.leases import Heartbeat
+
+    settings = get_settings()
+
+    def resend(task: str, args: list) -> None:
+        send(task, *args, settings=settings)
+
+    _heartbeat.append(Heartbeat(get_engine(), None, queue=settings.queue, send=resend).start())
+
+
+@worker_shutdown.connect
+def _stop_heartbeat(**_: object) -> None:
+    while _heartbeat:
+        _heartbeat.pop().stop()
+
+
+@task_received.connect
+def _lease(request: object = None, **_: object) -> None:
+    """In the main process, as a run task's message arrives (reserved, not yet run)."""
+    from matengine.db.connection import get_engine
+    from matengine.workflows import leases
+
+    name = getattr(request, "name", None)
+    if name not in leases.RUN_TASKS:
+        return
+    try:
+        leases.take(
+            get_engine(),
+            task_id=request.id,  # type: ignore[attr-defined]
+            attempt=int((request.request_dict or {}).get("retries") or 0),  # type: ignore[attr-defined]
+            worker=request.hostname,  # type: ignore[attr-defined]
+            queue=get_settings().queue,
+            task=name,
+            args=list(request.args or ()),  # type: ignore[attr-defined]
+        )
+    except Exception as exc:  # without a lease the broker's own redelivery still applies
+        log.warning("could not lease %s %s: %s", name, getattr(request, "id", "?"), exc)
+
+
+@task_postrun.connect
+def _release(task_id: str | None = None, task: Task | None = None, **_: object) -> None:
+    from matengine.db.connection import get_engine
+    from matengine.workflows import leases
+
+    if task is None or task.name not in leases.RUN_TASKS or task_id is None:
+        return
+    try:
+        leases.release(get_engine(), task_id, int(task.request.retries or 0))
+    except Exception as exc:  # the lease then outlives the task: a harmless second delivery
+        log.warning("could not release lease of %s: %s", task_id, exc)
 
 
 class RunTask(Task):

@@ -1,8 +1,12 @@
 """Starting runs: on Celery workers when a broker is configured, else on an in-process worker
-thread (the embedded default), and following them until they end."""
+(the embedded default: a thread of this process, or with ``detach`` a child process of its own
+that outlives the command), and following them until they end."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -26,16 +30,23 @@ def submit(
     datastack: str,
     table: str | None = None,
     settings: Settings | None = None,
+    detach: bool = False,
 ) -> int:
-    """Record a run (taking its locks) and start it; returns the run id at once."""
+    """Record a run (taking its locks) and start it; returns the run id at once.
+
+    Without a broker the run goes to an in-process worker: a thread of this process, or with
+    ``detach`` a child process that outlives this one (a command that exits at once)."""
     import matengine.workflows.registry  # noqa: F401  (registers the workflow kinds)
 
     settings = settings or get_settings()
-    run_id = runs.create_run(engine, kind, parameters, datastack=datastack, table_name=table)
+    queue = settings.queue if settings.broker_url else None
+    run_id = runs.create_run(engine, kind, parameters, datastack=datastack, table_name=table, queue=queue)
     if settings.broker_url:
         from matengine.workflows.broker import send
 
         send("matengine.start_step", run_id, 0, settings=settings)
+    elif detach:
+        start_detached(run_id, settings)
     else:
         threading.Thread(
             target=_inline, args=(engine, run_id), daemon=True, name=f"matengine-run-{run_id}"
@@ -43,7 +54,9 @@ def submit(
     return run_id
 
 
-def submit_params(engine: Engine, params: WorkflowParams, settings: Settings | None = None) -> int:
+def submit_params(
+    engine: Engine, params: WorkflowParams, settings: Settings | None = None, *, detach: bool = False
+) -> int:
     """Record and start a run of ``params`` (built and checked by its ``build``), locking
     what its parameter object says."""
     return submit(
@@ -53,7 +66,34 @@ def submit_params(engine: Engine, params: WorkflowParams, settings: Settings | N
         datastack=params.datastack,
         table=params.lock_table,
         settings=settings,
+        detach=detach,
     )
+
+
+def start_detached(run_id: int, settings: Settings | None = None) -> subprocess.Popen[bytes]:
+    """Run ``run_id`` in a new session's process (:mod:`matengine.workflows.detached`), with
+    this process's settings; its output goes to ``MATENGINE_HOME/runs/<id>.log``."""
+    from matengine.config import _overrides
+    from matengine.db.connection import resolve_database_url
+
+    settings = settings or get_settings()
+    env = dict(os.environ)
+    for key, value in _overrides.items():  # CLI flags win over the environment, there too
+        env[f"MATENGINE_{key.upper()}"] = str(value)
+    env["MATENGINE_DATABASE_URL"] = resolve_database_url(settings)
+    env["MATENGINE_HOME"] = str(settings.home)
+    logs = settings.home / "runs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / f"{run_id}.log", "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "matengine.workflows.detached", str(run_id)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C or hang-up of the command does not reach it
+            close_fds=True,
+        )
 
 
 def _inline(engine: Engine, run_id: int) -> None:

@@ -105,7 +105,8 @@
         h("td", { text: r.id }),
         h("td", { text: r.kind }),
         h("td", { text: where }),
-        h("td", {}, badge(r.state)),
+        h("td", {}, badge(r.state), r.stalled ? h("span", { class: "badge state-stalled",
+          "data-testid": "stalled-" + r.id, title: r.stalled, text: "STALLED" }) : null),
         h("td", { text: r.step || "–" }),
         h("td", {}, progressBar(r)),
         h("td", { class: "num", "data-testid": "rows-" + r.id, text: fmtInt(r.rows_done) }),
@@ -113,6 +114,10 @@
         h("td", { class: "num", text: fmtSeconds(r.seconds) }),
         h("td", { class: "num", text: active ? fmtSeconds(r.eta_seconds) : "–" }),
         h("td", { class: r.error_count ? "errors" : null, text: r.error_count ? String(r.error_count) : "" })));
+      if (r.stalled) {
+        rows.push(h("tr", { class: "error-row" }, h("td", { colspan: "11" },
+          h("span", { class: "message", text: "stalled: " + r.stalled }))));
+      }
       if (r.errors && r.errors.length) {
         rows.push(h("tr", { class: "error-row" }, h("td", { colspan: "11" },
           h("ul", {}, r.errors.map((e) => h("li", {},
