@@ -76,6 +76,21 @@ versions = Table(
     Column("finished", TS),
     Column("run_id", BigInteger),
     Column("error", Text),
+    # a pinned version never expires and is never removed by the retention policy
+    Column("pinned", Boolean, nullable=False, server_default="false"),
+)
+
+# One row per annotation table in the version store (matengine/version_store.py): the
+# newest published version of the table (its head), that version's T and row count.
+version_stores = Table(
+    "version_stores",
+    metadata,
+    Column("datastack", Text, ForeignKey("datastacks.name", ondelete="CASCADE"), primary_key=True),
+    Column("table_name", Text, primary_key=True),
+    Column("head_version", Integer),
+    Column("head_time", TS),
+    Column("head_rows", BigInteger, nullable=False, server_default="0"),
+    Column("indexed", Boolean, nullable=False, server_default="false"),
 )
 
 version_tables = Table(

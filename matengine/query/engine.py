@@ -23,7 +23,6 @@ from sqlalchemy import Engine
 
 from matengine import catalog
 from matengine.config import Settings, get_settings
-from matengine.db.identifiers import version_schema
 from matengine.errors import InvalidInput
 from matengine.query import graphs, meta
 from matengine.query.columns import OutColumn, TableColumns, arrow_schema, table_columns
@@ -278,7 +277,6 @@ def version_query(
     spec = parse_query(body, table, cols, random_sample=random_sample)
     resolution, scales = _scale(vt.voxel_resolution, spec.desired_resolution)
     limit, cap = cap_of(spec, settings)
-    schema_name = version_schema(datastack, version)
     pct = _sample_percent(spec.random_sample, vt.row_count)
     plan = QueryPlan(
         engine,
@@ -287,7 +285,7 @@ def version_query(
         spec,
         resolution,
         scales,
-        make_source=lambda b: version_source(schema_name, table, pct, b),
+        make_source=lambda b: version_source(datastack, version, table, vt.schema_type, pct, b),
         where=filters_sql(spec.filters),
         limit=limit,
     )
