@@ -197,3 +197,22 @@ def set_pinned(engine: Engine, datastack: str, version: int, pinned: bool) -> Ve
             update(v).where(v.c.datastack == datastack, v.c.version == int(version)).values(pinned=pinned)
         )
     return next(x for x in list_versions(engine, datastack) if x.version == int(version))
+
+
+def export_version(
+    engine: Engine, datastack: str, version: int, schema: str | None = None
+) -> tuple[str, list[str]]:
+    """Version N as plain, indexed tables in a schema of their own (``<ds>__export<N>`` by
+    default), for ``pg_dump --schema``; returns the schema and its tables."""
+    from matengine import version_store
+    from matengine.db.identifiers import validate_name
+    from matengine.errors import AlreadyExists
+    from matengine.query.meta import get_version
+
+    get_version(engine, datastack, version)  # only a queryable version
+    target = validate_name(schema or f"{datastack}__export{int(version)}", "schema name")
+    with engine.begin() as conn:
+        if conn.execute(text("SELECT 1 FROM pg_namespace WHERE nspname = :s"), {"s": target}).first():
+            raise AlreadyExists(f"schema {target!r} exists already")
+        tables = version_store.export_schema(conn, datastack, version, target)
+    return target, tables

@@ -14,13 +14,19 @@ from pydantic import BaseModel, Field
 from matengine import catalog
 from matengine.api.deps import engine_of, settings_of
 from matengine.auth import Principal, get_principal, require_permission
-from matengine.versions import list_versions, remove_expired
+from matengine.versions import list_versions, remove_expired, set_pinned
 from matengine.workflows import runs
 from matengine.workflows.bulk_upload import check_request
 from matengine.workflows.submit import submit, sync_parameters
 
 router = APIRouter(prefix="/admin/api/v1", tags=["admin"])
 ADMIN = Depends(require_permission("admin"))
+
+
+class PinRequest(BaseModel):
+    pinned: bool
+
+    model_config = {"extra": "forbid"}
 
 
 class UploadRequest(BaseModel):
@@ -144,6 +150,13 @@ def list_runs(datastack: str, request: Request, limit: int = 50) -> list[dict[st
 def versions(datastack: str, request: Request) -> list[dict[str, Any]]:
     catalog.get_datastack(engine_of(request), datastack)
     return [v.to_dict() for v in list_versions(engine_of(request), datastack)]
+
+
+@router.put("/datastack/{datastack}/version/{version}/pinned", dependencies=[ADMIN])
+def pin(datastack: str, version: int, body: PinRequest, request: Request) -> dict[str, Any]:
+    """Pin (never expires, never removed) or unpin one version."""
+    catalog.get_datastack(engine_of(request), datastack)
+    return set_pinned(engine_of(request), datastack, version, body.pinned).to_dict()
 
 
 @router.post("/datastack/{datastack}/remove_expired", dependencies=[ADMIN])

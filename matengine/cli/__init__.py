@@ -63,7 +63,7 @@ def _register() -> None:
     app.command("materialize")(workflow_cmd.materialize)
     app.command("complete")(workflow_cmd.complete)
     app.command("runs")(workflow_cmd.runs_list)
-    app.command("versions")(ops_cmd.versions)
+    app.add_typer(ops_cmd.versions_app, name="versions")
     app.command("remove-expired")(ops_cmd.remove_expired)
     app.command("schedule")(ops_cmd.schedule)
     app.command("worker")(ops_cmd.worker)
