@@ -25,12 +25,13 @@ from typing import Any, TextIO
 
 from bench import dataset, human, parse_rows
 
-BENCHMARKS = ("upload", "sync", "materialize", "query")
+BENCHMARKS = ("upload", "sync", "materialize", "query", "versions")
 MODULES = {
     "upload": "bench.bench_upload",
     "sync": "bench.bench_sync",
     "materialize": "bench.bench_materialize",
     "query": "bench.bench_query",
+    "versions": "bench.bench_versions",
 }
 COLUMNS = ("operation", "ours", "baseline", "unit", "ratio", "target", "met?")
 
@@ -144,7 +145,7 @@ def run_all(
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=workdir, prefix="matengine_bench_") as tmp:
         info = None
-        if any(b in ("upload", "sync", "materialize") for b in names):
+        if any(b in ("upload", "sync", "materialize", "versions") for b in names):
             log(f"generating a synthetic dataset of {human(n)} synapses …")
             t = time.perf_counter()
             info = dataset(Path(tmp) / "ds", n, seed=seed)
