@@ -64,6 +64,8 @@ def check_request(engine: Engine, params: dict[str, Any]) -> None:
         raise InvalidInput(
             f"table {table.table_name!r} has schema {table.schema_type!r}, not {schema.name!r}"
         )
+    if table is not None and params.get("created"):
+        _refuse_writes_into_published_past(engine, table, to_utc(params["created"]))
     targets, _ = resolve_targets(schema, params["column_mapping"], NpyFolder(params["source"]))
     has_roots = any(t.column.endswith("_root_id") for t in targets)
     if has_roots and not params.get("roots_timestamp"):
@@ -76,6 +78,23 @@ def check_request(engine: Engine, params: dict[str, Any]) -> None:
                 f"{table.roots_last_updated.isoformat()}; upload roots valid at that time, or "
                 "leave root columns out for ingest to fill"
             )
+
+
+def _refuse_writes_into_published_past(engine: Engine, table: catalog.AnnotationTable, created: Any) -> None:
+    """Rows stamped at or before a published version's T would change what that version
+    should hold after it was frozen, and the next version is built from the change since
+    then (docs/versions.md): such an upload is refused."""
+    from matengine.version_store import store_state
+
+    with engine.connect() as conn:
+        state = store_state(conn, table.datastack, table.table_name)
+    if state is not None and state.head_time is not None and created <= state.head_time:
+        raise InvalidInput(
+            f"table {table.table_name!r} has version {state.head_version} at "
+            f"{state.head_time.isoformat()}; rows created at or before it would change a published "
+            "version: give a later 'created'",
+            field="created",
+        )
 
 
 class UploadStep(Step):

@@ -224,3 +224,22 @@ def test_a_build_that_died_mid_merge_changes_no_published_version_and_the_next_i
     _complete(engine, loaded, t3)
     assert_same_rows(read_version(engine, loaded, 1, "synapses"), oracle.table_at("synapses", t1))
     assert_same_rows(read_version(engine, loaded, 3, "synapses"), oracle.table_at("synapses", t3))
+
+
+def test_an_upload_stamped_before_a_published_version_is_refused_and_writes_nothing(engine, loaded, synth):
+    from matengine.errors import InvalidInput
+    from matengine.workflows.bulk_upload import check_request
+
+    from .helpers import upload_params
+
+    when = sorted(synth.edit_timestamps)[30]
+    _complete(engine, loaded, when)
+    table = catalog.get_table(engine, loaded, "synapses")
+    with engine.connect() as conn:
+        before = conn.execute(text(f"SELECT count(*) FROM {table.names.live_q}")).scalar_one()
+    params = upload_params(loaded, synth.directory, "synapses", when.isoformat(), None)
+    params["column_mapping"] = {k: v for k, v in params["column_mapping"].items() if "root" not in k}
+    with pytest.raises(InvalidInput, match="rows created at or before it would change a published version"):
+        check_request(engine, params)
+    with engine.connect() as conn:
+        assert conn.execute(text(f"SELECT count(*) FROM {table.names.live_q}")).scalar_one() == before
