@@ -243,3 +243,24 @@ def test_an_upload_stamped_before_a_published_version_is_refused_and_writes_noth
         check_request(engine, params)
     with engine.connect() as conn:
         assert conn.execute(text(f"SELECT count(*) FROM {table.names.live_q}")).scalar_one() == before
+
+
+def test_a_random_sample_of_an_older_version_holds_only_that_versions_rows(engine, loaded, synth, oracle):
+    """``TABLESAMPLE`` cannot apply to a view: the sample is drawn from the store and then
+    restricted to the version, so it never holds a row version of another version."""
+    from matengine.query import version_query
+
+    edits = sorted(synth.edit_timestamps)
+    t1, t2 = edits[10], edits[70]
+    _complete(engine, loaded, t1)
+    _complete(engine, loaded, t2)
+    want = oracle.table_at("synapses", t1)
+    rows = {
+        int(i): (int(a), int(b))
+        for i, a, b in zip(want["id"], want["pre_pt_root_id"], want["post_pt_root_id"], strict=True)
+    }
+    got = version_query(engine, loaded, 1, "synapses", {}, random_sample=600).to_table().to_pydict()
+    assert 300 < len(got["id"]) < 900  # ~600 of the version's 3000 rows
+    assert len(set(got["id"])) == len(got["id"])
+    for i, a, b in zip(got["id"], got["pre_pt_root_id"], got["post_pt_root_id"], strict=True):
+        assert rows[i] == (a, b)
