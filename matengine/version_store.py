@@ -385,20 +385,22 @@ def drop_store(conn: Connection, datastack: str) -> None:
 def _full_copy_tables(conn: Connection, kind: str) -> list[Any]:
     """(datastack, version, time_stamp, table_name, schema_type) of AVAILABLE versions whose
     relation is of ``kind`` (``r`` table, ``v`` view), by datastack, table, version."""
-    return conn.execute(
-        text(
-            "SELECT v.datastack, v.version, v.time_stamp, t.table_name, a.schema_type "
-            "FROM matengine.versions v JOIN matengine.version_tables t "
-            "  ON t.datastack = v.datastack AND t.version = v.version "
-            "JOIN matengine.annotation_tables a "
-            "  ON a.datastack = t.datastack AND a.table_name = t.table_name "
-            "JOIN pg_namespace n ON n.nspname = v.datastack || '__mat' || v.version "
-            "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.table_name "
-            "WHERE v.status = 'AVAILABLE' AND c.relkind = :k "
-            "ORDER BY v.datastack, t.table_name, v.version"
-        ),
-        {"k": kind},
-    ).all()
+    return list(
+        conn.execute(
+            text(
+                "SELECT v.datastack, v.version, v.time_stamp, t.table_name, a.schema_type "
+                "FROM matengine.versions v JOIN matengine.version_tables t "
+                "  ON t.datastack = v.datastack AND t.version = v.version "
+                "JOIN matengine.annotation_tables a "
+                "  ON a.datastack = t.datastack AND a.table_name = t.table_name "
+                "JOIN pg_namespace n ON n.nspname = v.datastack || '__mat' || v.version "
+                "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.table_name "
+                "WHERE v.status = 'AVAILABLE' AND c.relkind = :k "
+                "ORDER BY v.datastack, t.table_name, v.version"
+            ),
+            {"k": kind},
+        ).all()
+    )
 
 
 def migrate_full_copies(conn: Connection) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -19,7 +18,7 @@ class _ListByDefault(TyperGroup):
     """``matengine versions [DS]`` lists (as it always did); ``matengine versions pin DS N``
     and the other subcommands act: a first word that is no subcommand means ``list``."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
             args = ["list", *args]
         return super().parse_args(ctx, args)

@@ -130,8 +130,7 @@ def join_query(
 
     def source(binder: Binder) -> Source:
         return Source(
-            f"FROM {r1} AS j0 JOIN {r2} AS j1 "
-            f"ON j0.{quote(c1)} = j1.{quote(c2)}",
+            f"FROM {r1} AS j0 JOIN {r2} AS j1 ON j0.{quote(c1)} = j1.{quote(c2)}",
             live=False,
             order_by="j0.id",
         )

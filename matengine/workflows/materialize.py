@@ -124,6 +124,7 @@ class MergeStep(Step):
                 raise InvalidInput(
                     f"table {self.table!r} already has version {state.head_version}; cannot build {number}"
                 )
+            assert state.head_time is not None  # set with head_version, at publish
             # a build that died before publishing left rows no published version sees
             store.discard_unpublished(conn, state)
             ids = store.changed_ids(conn, table, state.head_time, when)
@@ -210,6 +211,7 @@ class PublishStep(Step):
 
     def finish(self, ctx: StepContext, plan: list[Any]) -> dict[str, Any]:
         ds, number = ctx.run.datastack, _version_of(ctx)
+        assert ds is not None  # a materialize run always names its datastack
         when = to_utc(ctx.params["timestamp"])
         days = _days_to_expire(ctx)
         result: dict[str, Any] = {"version": number}
