@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import typer
+from typer._click.core import Context as ClickContext  # typer vendors its click
 from typer.core import TyperGroup
 
 from matengine.cli.output import console, emit, print_table
@@ -18,7 +19,7 @@ class _ListByDefault(TyperGroup):
     """``matengine versions [DS]`` lists (as it always did); ``matengine versions pin DS N``
     and the other subcommands act: a first word that is no subcommand means ``list``."""
 
-    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: ClickContext, args: list[str]) -> list[str]:
         if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
             args = ["list", *args]
         return super().parse_args(ctx, args)
