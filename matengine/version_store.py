@@ -32,6 +32,7 @@ from matengine.schemas import AnnotationSchema, get_schema
 
 OPEN = 2_147_483_647  # v_to of rows still in the head state (int4 max: "no end yet")
 RANGE_COLUMNS = ("v_from", "v_to")
+FILLFACTOR = 90
 
 
 def store_schema(datastack: str) -> str:
@@ -98,6 +99,9 @@ class StoreState:
     head_time: datetime | None
     head_rows: int
     indexed: bool
+    building: int | None = None
+    building_closed: int = 0
+    building_written: int = 0
 
 
 def store_state(conn: Connection, datastack: str, table: str) -> StoreState | None:
@@ -112,6 +116,9 @@ def store_state(conn: Connection, datastack: str, table: str) -> StoreState | No
         row.head_time,
         int(row.head_rows),
         bool(row.indexed),
+        row.building,
+        int(row.building_closed),
+        int(row.building_written),
     )
 
 
@@ -127,36 +134,36 @@ def create_store(conn: Connection, ds: str, t: str, schema: AnnotationSchema) ->
     """A fresh, empty, unindexed store table (a full build fills it, then indexes it)."""
     conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {quote(store_schema(ds))}"))
     conn.execute(text(f"DROP TABLE IF EXISTS {store_q(ds, t)} CASCADE"))
-    conn.execute(text(f"CREATE TABLE {store_q(ds, t)} (\n  {_column_ddl(schema)}\n)"))
+    # room on every page, so that closing a row (v_to, in no index) is a HOT update: the new
+    # tuple stays on its page and no index gets an entry
+    conn.execute(
+        text(f"CREATE TABLE {store_q(ds, t)} (\n  {_column_ddl(schema)}\n) WITH (fillfactor = {FILLFACTOR})")
+    )
     s = m.version_stores
     conn.execute(s.delete().where(s.c.datastack == ds, s.c.table_name == t))
     conn.execute(insert(s).values(datastack=ds, table_name=t, head_rows=0, indexed=False))
 
 
 def store_indexes(schema: AnnotationSchema, table: str, target: str) -> list[str]:
-    """DDL of a store's indexes. Roots: ``(root, v_to, v_from)`` so a one-root query of any
-    version and the build's "head rows holding these roots" both test the range inside the
-    index. Points: GiST on ``point(x, y)`` (the range is tested on the heap row, which the
-    query reads anyway). ``(id, v_from)`` is unique: one row version per id per build, and the
-    ordered scan of streaming. ``v_from`` and the closed rows' ``v_to``: what a removal or the
-    clean-up of a dead build looks for."""
+    """DDL of a store's indexes. None holds ``v_to``: closing a row version only sets
+    ``v_to``, so it is a HOT update that touches no index (the reason builds cost the change,
+    not the change times the indexes). Roots: ``(root, v_from)``, so a one-root query of
+    version N skips in the index the row versions made after N. Points: GiST on
+    ``point(x, y)``. ``(id, v_from)`` is unique: one row version per id per build, and the
+    ordered scan of streaming. ``v_from``: what a removal or the clean-up of a dead build
+    looks for."""
     out = [
         point_index(validate_name(f"ix_{table}_{f.name}_bbox"[:63]), target, f.name)[1] for f in schema.points
     ]
     for pt in schema.bound_points:
         name = quote(validate_name(f"ix_{table}_{pt}_root_id"[:63]))
-        out.append(f"CREATE INDEX IF NOT EXISTS {name} ON {target} ({quote(pt + '_root_id')}, v_to, v_from)")
+        out.append(f"CREATE INDEX IF NOT EXISTS {name} ON {target} ({quote(pt + '_root_id')}, v_from)")
     out.append(
         f"CREATE UNIQUE INDEX IF NOT EXISTS {quote(validate_name(f'ix_{table}_id_vfrom'[:63]))} "
         f"ON {target} (id, v_from)"
     )
-    out.append(
-        f"CREATE INDEX IF NOT EXISTS {quote(validate_name(f'ix_{table}_vfrom'[:63]))} ON {target} (v_from)"
-    )
-    out.append(
-        f"CREATE INDEX IF NOT EXISTS {quote(validate_name(f'ix_{table}_vto_closed'[:63]))} "
-        f"ON {target} (v_to) WHERE v_to < {OPEN}"
-    )
+    name = quote(validate_name(f"ix_{table}_vfrom"[:63]))
+    out.append(f"CREATE INDEX IF NOT EXISTS {name} ON {target} (v_from)")
     return out
 
 
@@ -179,26 +186,59 @@ def mark_indexed(conn: Connection, datastack: str, table: str) -> None:
     conn.execute(update(s).where(s.c.datastack == datastack, s.c.table_name == table).values(indexed=True))
 
 
-def discard_unpublished(conn: Connection, state: StoreState) -> int:
-    """Undo what unpublished builds wrote: rows they inserted (``v_from`` past the head) go,
-    rows they closed (``v_to`` past the head, not open) are open again. Published versions
-    never saw either, so this changes none of them. Returns the rows touched."""
+def discard_unpublished(conn: Connection, state: StoreState, current: int) -> int:
+    """Undo what a build that died before publishing wrote: rows it inserted (``v_from``
+    past the head) go, rows it closed (``v_to`` = its number) are open again. Published
+    versions never saw either, so this changes none of them. Returns the rows touched.
+
+    Only the build recorded in ``building`` can have written (each build starts by undoing
+    the one before); reopening its closed rows scans the store (``v_to`` is in no index, to
+    keep closing cheap), which happens only after a failure."""
     assert state.head_version is not None
     store, head = store_q(state.datastack, state.table_name), int(state.head_version)
     n = conn.execute(text(f"DELETE FROM {store} WHERE v_from > :h"), {"h": head}).rowcount
-    n += conn.execute(
-        text(f"UPDATE {store} SET v_to = {OPEN} WHERE v_to > :h AND v_to < {OPEN}"), {"h": head}
-    ).rowcount
+    # a re-plan of the current build itself: none of its chunks ran yet, nothing is closed
+    if state.building is not None and state.building != current:
+        n += conn.execute(
+            text(f"UPDATE {store} SET v_to = {OPEN} WHERE v_to = :b"), {"b": int(state.building)}
+        ).rowcount
     return int(n)
 
 
+def start_build(conn: Connection, datastack: str, table: str, version: int) -> None:
+    """Record that ``version`` now writes into the store (its counters start at 0)."""
+    s = m.version_stores
+    conn.execute(
+        update(s)
+        .where(s.c.datastack == datastack, s.c.table_name == table)
+        .values(building=int(version), building_closed=0, building_written=0)
+    )
+
+
+def count_build(conn: Connection, datastack: str, table: str, closed: int, written: int) -> None:
+    """A chunk's share of the build's counts, in the chunk's transaction."""
+    if not closed and not written:
+        return
+    s = m.version_stores
+    conn.execute(
+        update(s)
+        .where(s.c.datastack == datastack, s.c.table_name == table)
+        .values(
+            building_closed=s.c.building_closed + int(closed),
+            building_written=s.c.building_written + int(written),
+        )
+    )
+
+
 # ------------------------------------------------------------------------- building rows
-def merged_select(table: catalog.AnnotationTable, where: str) -> str:
+def merged_select(table: catalog.AnnotationTable, where: str, seg_where: str = "") -> str:
     """Store columns of live ⋈ segmentation rows in the state at ``:t`` (the time rule)
-    that also meet ``where`` (about ``a``, the live row)."""
+    that also meet ``where`` (about ``a``, the live row); ``seg_where`` restates it for the
+    segmentation side (``s``), so that side is read by index too, not scanned whole."""
     cols = ["a.id", "a.created"] + [f"a.{quote(c.name)}" for c in table.schema.annotation_columns()]
     seg = [f"s.{quote(c.name)}" for c in table.schema.segmentation_columns()]
-    join = f" LEFT JOIN {table.names.segmentation_q} s ON s.id = a.id" if seg else ""
+    also = f" AND {seg_where}" if seg_where else ""
+    join = f" LEFT JOIN {table.names.segmentation_q} s ON s.id = a.id{also}" if seg else ""
     return (
         f"SELECT {', '.join(cols + seg)} FROM {table.names.live_q} a{join} "
         f"WHERE a.created <= :t AND (a.deleted IS NULL OR a.deleted > :t) AND ({where})"
@@ -211,9 +251,7 @@ def insert_full_range(
     """A full build's chunk: the rows of ids ``[lo, hi]`` at T as row versions from V on."""
     cols = ", ".join(quote(c) for c in data_columns(table.schema))
     # the id range is stated on both sides of the join so both primary-key scans start at lo
-    select_sql = merged_select(table, "a.id BETWEEN :lo AND :hi").replace(
-        "ON s.id = a.id", "ON s.id = a.id AND s.id BETWEEN :lo AND :hi"
-    )
+    select_sql = merged_select(table, "a.id BETWEEN :lo AND :hi", "s.id BETWEEN :lo AND :hi")
     return conn.execute(
         text(
             f"INSERT INTO {store_q(table.datastack, table.table_name)} ({cols}, v_from) "
@@ -242,7 +280,8 @@ def replace_ids(
     inserted = conn.execute(
         text(
             f"INSERT INTO {store} ({cols}, v_from) SELECT *, :v FROM "
-            f"({merged_select(table, 'a.id = ANY(:ids)')}) q ON CONFLICT (id, v_from) DO NOTHING"
+            f"({merged_select(table, 'a.id = ANY(:ids)', 's.id = ANY(:ids)')}) q "
+            "ON CONFLICT (id, v_from) DO NOTHING"
         ),
         {"t": when, "v": v, "ids": ids},
     ).rowcount
@@ -314,15 +353,6 @@ def diff_into_store(
     return int(closed), int(inserted)
 
 
-def count_change(conn: Connection, datastack: str, table: str, version: int) -> tuple[int, int]:
-    """(rows closed at V, rows inserted at V): the head count of V is the old one minus the
-    first plus the second, read from the two range indexes, not from a scan."""
-    store, v = store_q(datastack, table), int(version)
-    closed = conn.execute(text(f"SELECT count(*) FROM {store} WHERE v_to = :v"), {"v": v}).scalar_one()
-    new = conn.execute(text(f"SELECT count(*) FROM {store} WHERE v_from = :v"), {"v": v}).scalar_one()
-    return int(closed), int(new)
-
-
 # ------------------------------------------------------------------------------ publishing
 def create_view(conn: Connection, datastack: str, version: int, table: str, schema_type: str) -> None:
     schema_name = version_schema(datastack, version)
@@ -340,7 +370,7 @@ def publish_table(
     conn.execute(
         update(s)
         .where(s.c.datastack == table.datastack, s.c.table_name == table.table_name)
-        .values(head_version=int(version), head_time=when, head_rows=int(rows))
+        .values(head_version=int(version), head_time=when, head_rows=int(rows), building=None)
     )
 
 

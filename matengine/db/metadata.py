@@ -91,6 +91,11 @@ version_stores = Table(
     Column("head_time", TS),
     Column("head_rows", BigInteger, nullable=False, server_default="0"),
     Column("indexed", Boolean, nullable=False, server_default="false"),
+    # the unpublished build writing into the store (null: none), and what it has closed and
+    # written so far (its chunks add to these in their own transactions)
+    Column("building", Integer),
+    Column("building_closed", BigInteger, nullable=False, server_default="0"),
+    Column("building_written", BigInteger, nullable=False, server_default="0"),
 )
 
 version_tables = Table(

@@ -115,6 +115,7 @@ class MergeStep(Step):
             state = store.store_state(conn, self.datastack, self.table)
             if state is None or state.head_version is None:
                 store.create_store(conn, self.datastack, self.table, table.schema)
+                store.start_build(conn, self.datastack, self.table, number)
                 lo, hi = conn.execute(text(f"SELECT min(id), max(id) FROM {table.names.live_q}")).one()
                 if lo is None:
                     return []
@@ -126,7 +127,8 @@ class MergeStep(Step):
                 )
             assert state.head_time is not None  # set with head_version, at publish
             # a build that died before publishing left rows no published version sees
-            store.discard_unpublished(conn, state)
+            store.discard_unpublished(conn, state, number)
+            store.start_build(conn, self.datastack, self.table, number)
             ids = store.changed_ids(conn, table, state.head_time, when)
         roots = self._changed_roots(ctx, table, state.head_time, when)
         size = int(ctx.params.get("chunk_rows") or get_settings().chunk_rows)
@@ -153,9 +155,12 @@ class MergeStep(Step):
         number, when = _version_of(ctx), to_utc(ctx.params["timestamp"])
         if "full" in spec:
             lo, hi = spec["full"]
-            return store.insert_full_range(conn, table, number, when, lo, hi)
-        ids = spec.get("ids") or store.head_ids_holding_roots(conn, table, number, spec["roots"])
-        return store.replace_ids(conn, table, number, when, ids)[1]
+            closed, written = 0, store.insert_full_range(conn, table, number, when, lo, hi)
+        else:
+            ids = spec.get("ids") or store.head_ids_holding_roots(conn, table, number, spec["roots"])
+            closed, written = store.replace_ids(conn, table, number, when, ids)
+        store.count_build(conn, self.datastack, self.table, closed, written)
+        return written
 
 
 class IndexStep(Step):
@@ -223,7 +228,7 @@ class PublishStep(Step):
                 if state.head_version == number:  # a repeated finish: already published
                     count = state.head_rows
                 else:
-                    closed, new = store.count_change(conn, ds, name, number)
+                    closed, new = state.building_closed, state.building_written
                     count = state.head_rows - closed + new
                     store.publish_table(conn, table, number, when, count)
                     result[f"merge:{name}"] = {"rows": count, "closed": closed, "written": new}
