@@ -64,7 +64,8 @@ def _position(value: Any, row: int, field: str) -> tuple[float, float, float]:
         raise InvalidInput(f"position must be [x, y, z], got {value!r}", row=row, field=field) from None
     if len(coords) != 3:
         raise InvalidInput(f"position must be [x, y, z], got {value!r}", row=row, field=field)
-    return tuple(_check_number(c, row, field) for c in coords)  # type: ignore[return-value]
+    x, y, z = (_check_number(c, row, field) for c in coords)
+    return (x, y, z)
 
 
 def _scalar(f: Field, value: Any, row: int) -> Any:
@@ -254,7 +255,8 @@ def update_annotations(
 ) -> dict[int, int]:
     """Supersede rows: each row names the ``id`` it replaces; returns ``{old_id: new_id}``."""
     table = get_table(engine, datastack, table_name)
-    old_ids, cols = columns_from_rows(table.schema, rows, id_required=True)
+    given, cols = columns_from_rows(table.schema, rows, id_required=True)
+    old_ids = [int(i) for i in given if i is not None]  # id_required: every row has one
     if not old_ids:
         return {}
     names = table.names
@@ -275,7 +277,7 @@ def update_annotations(
                 raise InvalidInput(f"annotation {old} was already deleted or superseded", row=i, field="id")
         if len(set(old_ids)) != len(old_ids):
             raise InvalidInput("the same id is updated twice in one batch", field="id")
-        new_ids = _assign_ids(conn, table, [None] * len(old_ids))
+        new_ids = _assign_ids(conn, table, [None for _ in old_ids])
         _write_rows(conn, table, new_ids, cols, stamp)
         conn.execute(
             text(

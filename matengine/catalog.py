@@ -87,7 +87,7 @@ def _resolution(value: Any) -> tuple[float, float, float]:
         res = ()
     if len(res) != 3 or any(not (v > 0) for v in res):
         raise InvalidInput(f"voxel resolution must be three positive numbers, got {value!r}")
-    return res  # type: ignore[return-value]
+    return (res[0], res[1], res[2])
 
 
 def add_datastack(

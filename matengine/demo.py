@@ -9,6 +9,7 @@ query between the versions; every result is checked row by row against the oracl
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -105,7 +106,7 @@ def run_demo(
             "created": info.start.isoformat(),
             "chunk_rows": settings.chunk_rows,
         }
-        timed(f"upload {table}", lambda p=params, t=table: run("bulk_upload", p, t))
+        timed(f"upload {table}", functools.partial(run, "bulk_upload", params, table))
     timed(
         "ingest",
         lambda: run("ingest", sync_parameters(engine, "ingest", DATASTACK, timestamp=info.start.isoformat())),

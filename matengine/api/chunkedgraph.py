@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -128,6 +128,7 @@ class GrapheneProxy:
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
+        response: Response
         try:
             principal = await run_in_threadpool(principal_from_request, request)
             _require_view(principal, remote[0], match.group(1))

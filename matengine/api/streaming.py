@@ -11,7 +11,7 @@ back (or dropped) without blocking the event loop.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator
 
 import anyio
 from fastapi import Request
@@ -25,14 +25,14 @@ ARROW_MEDIA_TYPE = "data.arrow"
 _DONE = object()
 
 
-async def _in_threads(gen: Iterator[bytes]) -> AsyncIterator[bytes]:
+async def _in_threads(gen: Generator[bytes, None, None]) -> AsyncIterator[bytes]:
     try:
         while True:
             chunk = await run_in_threadpool(next, gen, _DONE)
             if chunk is _DONE:
                 break
-            if chunk:
-                yield chunk  # type: ignore[misc]
+            if isinstance(chunk, bytes) and chunk:
+                yield chunk
     finally:
         with anyio.CancelScope(shield=True):
             await run_in_threadpool(gen.close)

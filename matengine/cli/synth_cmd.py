@@ -18,7 +18,7 @@ def _triple(text: str, what: str) -> tuple[int, int, int]:
         parts = ()
     if len(parts) != 3 or min(parts) <= 0:
         raise typer.BadParameter(f"{what} must be three positive integers like 160,128,48")
-    return parts  # type: ignore[return-value]
+    return (parts[0], parts[1], parts[2])
 
 
 def synth(

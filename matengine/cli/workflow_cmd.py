@@ -24,7 +24,7 @@ def launch(
     kind: str,
     params: dict[str, Any],
     *,
-    datastack: str | None,
+    datastack: str,
     table: str | None,
     json_out: bool,
     detach: bool,

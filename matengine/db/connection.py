@@ -12,8 +12,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import PoolProxiedConnection
 
 from matengine.config import Settings, get_settings
 
@@ -79,14 +80,22 @@ def dispose_engines() -> None:
         _engines.clear()
 
 
+def driver_connection(conn: Connection | PoolProxiedConnection) -> psycopg.Connection:
+    """The psycopg connection under a SQLAlchemy connection (same transaction): the one way
+    matengine reaches the driver, for COPY and for SQL that :mod:`matengine.query.sqlbuild`
+    writes with psycopg placeholders."""
+    pooled = conn.connection if isinstance(conn, Connection) else conn
+    driver = pooled.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    return driver
+
+
 @contextmanager
 def raw_connection(engine: Engine) -> Iterator[psycopg.Connection]:
     """A pooled psycopg connection for COPY and other driver-level work; committed on success."""
     conn = engine.raw_connection()
     try:
-        driver = conn.driver_connection
-        assert isinstance(driver, psycopg.Connection)
-        yield driver
+        yield driver_connection(conn)
         conn.commit()
     except BaseException:
         conn.rollback()

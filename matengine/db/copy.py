@@ -6,10 +6,14 @@ and the big-endian value. For fixed-width columns that is one numpy structured a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
+from sqlalchemy import Connection
+
+from matengine.db.identifiers import quote
 
 HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
 TRAILER = (-1).to_bytes(2, "big", signed=True)
@@ -52,3 +56,28 @@ def binary_copy_buffer(columns: Sequence[tuple[np.ndarray, str]]) -> bytes:
             values = values.view(values.dtype.str.replace("u", "i"))
         rows[f"val{i}"] = values
     return HEADER + rows.tobytes() + TRAILER
+
+
+def copy_in(conn: Connection, table_q: str, columns: Sequence[tuple[str, np.ndarray, str]]) -> None:
+    """Binary COPY of numpy columns ``(name, values, sql type)`` into ``table_q`` (quoted), in
+    ``conn``'s transaction: the one way matengine bulk-writes fixed-width columns."""
+    from matengine.db.connection import driver_connection
+
+    names = ", ".join(quote(c) for c, _, _ in columns)
+    payload = binary_copy_buffer([(v, t) for _, v, t in columns])
+    with (
+        driver_connection(conn).cursor() as cur,
+        cur.copy(f"COPY {table_q} ({names}) FROM STDIN (FORMAT binary)") as copy,
+    ):
+        copy.write(payload)
+
+
+def copy_in_rows(conn: Connection, table_q: str, names: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Text COPY of Python rows into ``table_q`` (quoted): for tables with text columns, which
+    the binary buffer does not encode. Still one COPY per call."""
+    from matengine.db.connection import driver_connection
+
+    cols = ", ".join(quote(c) for c in names)
+    with driver_connection(conn).cursor() as cur, cur.copy(f"COPY {table_q} ({cols}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)

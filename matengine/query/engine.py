@@ -23,6 +23,7 @@ from sqlalchemy import Engine
 
 from matengine import catalog
 from matengine.config import Settings, get_settings
+from matengine.db.connection import driver_connection
 from matengine.errors import InvalidInput
 from matengine.query import graphs, meta
 from matengine.query.columns import OutColumn, TableColumns, arrow_schema, table_columns
@@ -140,7 +141,7 @@ def _stream(plan: QueryPlan, wanted: list[OutColumn], stop_after: int | None = N
     raw = plan.engine.raw_connection()
     finished = False
     try:
-        conn = raw.driver_connection
+        conn = driver_connection(raw)
         binder = Binder()
         if plan.live is not None:
             # one snapshot for roots_last_updated and the rows it describes
@@ -362,9 +363,9 @@ def live_query(
     )
     warnings: list[str] = []
     if target is not None:
-        target.corrector = RootCorrector.create(graph, ts, tbl.roots_last_updated)
+        target.corrector = RootCorrector.create(target.graph, ts, tbl.roots_last_updated)
         for f in plan.root_prefilters:  # refuse roots invalid at T before streaming
-            RootCorrector(graph, ts, None, None).candidates(
+            RootCorrector(target.graph, ts, None, None).candidates(
                 f.value if f.op == "in" else [f.value], allow_invalid=allow_invalid_root_ids
             )
         missing = _missing_lookups(plan, tbl, ts) if not plan.root_prefilters else 0
@@ -390,7 +391,7 @@ def _scalar(engine: Engine, sql: str, params: Mapping[str, Any]) -> Any:
     """One value from SQL with psycopg-style placeholders (the form :mod:`sqlbuild` writes)."""
     raw = engine.raw_connection()
     try:
-        row = raw.driver_connection.execute(sql, params or None).fetchone()
+        row = driver_connection(raw).execute(sql, params or None).fetchone()
         raw.rollback()
         return row[0] if row else None
     finally:

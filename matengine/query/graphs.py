@@ -26,7 +26,7 @@ def _stamp(url: str) -> tuple:
     if not url.startswith("local://"):
         return ()
     directory = Path(url[len("local://") :])
-    out = []
+    out: list[tuple[str, int | None, int | None]] = []
     for name in ("graph.json", "initial.npy", "edits.npz"):
         try:
             st = (directory / name).stat()

@@ -140,9 +140,9 @@ def join_query(
         names[0],
         TableColumns(tuple(all_cols), ()),
         spec,
-        tuple(resolution),
+        (resolution[0], resolution[1], resolution[2]),
         scales,
-        make_source=source,  # type: ignore[arg-type]
+        make_source=source,
         where=filters_sql(filters),
         limit=limit,
         names=mapping,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -48,7 +48,7 @@ def ipc_compression(accept_encoding: str | None) -> str | None:
     return None
 
 
-def arrow_stream(result: QueryResult, compression: str | None = None) -> Iterator[bytes]:
+def arrow_stream(result: QueryResult, compression: str | None = None) -> Generator[bytes, None, None]:
     sink = _Chunks()
     options = pa.ipc.IpcWriteOptions(compression=compression)
     with pa.ipc.new_stream(sink, result.schema, options=options) as writer:
@@ -65,7 +65,7 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot serialize {type(value).__name__}")
 
 
-def json_records(result: QueryResult) -> Iterator[bytes]:
+def json_records(result: QueryResult) -> Generator[bytes, None, None]:
     """``[{"col": value, …}, …]`` like ``DataFrame.to_json(orient="records")``."""
     first = True
     yield b"["

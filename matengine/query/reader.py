@@ -95,7 +95,7 @@ def _parse_rows(raw: bytes | bytearray, n: int, dtype: np.dtype, fetches: list[F
     rows = np.frombuffer(raw, dtype=dtype, count=n)
     batch = Batch({})
     for i, f in enumerate(fetches):
-        values = rows[f"v{i}"].astype(_NUMPY[f.kind])
+        values: np.ndarray = rows[f"v{i}"].astype(_NUMPY[f.kind])
         if f.kind is ColKind.TIME:
             values += _PG_EPOCH_US
         batch.values[f.key] = values
@@ -106,6 +106,51 @@ def _parse_rows(raw: bytes | bytearray, n: int, dtype: np.dtype, fetches: list[F
     return batch
 
 
+class CopyBinaryParser:
+    """Rows of a ``COPY … TO STDOUT (FORMAT binary)`` stream of fixed-width rows (as
+    :func:`_copy_select` asks for), fed in pieces cut anywhere: :meth:`feed` the bytes, take
+    the complete rows so far with :meth:`take`, and :meth:`end` checks what is left is the
+    trailer. Pure (no connection), so it is tested byte for byte on its own."""
+
+    def __init__(self, fetches: list[Fetch]) -> None:
+        self.fetches = fetches
+        self.dtype = _row_dtype(fetches)
+        self._buf = bytearray()
+        self._header_done = False
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        # appending to a bytearray lets each message buffer go at once; holding thousands of
+        # them in a list until a join was measured twice as slow
+        self._buf += data
+
+    def take(self) -> Batch | None:
+        """The complete rows received so far (None if there are none); a partial row stays."""
+        buf = self._buf
+        if not self._header_done:
+            if len(buf) < 19:
+                return None
+            if bytes(buf[:11]) != _SIGNATURE:
+                raise RuntimeError("unexpected COPY binary header")
+            extension = struct.unpack(">i", buf[15:19])[0]
+            if len(buf) < 19 + extension:
+                return None
+            del buf[: 19 + extension]
+            self._header_done = True
+        n = len(buf) // self.dtype.itemsize
+        if not n:
+            return None
+        batch = _parse_rows(buf, n, self.dtype, self.fetches)
+        self._buf = bytearray(buf[n * self.dtype.itemsize :])
+        return batch
+
+    def end(self) -> None:
+        """The stream ended: what is left must be the 2-byte trailer (or nothing)."""
+        if not self._header_done:
+            raise RuntimeError("unexpected COPY binary header")
+        if bytes(self._buf) not in (b"", b"\xff\xff"):
+            raise RuntimeError("truncated COPY binary stream")
+
+
 def copy_batches(
     conn: psycopg.Connection,
     select_sql: str,
@@ -114,38 +159,25 @@ def copy_batches(
     batch_rows: int = BATCH_ROWS,
 ) -> Iterator[Batch]:
     """Batches of ``SELECT <fetches> <select_sql>`` (``select_sql`` starts at FROM)."""
-    dtype = _row_dtype(fetches)
-    row_size = dtype.itemsize
     statement = f"COPY (SELECT {_copy_select(fetches)} {select_sql}) TO STDOUT (FORMAT binary)"
-    rest = b""
-    header_done = False
+    parser = CopyBinaryParser(fetches)
     with conn.cursor() as cur, cur.copy(statement, params or None) as copy:
         read = copy.read
         while True:
             # PostgreSQL sends one message per row: gather a batch's worth, then parse it
-            # whole, whatever the message boundaries (leftover bytes carry over). Appending
-            # to a bytearray lets each message buffer go at once; holding thousands of them
-            # in a list until a join was measured twice as slow.
-            buf = bytearray(rest)
+            # whole, whatever the message boundaries (leftover bytes carry over)
             ended = False
             for _ in range(batch_rows):
                 data = read()
                 if not data:
                     ended = True
                     break
-                buf += data
-            if not header_done:
-                if len(buf) < 19 or bytes(buf[:11]) != _SIGNATURE:
-                    raise RuntimeError("unexpected COPY binary header")
-                del buf[: 19 + struct.unpack(">i", buf[15:19])[0]]
-                header_done = True
-            n = len(buf) // row_size
-            if n:
-                yield _parse_rows(buf, n, dtype, fetches)
-            rest = bytes(buf[n * row_size :])
+                parser.feed(data)
+            batch = parser.take()
+            if batch is not None:
+                yield batch
             if ended:
-                if rest not in (b"", b"\xff\xff"):  # what is left is the 2-byte trailer
-                    raise RuntimeError("truncated COPY binary stream")
+                parser.end()
                 return
 
 

@@ -229,7 +229,7 @@ def parse_resolution(value: Any, key: str = "desired_resolution") -> tuple[float
         res = ()
     if len(res) != 3 or not all(math.isfinite(v) and v > 0 for v in res):
         raise InvalidInput(f"expected three positive numbers, got {value!r}", field=key)
-    return res  # type: ignore[return-value]
+    return (res[0], res[1], res[2])
 
 
 def parse_query(

@@ -43,7 +43,7 @@ def open_cloudvolume(cloudpath: str, secrets: str | dict | None = None):
 
 
 def points_to_voxels(
-    points: np.ndarray, points_resolution: Sequence[float], resolution: np.ndarray
+    points: np.ndarray, points_resolution: Sequence[float] | np.ndarray, resolution: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """(voxels int64 (N,3), nan mask) with voxel = floor(point * points_res / seg_res).
 
@@ -51,7 +51,7 @@ def points_to_voxels(
     integer (7 * (3/7) < 3) and floor one voxel too low.
     """
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
-    nan = ~np.isfinite(pts).all(axis=1)
+    nan = np.asarray(~np.isfinite(pts).all(axis=1))
     scaled = pts * np.asarray(points_resolution, np.float64) / np.asarray(resolution, np.float64)
     vox = np.zeros(pts.shape, np.int64)
     vox[~nan] = np.floor(scaled[~nan]).astype(np.int64)

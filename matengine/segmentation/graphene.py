@@ -71,6 +71,8 @@ class GrapheneClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.table = table
+        # layer count of the graph (from its info; 10 until read)
+        self.n_layers = 10
         self.api = f"{self.base_url}/segmentation/api/v1/table/{table}"
         self.batch_size = max(1, int(batch_size))
         headers = {"Authorization": f"Bearer {token}"} if token else {}

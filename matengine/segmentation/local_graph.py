@@ -119,7 +119,7 @@ class LocalGraph:
         found: set[int] = set()
         frontier, seen = [root], {root}
         while frontier:
-            nxt = []
+            nxt: list[int] = []
             arr = np.asarray(frontier, np.uint64)
             created, expired, known = self.root_intervals(arr)
             for node, c, x, k in zip(

@@ -39,7 +39,7 @@ CHUNK_ROWS = 1_000_000
 LabelFn = Callable[[np.ndarray], np.ndarray]  # annotation points -> supervoxel ids
 
 
-def _column(folder: Path, name: str, dtype, shape: tuple[int, ...]) -> np.ndarray:
+def _column(folder: Path, name: str, dtype, shape: tuple[int, ...]) -> np.memmap:
     return np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
 
 

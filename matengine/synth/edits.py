@@ -21,7 +21,9 @@ def initial_agglomeration(
     n = len(svids)
     roots = max(1, min(roots, n))
     # roots-1 distinct cut points in a shuffled order -> random group sizes, none empty.
-    cuts = np.sort(rng.choice(np.arange(1, n), roots - 1, replace=False)) if roots > 1 else []
+    cuts: np.ndarray | list[int] = (
+        np.sort(rng.choice(np.arange(1, n), roots - 1, replace=False)) if roots > 1 else []
+    )
     group = np.zeros(n, np.int64)
     if roots > 1:
         group[cuts] = 1

@@ -232,7 +232,8 @@ class Oracle:
                 deleted_us[pos[int(rid)]] = _us(when)
         keep_cols = [c for c in base if not c.endswith(("_supervoxel_id", "_root_id"))]
         cols = {c: list(base[c]) for c in keep_cols}
-        created_l, deleted_l = list(created_us), list(deleted_us)
+        created_l: list[int] = created_us.tolist()
+        deleted_l: list[int] = deleted_us.tolist()
         for row in extra_rows or []:
             for c in keep_cols:
                 cols[c].append(np.asarray(row[c]))

@@ -85,7 +85,7 @@ def make_grid(offset, size, supervoxels: int, rng: np.random.Generator) -> Block
     size = np.asarray(size, np.int64)
     blocks = int(np.ceil(supervoxels / (1 - ZERO_FRACTION)))
     n = _grid_shape(size, blocks)
-    cuts = tuple(
+    cx, cy, cz = (
         np.sort(rng.choice(np.arange(1, size[a]), n[a] - 1, replace=False))
         if n[a] > 1
         else np.zeros(0, np.int64)
@@ -95,7 +95,7 @@ def make_grid(offset, size, supervoxels: int, rng: np.random.Generator) -> Block
     labels = np.zeros(total, np.uint64)
     chosen = rng.permutation(total)[:supervoxels]  # the rest of the blocks stay label 0
     labels[chosen] = make_supervoxel_id(np.arange(1, supervoxels + 1, dtype=np.uint64))
-    return BlockGrid(np.asarray(offset, np.int64), size, cuts, labels.reshape(tuple(n)))
+    return BlockGrid(np.asarray(offset, np.int64), size, (cx, cy, cz), labels.reshape(tuple(n)))
 
 
 def write_volume(path: Path, grid: BlockGrid, resolution, chunk_size) -> str:

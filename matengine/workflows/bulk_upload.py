@@ -19,8 +19,8 @@ from sqlalchemy import Connection, Engine, text
 from matengine import catalog
 from matengine.catalog import AnnotationTable
 from matengine.db.annotation_tables import build_indexes, drop_indexes
-from matengine.db.copy import binary_copy_buffer, timestamptz_value
-from matengine.db.identifiers import quote, validate_name
+from matengine.db.copy import copy_in, copy_in_rows, timestamptz_value
+from matengine.db.identifiers import validate_name
 from matengine.db.locks import hold_write_barrier_shared
 from matengine.errors import InvalidInput, NotFound
 from matengine.schemas import get_schema
@@ -194,15 +194,13 @@ class UploadStep(Step):
                     # widen by value: the COPY reinterprets unsigned as signed of the same width
                     col = col.astype(np.int64)
                 (seg if t.table == "segmentation" else live).append((t.column, col, t.sql_type))
-        driver = conn.connection.driver_connection
-        with driver.cursor() as cur:
-            if texts:
-                _copy_rows(cur, table.names.live_q, live, texts, stamp)
-            else:
-                created = np.full(n, timestamptz_value(stamp), np.int64)
-                _copy_binary(cur, table.names.live_q, [*live, ("created", created, "timestamptz")])
-            if table.schema.bound_points:
-                _copy_binary(cur, table.names.segmentation_q, seg)
+        if texts:
+            _copy_rows(conn, table.names.live_q, live, texts, stamp)
+        else:
+            created = np.full(n, timestamptz_value(stamp), np.int64)
+            copy_in(conn, table.names.live_q, [*live, ("created", created, "timestamptz")])
+        if table.schema.bound_points:
+            copy_in(conn, table.names.segmentation_q, seg)
         return n
 
     def finish(self, ctx: StepContext, plan: list[Any]) -> dict[str, Any]:
@@ -251,15 +249,8 @@ def _result_of(conn: Connection, run_id: int) -> dict[str, Any]:
     ).scalar_one()
 
 
-def _copy_binary(cur: Any, table_q: str, cols: list[tuple[str, np.ndarray, str]]) -> None:
-    names = ", ".join(quote(c) for c, _, _ in cols)
-    payload = binary_copy_buffer([(v, t) for _, v, t in cols])
-    with cur.copy(f"COPY {table_q} ({names}) FROM STDIN (FORMAT binary)") as copy:
-        copy.write(payload)
-
-
 def _copy_rows(
-    cur: Any,
+    conn: Connection,
     table_q: str,
     cols: list[tuple[str, np.ndarray, str]],
     texts: list[tuple[str, np.ndarray]],
@@ -268,9 +259,7 @@ def _copy_rows(
     """Tables with text columns: psycopg's row-wise COPY (still one COPY per chunk)."""
     names = [c for c, _, _ in cols] + [c for c, _ in texts] + ["created"]
     values = [v.tolist() for _, v, _ in cols] + [v.tolist() for _, v in texts]
-    with cur.copy(f"COPY {table_q} ({', '.join(quote(c) for c in names)}) FROM STDIN") as copy:
-        for row in zip(*values, strict=True):
-            copy.write_row((*row, created))
+    copy_in_rows(conn, table_q, names, ((*row, created) for row in zip(*values, strict=True)))
 
 
 def _refuse_existing_ids(

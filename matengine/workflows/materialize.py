@@ -273,7 +273,8 @@ def _tables(run: Run) -> list[str]:
 def _sync_steps(run: Run) -> list[Step]:
     ds, ts = run.datastack, run.parameters["timestamp"]
     tables = _tables(run)
-    return [IngestStep(ds, t, ts) for t in tables] + [UpdateRootsStep(ds, t, ts) for t in tables]
+    ingest: list[Step] = [IngestStep(ds, t, ts) for t in tables]
+    return ingest + [UpdateRootsStep(ds, t, ts) for t in tables]
 
 
 @workflow("ingest")

@@ -59,7 +59,7 @@ class NpyFolder:
         return CloudFiles(url, progress=False)
 
     def _get(self, path: str, start: int | None = None, end: int | None = None) -> bytes | None:
-        req = {"path": path}
+        req: dict[str, str | int | None] = {"path": path}
         if start is not None:
             req.update(start=start, end=end)
         [res] = self.files.get([req], raw=True)

@@ -25,7 +25,7 @@ ACTIVE = ("PENDING", "RUNNING")
 class Run:
     id: int
     kind: str
-    datastack: str | None
+    datastack: str  # every run works on one datastack (its locks are scoped by it)
     table_name: str | None
     parameters: dict[str, Any]
     state: str
@@ -54,10 +54,8 @@ class Run:
         return d
 
 
-def lock_keys(datastack: str | None, table: str | None) -> list[str]:
+def lock_keys(datastack: str, table: str | None) -> list[str]:
     """A table run locks ``ds:table``; a datastack-wide run locks ``ds:*``."""
-    if datastack is None:
-        return []
     return [f"{datastack}:{table}" if table else f"{datastack}:*"]
 
 
@@ -76,13 +74,13 @@ def create_run(
     kind: str,
     parameters: dict[str, Any],
     *,
-    datastack: str | None = None,
+    datastack: str,
     table_name: str | None = None,
 ) -> int:
     """Record a new run and take its locks; refuse with :class:`Conflict` if they are held."""
     with engine.begin() as conn:
         # serialise lock checks per datastack so two starts cannot both see "free"
-        conn.execute(text("SELECT pg_advisory_xact_lock(7104, hashtext(:d))"), {"d": datastack or ""})
+        conn.execute(text("SELECT pg_advisory_xact_lock(7104, hashtext(:d))"), {"d": datastack})
         for key in lock_keys(datastack, table_name):
             holder = _conflicting(conn, key)
             if holder is not None:
@@ -113,7 +111,7 @@ def get_run(engine_or_conn: Engine | Connection, run_id: int) -> Run:
     steps = conn.execute(
         select(m.run_steps).where(m.run_steps.c.run_id == run_id).order_by(m.run_steps.c.step_index)
     ).all()
-    done = dict(
+    done: dict[int, int] = dict(
         conn.execute(
             select(m.run_chunks.c.step_index, func.count())
             .where(m.run_chunks.c.run_id == run_id)

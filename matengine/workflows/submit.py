@@ -26,7 +26,7 @@ def submit(
     kind: str,
     parameters: dict[str, Any],
     *,
-    datastack: str | None = None,
+    datastack: str,
     table: str | None = None,
     settings: Settings | None = None,
 ) -> int:

@@ -17,7 +17,8 @@ from sqlalchemy import Connection, text
 from matengine import catalog
 from matengine.catalog import AnnotationTable
 from matengine.db.annotation_tables import pending_condition
-from matengine.db.copy import binary_copy_buffer
+from matengine.db.connection import driver_connection
+from matengine.db.copy import copy_in
 from matengine.db.identifiers import quote
 from matengine.errors import InvalidInput
 from matengine.query.columns import ColKind
@@ -37,8 +38,7 @@ def _read(
     conn: Connection, select_from: str, params: dict[str, Any], fetches: list[Fetch]
 ) -> dict[str, np.ndarray]:
     """Columns of a query as numpy arrays, through binary COPY (no Python object per value)."""
-    driver = conn.connection.driver_connection
-    batches = list(copy_batches(driver, select_from, params, fetches, batch_rows=65_536))
+    batches = list(copy_batches(driver_connection(conn), select_from, params, fetches, batch_rows=65_536))
     out = {}
     for f in fetches:
         parts = [b.values[f.key] for b in batches]
@@ -60,17 +60,12 @@ def _write_columns(
         text(f"CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {table.names.segmentation_q}) ON COMMIT DROP")
     )
     conn.execute(text(f"TRUNCATE {staging}"))
-    names = ["id", *cols]
-    payload = binary_copy_buffer(
-        [(ids.astype(np.int64), "bigint")]
-        + [(np.asarray(v, np.uint64).view(np.int64), "bigint") for v in cols.values()]
+    copy_in(
+        conn,
+        staging,
+        [("id", ids.astype(np.int64), "bigint")]
+        + [(c, np.asarray(v, np.uint64).view(np.int64), "bigint") for c, v in cols.items()],
     )
-    driver = conn.connection.driver_connection
-    with (
-        driver.cursor() as cur,
-        cur.copy(f"COPY {staging} ({', '.join(quote(n) for n in names)}) FROM STDIN (FORMAT binary)") as copy,
-    ):
-        copy.write(payload)
     sets = ", ".join(f"{quote(c)} = u.{quote(c)}" for c in cols)
     conn.execute(
         text(f"UPDATE {table.names.segmentation_q} AS s SET {sets} FROM {staging} u WHERE s.id = u.id")

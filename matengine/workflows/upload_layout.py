@@ -199,7 +199,7 @@ def _check_text(t: Target, values: np.ndarray, start: int) -> None:
         for i, v in enumerate(values.tolist()):
             try:
                 v.decode("utf-8") if raw else v.encode("utf-8")
-            except UnicodeError as exc:
+            except (UnicodeDecodeError, UnicodeEncodeError) as exc:
                 row = start + i
                 raise InvalidInput(
                     f"{t.file}.npy row {row}: text for {t.column!r} is not valid UTF-8 ({exc.reason})",
