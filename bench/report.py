@@ -25,12 +25,14 @@ from typing import Any, TextIO
 
 from bench import dataset, human, parse_rows
 
-BENCHMARKS = ("upload", "sync", "materialize", "query", "versions")
+BENCHMARKS = ("upload", "sync", "materialize", "query", "export", "aggregates", "versions")
 MODULES = {
     "upload": "bench.bench_upload",
     "sync": "bench.bench_sync",
     "materialize": "bench.bench_materialize",
     "query": "bench.bench_query",
+    "export": "bench.bench_export",
+    "aggregates": "bench.bench_aggregates",
     "versions": "bench.bench_versions",
 }
 COLUMNS = ("operation", "ours", "baseline", "unit", "ratio", "target", "met?")
@@ -156,7 +158,7 @@ def run_all(
             try:
                 module = importlib.import_module(MODULES[name])
                 kwargs = dict((options or {}).get(name, {}))
-                if name == "query":
+                if name in ("query", "aggregates"):
                     result = module.run(n, **kwargs)
                 else:
                     result = module.run(n, workdir=tmp, info=info, **kwargs)

@@ -3,8 +3,10 @@
 
 Synthetic dataset (a segmentation volume, an edit log over the last two days, synapse and
 cell tables as .npy columns) → bulk upload → ingest → ``complete`` at a time in the middle of
-the edits (version 1) → live inserts, updates, deletes → ``complete`` now (version 2) → a live
-query between the versions; every result is checked row by row against the oracle.
+the edits (version 1) → live inserts, updates, deletes → proofreading (merges and a split
+appended to the graph's edit log, as ``do_merge`` / ``matengine graph merge`` do) → update
+roots → ``complete`` now (version 2) → live queries between the versions and after the
+edits; every result is checked row by row against the oracle (re-read after the edits).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 
 from matengine import annotations as ann
 from matengine import catalog
-from matengine.config import get_settings
+from matengine.config import configure, get_settings
 from matengine.db.connection import get_engine, resolve_database_url
 from matengine.db.identifiers import quote, version_schema
 from matengine.errors import MatengineError, NotFound
@@ -56,6 +58,11 @@ def run_demo(
     say = log or (lambda _msg: None)
     settings = get_settings()
     workdir = Path(workdir or settings.home / "demo")
+    if workdir.resolve() != (Path(settings.home) / "demo").resolve():
+        # uploads read only under the source roots; the demo's own folder is always one, a
+        # --workdir elsewhere is added for this process (separate workers need it configured)
+        configure(source_roots=",".join(r for r in (settings.source_roots, str(workdir)) if r))
+        settings = get_settings()
     n = SIZES.get(size) or int(size)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
@@ -120,6 +127,14 @@ def run_demo(
 
     extra, deleted = _live_edits(engine, oracle)
     say(f"live edits: {len(extra)} rows inserted or updated, {len(deleted)} deleted")
+    edits = timed("proofreading (3 merges, 1 split)", lambda: _proofread(info.graph_url))
+    for e in edits:
+        say(f"  {e.kind} {e.operation_id}: {list(e.old_root_ids)} -> {list(e.new_root_ids)}")
+    oracle = Oracle(info.directory)  # the ground truth now includes the appended edits
+    timed(
+        "update roots",
+        lambda: run("update_roots", sync_parameters(engine, "update_roots", DATASTACK)),
+    )
     t2 = utcnow()
     v2 = timed(
         "complete (version 2)",
@@ -145,6 +160,10 @@ def run_demo(
     )
     want = oracle.table_at("synapses", t_live, **_edits_for("synapses", extra, deleted))
     problems += [f"live query: {p}" for p in differences(got, want)]
+    t_now = utcnow()
+    got_now = columns_from_arrow(live_query(engine, DATASTACK, "synapses", t_now, {}).to_table(), "synapse")
+    want = oracle.table_at("synapses", t_now, **_edits_for("synapses", extra, deleted))
+    problems += [f"live query after the proofreading: {p}" for p in differences(got_now, want)]
     verified = not problems
     say(f"verified against oracle: {'yes' if verified else 'NO'}")
     for p in problems:
@@ -155,6 +174,10 @@ def run_demo(
         "datastack": DATASTACK,
         "synapses": n,
         "versions": [v1, v2],
+        "proofreading": [
+            {"operation_id": e.operation_id, "kind": e.kind, "new_root_ids": list(e.new_root_ids)}
+            for e in edits
+        ],
         "rows": rows,
         "live_query_rows": len(got["id"]),
         "timings_s": timings,
@@ -162,6 +185,24 @@ def run_demo(
         "verified": verified,
         "problems": problems,
     }
+
+
+def _proofread(graph_url: str) -> list:
+    """Three merges of the largest roots and a split of the result, appended now."""
+    from matengine.segmentation.local_edits import Merge, Split, apply_edit
+    from matengine.segmentation.local_graph import LocalGraph
+
+    directory = Path(graph_url[len("local://") :])
+    graph = LocalGraph(directory)
+    roots = graph.get_roots(graph.supervoxel_ids, utcnow())
+    values, counts = np.unique(roots, return_counts=True)
+    biggest = values[np.argsort(-counts, kind="stable")[:4]]
+    one_sv = [int(graph.supervoxel_ids[np.argmax(roots == r)]) for r in biggest]
+    done = [apply_edit(directory, Merge(one_sv[0], sv)) for sv in one_sv[1:]]
+    members = np.flatnonzero(np.isin(roots, biggest[:2]))  # first two merged roots' supervoxels
+    moved = graph.supervoxel_ids[members[roots[members] == biggest[1]]]
+    done.append(apply_edit(directory, Split(tuple(map(int, moved)), (one_sv[0],), done[-1].new_root_ids[0])))
+    return done
 
 
 def _live_edits(engine: Any, oracle: Oracle) -> tuple[list[dict], dict[int, Any]]:

@@ -62,6 +62,7 @@ def _register() -> None:
     app.command("update-roots")(workflow_cmd.update_roots)
     app.command("materialize")(workflow_cmd.materialize)
     app.command("complete")(workflow_cmd.complete)
+    app.command("export")(workflow_cmd.export)
     app.command("runs")(workflow_cmd.runs_list)
     app.add_typer(ops_cmd.versions_app, name="versions")
     app.command("remove-expired")(ops_cmd.remove_expired)
@@ -77,6 +78,15 @@ def _register() -> None:
     app.command("serve")(serve_cmd.serve)
     app.command("query")(query_cmd.query)
     app.add_typer(token_cmd.app, name="token")
+    from matengine.cli import graph_cmd
+
+    app.add_typer(graph_cmd.app, name="graph")
+    from matengine.cli import view_cmd
+
+    app.add_typer(view_cmd.app, name="view")
+    from matengine.cli import aggregate_cmd
+
+    app.add_typer(aggregate_cmd.app, name="aggregate")
     from matengine.cli.synth_cmd import synth
 
     app.command("synth")(synth)
@@ -89,5 +99,9 @@ def main() -> None:
     try:
         app()
     except MatengineError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        from rich.markup import escape
+
+        from matengine.cli.flags import as_cli_message
+
+        err_console.print(f"[red]error:[/red] {escape(as_cli_message(str(exc)))}", highlight=False)
         sys.exit(1)

@@ -45,6 +45,33 @@ def datastack_add(
     emit(ds.to_dict(), json_out, lambda: console.print(f"added datastack {ds.name}"))
 
 
+@datastack_app.command("set-info")
+def datastack_set_info(
+    name: str,
+    image_source: str = typer.Option(
+        None, "--image-source", help="Image layer for Neuroglancer (precomputed://…)."
+    ),
+    viewer_site: str = typer.Option(None, "--viewer-site", help="Neuroglancer deployment (https://…)."),
+    skeleton_source: str = typer.Option(None, "--skeleton-source", help="Skeleton service or layer URL."),
+    synapse_table: str = typer.Option(None, "--synapse-table", help="The datastack's synapse table."),
+    soma_table: str = typer.Option(None, "--soma-table", help="The datastack's soma (nucleus) table."),
+    description: str = typer.Option(None, "--description", help="Free text."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Set what the info service tells caveclient and Neuroglancer (\"\" clears a field)."""
+    ds = catalog.set_datastack_info(
+        get_engine(),
+        name,
+        description=description,
+        image_source=image_source,
+        viewer_site=viewer_site,
+        skeleton_source=skeleton_source,
+        synapse_table=synapse_table,
+        soma_table=soma_table,
+    )
+    emit(ds.to_dict(), json_out, lambda: console.print(f"{name}: {ds.info}"))
+
+
 @datastack_app.command("list")
 def datastack_list(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List datastacks."""
@@ -64,6 +91,11 @@ def table_create(
     voxel_resolution: str = typer.Option(None, help="X,Y,Z (default: the datastack's)."),
     description: str = typer.Option("", help="Free text."),
     reference_table: str = typer.Option(None, help="Target table of a reference schema."),
+    read_permission: str = typer.Option("PUBLIC", "--read-permission", help="PRIVATE, GROUP or PUBLIC."),
+    write_permission: str = typer.Option("PUBLIC", "--write-permission", help="PRIVATE, GROUP or PUBLIC."),
+    owner: str = typer.Option(
+        "matengine", "--owner", help="User who owns the table (PRIVATE/GROUP refer to them)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Create an annotation table (and its segmentation table) from a schema."""
@@ -75,6 +107,9 @@ def table_create(
         voxel_resolution=parse_resolution(voxel_resolution),
         description=description,
         reference_table=reference_table,
+        owner=owner,
+        read_permission=read_permission,
+        write_permission=write_permission,
     )
     emit(t.to_dict(), json_out, lambda: console.print(f"created table {datastack}.{table}"))
 

@@ -106,14 +106,22 @@ def remove_expired(
 def schedule(
     datastack: str,
     cron: str = typer.Argument(None, help="Crontab 'm h dom mon dow'; omit to clear."),
+    live: bool = typer.Option(
+        False, "--live", help="Schedule ingest + update-roots (no version) instead of `complete`."
+    ),
     json_out: bool = JSON,
 ) -> None:
-    """Set (or clear) a datastack's periodic `complete` schedule, run by `matengine beat`."""
+    """Set (or clear) a datastack's periodic `complete` schedule (or with --live its
+    ingest + update-roots schedule), run by `matengine beat`."""
     from matengine import catalog
     from matengine.workflows.schedule import parse_schedule
 
     if cron:
         parse_schedule(cron)
+    if live:
+        ds = catalog.set_live_schedule(get_engine(), datastack, cron)
+        emit(ds.to_dict(), json_out, lambda: console.print(f"{datastack}: live schedule {ds.live_schedule}"))
+        return
     ds = catalog.set_schedule(get_engine(), datastack, cron)
     emit(ds.to_dict(), json_out, lambda: console.print(f"{datastack}: schedule {ds.schedule}"))
 

@@ -66,8 +66,14 @@ def launch(
         console.print(
             f"run {run.id} {run.kind}: {run.state} — {run.rows_done:,} rows in {run.to_dict()['seconds']} s"
         )
+        from rich.markup import escape
+
+        from matengine.cli.flags import as_cli_message
+
         for e in run.errors:
-            err_console.print(f"[red]{e['message']}[/red]")
+            err_console.print(f"[red]{escape(as_cli_message(e['message']))}[/red]")
+        for warning in run.result.get("warnings") or []:
+            err_console.print(f"[yellow]warning:[/yellow] {escape(as_cli_message(warning))}")
     if run.state != "SUCCESS":
         raise typer.Exit(1)
 
@@ -232,3 +238,35 @@ def complete(
 ) -> None:
     """Ingest → update roots → materialize, as one run."""
     _sync("complete", datastack, None, timestamp, json_out, detach, days_to_expire)
+
+
+def export(
+    datastack: str,
+    version: int = typer.Option(..., "--version", help="The version to export."),
+    to: str = typer.Option(..., "--to", help="Destination folder: file:///…, gs://bucket/…, s3://bucket/…"),
+    fmt: str = typer.Option("parquet", "--format", help="parquet or delta."),
+    tables: list[str] = typer.Option(None, "--tables", help="Only these tables (repeat, or a,b)."),
+    chunk_rows: int = typer.Option(None, help="Rows per file (default: the chunk_rows setting)."),
+    neuroglancer: bool = typer.Option(
+        False, "--neuroglancer", help="Also write Neuroglancer precomputed annotations of each table."
+    ),
+    json_out: bool = JSON,
+    detach: bool = DETACH,
+) -> None:
+    """Export a version's tables as Parquet or Delta Lake datasets, with a manifest."""
+    from matengine.workflows.export import export_lock, export_parameters
+
+    names = [n for item in tables or [] for n in item.split(",") if n]
+    params = export_parameters(
+        get_engine(),
+        datastack,
+        version,
+        to=to,
+        fmt=fmt,
+        tables=names or None,
+        chunk_rows=chunk_rows,
+        neuroglancer=neuroglancer,
+    )
+    launch(
+        "export", params, datastack=datastack, table=export_lock(version), json_out=json_out, detach=detach
+    )

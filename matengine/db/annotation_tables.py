@@ -85,13 +85,27 @@ def pending_condition(schema: AnnotationSchema, alias: str = "") -> str:
     return "(" + " OR ".join(parts) + ")"
 
 
+def no_segmentation_condition(schema: AnnotationSchema, alias: str = "") -> str:
+    """SQL condition: some point of this row lies where the segmentation has no supervoxel."""
+    prefix = f"{alias}." if alias else ""
+    parts = [f"{prefix}{quote(pt + '_supervoxel_id')} = 0" for pt in schema.bound_points]
+    return "(" + " OR ".join(parts) + ")"
+
+
+def segmentation_index_bodies(names: TableNames, schema: AnnotationSchema) -> list[tuple[str, str]]:
+    """(name, what follows ``ON <table>``) of the segmentation table's secondary indexes."""
+    s = names.segmentation
+    out = [(f"ix_{s}_{pt}_root_id", f"({quote(pt + '_root_id')})") for pt in schema.bound_points]
+    # partial indexes holding just the rows that wait for ingest, and the rows outside the
+    # segmentation: finding or counting them costs nothing on a fully ingested table
+    out.append((f"ix_{s}_pending", f"(id) WHERE {pending_condition(schema)}"))
+    out.append((f"ix_{s}_no_seg", f"(id) WHERE {no_segmentation_condition(schema)}"))
+    return [(validate_name(name, "index name"), body) for name, body in out]
+
+
 def segmentation_indexes(names: TableNames, schema: AnnotationSchema) -> list[tuple[str, str]]:
-    s, q = names.segmentation, names.segmentation_q
-    out = [_index(f"ix_{s}_{pt}_root_id", q, f"({quote(pt + '_root_id')})") for pt in schema.bound_points]
-    # a partial index holding just the rows that wait for ingest: finding them costs nothing
-    # on a fully ingested table
-    out.append(_index(f"ix_{s}_pending", q, f"(id) WHERE {pending_condition(schema)}"))
-    return out
+    q = names.segmentation_q
+    return [_index(name, q, body) for name, body in segmentation_index_bodies(names, schema)]
 
 
 def all_indexes(names: TableNames, schema: AnnotationSchema) -> list[tuple[str, str]]:

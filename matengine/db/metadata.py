@@ -40,6 +40,10 @@ datastacks = Table(
     Column("schedule", Text),
     Column("days_to_expire", Integer),
     Column("created", TS, nullable=False, server_default=func.now()),
+    # what Neuroglancer and caveclient's info client read (image_source, viewer_site, …)
+    Column("info", JSONB, nullable=False, server_default="{}"),
+    # crontab of the periodic ingest + update-roots that keeps the live tables current
+    Column("live_schedule", Text),
 )
 
 annotation_tables = Table(
@@ -61,6 +65,10 @@ annotation_tables = Table(
     # set while an update-roots run moves the roots to this time; cleared when it finishes (a
     # run that died half-way leaves rows at either time, and the next run must cover both)
     Column("roots_updating_to", TS),
+    # the field's table permissions: PRIVATE (owner), GROUP (owner's groups), PUBLIC
+    Column("read_permission", Text, nullable=False, server_default="PUBLIC"),
+    Column("write_permission", Text, nullable=False, server_default="PUBLIC"),
+    Column("flat_segmentation_source", Text),
 )
 
 versions = Table(
@@ -172,16 +180,34 @@ run_chunks = Table(
     Column("finished", TS, nullable=False, server_default=func.now()),
 )
 
+users = Table(
+    "users",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("created", TS, nullable=False, server_default=func.now()),
+)
+
+user_groups = Table(
+    "user_groups",
+    metadata,
+    Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("group_name", Text, primary_key=True),
+)
+
 tokens = Table(
     "tokens",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
+    # the user the token speaks for (null: an operator token without a user)
+    Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE")),
     Column("token_sha256", Text, nullable=False, unique=True),
     Column("datastack", Text, nullable=False),  # "*" = every datastack
     Column("permission", Text, nullable=False),  # view / edit / admin
     Column("description", Text, nullable=False, server_default=""),
     Column("created", TS, nullable=False, server_default=func.now()),
     Column("revoked", TS),
+    Column("expires", TS),  # refused from then on; null = never
 )
 
 version_removals = Table(
@@ -192,4 +218,19 @@ version_removals = Table(
     Column("version", Integer, nullable=False),
     Column("removed_at", TS, nullable=False, server_default=func.now()),
     Column("reason", Text, nullable=False),
+)
+
+# Views: admin-defined queries over a datastack's tables. A definition is never changed in
+# place: redefining drops the old row and adds a new one, so version N answers with the
+# definition in force when it was made (``created <= version.created < dropped``).
+views = Table(
+    "views",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("datastack", Text, ForeignKey("datastacks.name", ondelete="CASCADE"), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("definition", JSONB, nullable=False),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("created", TS, nullable=False, server_default=func.now()),
+    Column("dropped", TS),
 )

@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 from matengine.segmentation import RootGraph, Segmentation, open_segmentation
+from matengine.segmentation.local_format import file_stamp
 
 _lock = threading.Lock()
 _graphs: dict[str, tuple[tuple, RootGraph]] = {}
@@ -22,18 +23,10 @@ _segmentations: dict[str, tuple[tuple, Segmentation]] = {}
 
 
 def _stamp(url: str) -> tuple:
-    """What identifies the current content behind ``url`` (file mtimes for local graphs)."""
+    """What identifies the current content behind ``url`` (file stamps for local graphs)."""
     if not url.startswith("local://"):
         return ()
-    directory = Path(url[len("local://") :])
-    out: list[tuple[str, int | None, int | None]] = []
-    for name in ("graph.json", "initial.npy", "edits.npz"):
-        try:
-            st = (directory / name).stat()
-            out.append((name, st.st_mtime_ns, st.st_size))
-        except OSError:
-            out.append((name, None, None))
-    return tuple(out)
+    return file_stamp(Path(url[len("local://") :]))
 
 
 def segmentation(url: str, token: str | None = None) -> Segmentation:

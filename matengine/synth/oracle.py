@@ -132,6 +132,19 @@ class Oracle:
             self._lineage = (parents, children, created)
         return self._lineage
 
+    def past_operations(self, root: int) -> dict[int, list[int]]:
+        """Operation id -> sorted roots it retired, for every edit that retired an ancestor
+        of ``root`` (its change log, as PyChunkedGraph defines it)."""
+        ancestors = self.ancestors(root)
+        parents = self._lineage_tables()[0]
+        e = self.edits
+        out = {}
+        for i in range(len(e["timestamp_us"])):
+            olds = parents[int(e["new_root_a"][i])]
+            if ancestors & set(olds):
+                out[int(e["operation_id"][i])] = olds
+        return out
+
     def root_created_us(self, root: int) -> int:
         return self._lineage_tables()[2][int(root)]
 

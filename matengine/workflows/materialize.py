@@ -29,6 +29,7 @@ from matengine.timeutil import to_utc
 from matengine.workflows.engine import Step, StepContext, workflow
 from matengine.workflows.runs import Run, merge_result
 from matengine.workflows.sync_steps import ROOT_SLICE, IngestStep, UpdateRootsStep
+from matengine.workflows.version_warnings import UploadWarningsStep
 
 
 def _version_of(ctx: StepContext) -> int:
@@ -298,5 +299,6 @@ def _materialize(run: Run) -> list[Step]:
         + _sync_steps(run)
         + [MergeStep(run.datastack, t) for t in tables]
         + [IndexStep(run.datastack, t) for t in tables]
+        + [UploadWarningsStep(str(run.datastack), tables, run.parameters["timestamp"])]
         + [PublishStep(tables)]
     )

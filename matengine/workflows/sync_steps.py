@@ -8,25 +8,30 @@ roots expired between L and T.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
 
 from matengine import catalog
 from matengine.catalog import AnnotationTable
-from matengine.db.annotation_tables import pending_condition
+from matengine.db.annotation_tables import no_segmentation_condition, pending_condition
 from matengine.db.connection import driver_connection
 from matengine.db.copy import copy_in
 from matengine.db.identifiers import quote
 from matengine.errors import InvalidInput
 from matengine.query.columns import ColKind
 from matengine.query.reader import Fetch, copy_batches
+from matengine.segmentation import Segmentation
 from matengine.timeutil import to_utc
 from matengine.workflows.engine import Step, StepContext
+from matengine.workflows.roots_rewrite import RootsPlan, choose_roots_plan, count_for_plan, rewrite_roots
 
 ROOT_SLICE = 20_000  # expired roots per update-roots chunk
+SMALL_WRITE_ROWS = 2_000  # up to this many rows are written by one UPDATE from arrays
 
 
 def _table(ctx: StepContext | Connection, datastack: str, name: str) -> AnnotationTable:
@@ -52,9 +57,14 @@ def _read(
 def _write_columns(
     conn: Connection, table: AnnotationTable, ids: np.ndarray, cols: dict[str, np.ndarray]
 ) -> None:
-    """Binary COPY into a temporary table, then one set-wise UPDATE … FROM."""
+    """Binary COPY into a temporary table, then one set-wise UPDATE … FROM (few rows: one
+    UPDATE from bound arrays, no temporary table)."""
     if len(ids) == 0:
         return
+    if len(ids) <= SMALL_WRITE_ROWS:
+        _write_few(conn, table, ids, cols)
+        return
+    ids, cols = _sorted_by_id(ids, cols)
     staging = quote("matengine_seg_update")
     conn.execute(
         text(f"CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {table.names.segmentation_q}) ON COMMIT DROP")
@@ -67,8 +77,109 @@ def _write_columns(
         + [(c, np.asarray(v, np.uint64).view(np.int64), "bigint") for c, v in cols.items()],
     )
     sets = ", ".join(f"{quote(c)} = u.{quote(c)}" for c in cols)
+    with _primary_key_probes(conn):
+        conn.execute(
+            text(f"UPDATE {table.names.segmentation_q} AS s SET {sets} FROM {staging} u WHERE s.id = u.id")
+        )
+
+
+def _sorted_by_id(ids: np.ndarray, cols: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Rows in id order: the UPDATE then walks the primary key (and the heap, loaded in id
+    order) forwards instead of jumping around."""
+    order = np.argsort(ids, kind="stable")
+    return ids[order], {k: np.asarray(v)[order] for k, v in cols.items()}
+
+
+@contextmanager
+def _primary_key_probes(conn: Connection) -> Iterator[None]:
+    """Join the staged rows to the table by primary-key probes only. Left to itself the
+    planner hashes or scans the *whole* segmentation table for every chunk's UPDATE, a cost
+    that grows with the table (N/chunk chunks x N rows); probes cost the same per row at any
+    size."""
+    conn.execute(text("SET LOCAL enable_hashjoin = off"))
+    conn.execute(text("SET LOCAL enable_mergejoin = off"))
+    yield
+    # (after an error the transaction rolls back, and these settings with it)
+    conn.execute(text("SET LOCAL enable_hashjoin TO DEFAULT"))
+    conn.execute(text("SET LOCAL enable_mergejoin TO DEFAULT"))
+
+
+def lock_roots_time(conn: Connection, table: AnnotationTable) -> None:
+    """Lock the table's catalog row until the transaction ends, before moving its root time.
+
+    :func:`ingest_rows_by_id` reads the root time under ``FOR KEY SHARE`` and writes roots at
+    it in the same transaction; this ``FOR UPDATE`` waits for such writers (and makes new
+    ones wait), so no row is written at a time the table has just left. Annotation writes only
+    ``UPDATE`` non-key columns of the row and never wait on the share lock."""
     conn.execute(
-        text(f"UPDATE {table.names.segmentation_q} AS s SET {sets} FROM {staging} u WHERE s.id = u.id")
+        text("SELECT 1 FROM matengine.annotation_tables WHERE datastack = :d AND table_name = :t FOR UPDATE"),
+        {"d": table.datastack, "t": table.table_name},
+    )
+
+
+def ingest_rows_by_id(
+    engine: Engine,
+    datastack: str,
+    table_name: str,
+    ids: Sequence[int],
+    *,
+    segmentation: Segmentation | None = None,
+) -> int:
+    """Ingest just these rows, now, in one transaction: no run, no plan (annotation posts that
+    want their ids at once). Rows already ingested are skipped; returns the rows ingested.
+
+    Roots are looked up at the table's root time L, or at the time an update-roots run is
+    moving it to (those rows are then already right at that time and the run leaves them
+    alone); see :func:`lock_roots_time` for why that read cannot race the run."""
+    table = catalog.get_table(engine, datastack, table_name)
+    if not table.schema.bound_points or not ids:
+        return 0
+    if segmentation is None:
+        from matengine.config import get_settings
+        from matengine.workflows.segmentation_cache import cached_segmentation
+
+        source = catalog.get_datastack(engine, datastack).segmentation_source
+        segmentation = cached_segmentation(source, get_settings().segmentation_token)
+    where = {"d": datastack, "t": table_name}
+    with engine.begin() as conn:
+        last, moving_to = conn.execute(
+            text(
+                "SELECT roots_last_updated, roots_updating_to FROM matengine.annotation_tables "
+                "WHERE datastack = :d AND table_name = :t FOR KEY SHARE"
+            ),
+            where,
+        ).one()
+        when = moving_to or last
+        if when is None:  # a table with no roots yet: now becomes its root time
+            when = conn.execute(
+                text(
+                    "UPDATE matengine.annotation_tables SET roots_last_updated = "
+                    "coalesce(roots_last_updated, clock_timestamp()) "
+                    "WHERE datastack = :d AND table_name = :t RETURNING roots_last_updated"
+                ),
+                where,
+            ).scalar_one()
+        return ingest_pending_rows(
+            conn, table, segmentation, "s.id = ANY(%(ids)s)", {"ids": [int(i) for i in ids]}, when
+        )
+
+
+def _write_few(
+    conn: Connection, table: AnnotationTable, ids: np.ndarray, cols: dict[str, np.ndarray]
+) -> None:
+    names = list(cols)
+    arrays = ", ".join(f"CAST(:c{j} AS bigint[])" for j in range(len(names)))
+    sets = ", ".join(f"{quote(c)} = u.c{j}" for j, c in enumerate(names))
+    params: dict[str, Any] = {"ids": np.asarray(ids, np.int64).tolist()}
+    for j, c in enumerate(names):
+        params[f"c{j}"] = np.asarray(cols[c], np.uint64).view(np.int64).tolist()
+    aliases = ", ".join(f"c{j}" for j in range(len(names)))
+    conn.execute(
+        text(
+            f"UPDATE {table.names.segmentation_q} AS s SET {sets} "
+            f"FROM unnest(CAST(:ids AS bigint[]), {arrays}) AS u(id, {aliases}) WHERE s.id = u.id"
+        ),
+        params,
     )
 
 
@@ -138,70 +249,28 @@ class IngestStep(Step):
 
     def run_chunk(self, ctx: StepContext, conn: Connection, spec: Any) -> int:
         table = _table(conn, self.datastack, self.table)
-        schema, points = table.schema, table.schema.bound_points
-        in_box, params = self._box_condition(points[0], spec)
-        fetches = [Fetch("id", "s.id", ColKind.INT, nullable=False)]
-        for pt in points:
-            fetches += [
-                Fetch(f"{pt}_{a}", f"a.{quote(f'{pt}_position_{a}')}", ColKind.FLOAT, nullable=False)
-                for a in "xyz"
-            ]
-            fetches += [
-                Fetch(f"{pt}_sv", f"s.{quote(pt + '_supervoxel_id')}", ColKind.INT),
-                Fetch(f"{pt}_root", f"s.{quote(pt + '_root_id')}", ColKind.INT),
-            ]
-        data = _read(
-            conn,
-            f"FROM {table.names.segmentation_q} s "
-            f"JOIN {table.names.live_q} a ON a.id = s.id "
-            f"WHERE {in_box} AND {pending_condition(schema, 's')}",
-            params,
-            fetches,
-        )
-        ids = data["id"]
-        if len(ids) == 0:
-            return 0
-        seg = ctx.segmentation
-        sv = {pt: data[f"{pt}_sv"].view(np.uint64).copy() for pt in points}
-        root = {pt: data[f"{pt}_root"].view(np.uint64).copy() for pt in points}
-        # one supervoxel lookup for every unknown point of every bound point column, so each
-        # volume chunk is read once per ingest chunk
-        unknown = {pt: data[f"{pt}_sv?"] for pt in points}
-        xyz = np.concatenate(
-            [np.stack([data[f"{pt}_{a}"] for a in "xyz"], axis=1)[unknown[pt]] for pt in points]
-        )
-        if len(xyz):
-            found = seg.supervoxels.lookup(xyz, table.voxel_resolution).supervoxel_ids
-            start = 0
-            for pt in points:
-                n = int(unknown[pt].sum())
-                sv[pt][unknown[pt]] = found[start : start + n]
-                start += n
-        need = {pt: data[f"{pt}_root?"] & (sv[pt] != 0) for pt in points}
-        wanted = np.concatenate([sv[pt][need[pt]] for pt in points])
-        if len(wanted):
-            looked = np.asarray(seg.roots.get_roots(wanted, table.roots_last_updated), np.uint64)
-            start = 0
-            for pt in points:
-                n = int(need[pt].sum())
-                root[pt][need[pt]] = looked[start : start + n]
-                start += n
-        out: dict[str, np.ndarray] = {}
-        for pt in points:
-            root[pt][sv[pt] == 0] = 0  # no segmentation: 0 ids, never retried
-            out[f"{pt}_supervoxel_id"] = sv[pt]
-            out[f"{pt}_root_id"] = root[pt]
-        _write_columns(conn, table, ids, out)
-        return len(ids)
+        if spec["x"] == [None, None] and spec["y"] == [None, None]:
+            # the one-box plan: every pending row, found by the partial index alone
+            where: str = "true"
+            params: dict[str, Any] = {}
+        else:
+            where, params = self._box_condition(table.schema.bound_points[0], spec)
+        when = table.roots_last_updated
+        if when is None:  # plan() gave the table its root time before any chunk runs
+            raise InvalidInput(f"table {self.table!r} has no root time to ingest at")
+        return ingest_pending_rows(conn, table, ctx.segmentation, where, params, when)
 
     def finish(self, ctx: StepContext, plan: list[Any]) -> dict[str, Any]:
         table = _table(ctx, self.datastack, self.table)
         if not table.schema.bound_points:
             return {}
-        no_seg = " OR ".join(f"{quote(pt + '_supervoxel_id')} = 0" for pt in table.schema.bound_points)
         with ctx.engine.connect() as conn:
+            # a partial index holds exactly these rows: no scan of the table
             missing = conn.execute(
-                text(f"SELECT count(*) FROM {table.names.segmentation_q} WHERE {no_seg}")
+                text(
+                    f"SELECT count(*) FROM {table.names.segmentation_q} "
+                    f"WHERE {no_segmentation_condition(table.schema)}"
+                )
             ).scalar_one()
         return {f"ingest:{self.table}": {"rows_without_segmentation": int(missing)}}
 
@@ -239,12 +308,31 @@ class UpdateRootsStep(Step):
             expired = np.concatenate([np.asarray(expired, np.uint64), np.asarray(stale, np.uint64)])
         expired = np.unique(np.asarray(expired, np.uint64)).astype(np.int64)
         with ctx.engine.begin() as conn:
+            lock_roots_time(conn, table)
             catalog.set_roots_updating_to(conn, table, self.target)
+        if not len(expired):
+            return []
+        if self._plan_kind(ctx, table, expired) == "rewrite":
+            return [{"rewrite": expired.tolist()}]
         size = int(ctx.params.get("roots_per_chunk") or ROOT_SLICE)
         return [expired[i : i + size].tolist() for i in range(0, len(expired), size)]
 
+    def _plan_kind(self, ctx: StepContext, table: AnnotationTable, expired: np.ndarray) -> RootsPlan:
+        """The run's ``roots_plan`` parameter if it names one, else the cheaper by counts."""
+        forced = ctx.params.get("roots_plan") or "auto"
+        if forced == "in_place" or forced == "rewrite":
+            return "in_place" if forced == "in_place" else "rewrite"
+        if forced != "auto":
+            raise InvalidInput(f"roots_plan must be auto, in_place or rewrite, not {forced!r}")
+        with ctx.engine.connect() as conn:
+            counts = count_for_plan(conn, table, expired)
+        return choose_roots_plan(counts)
+
     def run_chunk(self, ctx: StepContext, conn: Connection, spec: Any) -> int:
         table = _table(conn, self.datastack, self.table)
+        if isinstance(spec, dict):
+            expired = np.asarray(spec["rewrite"], np.int64)
+            return rewrite_roots(conn, table, ctx.segmentation, expired, self.target)
         points = table.schema.bound_points
         fetches = [Fetch("id", "id", ColKind.INT, nullable=False)]
         for pt in points:
@@ -276,10 +364,76 @@ class UpdateRootsStep(Step):
             table.roots_last_updated < self.target or table.roots_updating_to is not None
         ):
             with ctx.engine.begin() as conn:
+                lock_roots_time(conn, table)
                 catalog.set_roots_last_updated(conn, table, self.target)
+        rewrite = bool(plan) and isinstance(plan[0], dict)
         return {
             f"update_roots:{self.table}": {
-                "expired_roots": sum(len(p) for p in plan),
+                "expired_roots": len(plan[0]["rewrite"]) if rewrite else sum(len(p) for p in plan),
                 "roots_at": self.target.isoformat(),
+                "plan": "rewrite" if rewrite else "in_place",
             }
         }
+
+
+def ingest_pending_rows(
+    conn: Connection,
+    table: AnnotationTable,
+    seg: Segmentation,
+    where: str,
+    params: dict[str, Any],
+    when: datetime,
+) -> int:
+    """Give the pending rows of ``table`` matching ``where`` (on ``a``, the live table, and
+    ``s``, the segmentation table) their supervoxels and roots at ``when``; returns their count."""
+    schema, points = table.schema, table.schema.bound_points
+    fetches = [Fetch("id", "s.id", ColKind.INT, nullable=False)]
+    for pt in points:
+        fetches += [
+            Fetch(f"{pt}_{a}", f"a.{quote(f'{pt}_position_{a}')}", ColKind.FLOAT, nullable=False)
+            for a in "xyz"
+        ]
+        fetches += [
+            Fetch(f"{pt}_sv", f"s.{quote(pt + '_supervoxel_id')}", ColKind.INT),
+            Fetch(f"{pt}_root", f"s.{quote(pt + '_root_id')}", ColKind.INT),
+        ]
+    data = _read(
+        conn,
+        f"FROM {table.names.segmentation_q} s "
+        f"JOIN {table.names.live_q} a ON a.id = s.id "
+        f"WHERE {where} AND {pending_condition(schema, 's')}",
+        params,
+        fetches,
+    )
+    ids = data["id"]
+    if len(ids) == 0:
+        return 0
+    sv = {pt: data[f"{pt}_sv"].view(np.uint64).copy() for pt in points}
+    root = {pt: data[f"{pt}_root"].view(np.uint64).copy() for pt in points}
+    # one supervoxel lookup for every unknown point of every bound point column, so each
+    # volume chunk is read once per ingest chunk
+    unknown = {pt: data[f"{pt}_sv?"] for pt in points}
+    xyz = np.concatenate([np.stack([data[f"{pt}_{a}"] for a in "xyz"], axis=1)[unknown[pt]] for pt in points])
+    if len(xyz):
+        found = seg.supervoxels.lookup(xyz, table.voxel_resolution).supervoxel_ids
+        start = 0
+        for pt in points:
+            n = int(unknown[pt].sum())
+            sv[pt][unknown[pt]] = found[start : start + n]
+            start += n
+    need = {pt: data[f"{pt}_root?"] & (sv[pt] != 0) for pt in points}
+    wanted = np.concatenate([sv[pt][need[pt]] for pt in points])
+    if len(wanted):
+        looked = np.asarray(seg.roots.get_roots(wanted, when), np.uint64)
+        start = 0
+        for pt in points:
+            n = int(need[pt].sum())
+            root[pt][need[pt]] = looked[start : start + n]
+            start += n
+    out: dict[str, np.ndarray] = {}
+    for pt in points:
+        root[pt][sv[pt] == 0] = 0  # no segmentation: 0 ids, never retried
+        out[f"{pt}_supervoxel_id"] = sv[pt]
+        out[f"{pt}_root_id"] = root[pt]
+    _write_columns(conn, table, ids, out)
+    return len(ids)

@@ -67,6 +67,15 @@ def _build_full_copy(conn, ds: str, number: int, when, status: str = "AVAILABLE"
         )
 
 
+def _previous() -> str:
+    """The revision before the version store: the full-copy layout's last."""
+    from alembic.script import ScriptDirectory
+
+    down = ScriptDirectory.from_config(alembic_config()).get_revision("0003").down_revision
+    assert isinstance(down, str)
+    return down
+
+
 @pytest.fixture
 def old_database():
     from tests.conftest import ADMIN_URL
@@ -79,7 +88,7 @@ def old_database():
     with engine.connect() as conn:
         cfg = alembic_config()
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0002")
+        command.upgrade(cfg, _previous())
         conn.commit()
     yield engine
     engine.dispose()
@@ -149,7 +158,7 @@ def test_full_copies_of_the_previous_code_become_store_versions_equal_to_the_ora
     with engine.connect() as conn:
         cfg = alembic_config()
         cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0002")
+        command.downgrade(cfg, _previous())
         conn.commit()
     assert _kinds(engine, ds, (1, 3, 4)) == {"r"}
     for n in (1, 3, 4):

@@ -157,6 +157,18 @@
     });
   }
 
+  // each table of a queryable version opens in Neuroglancer (links made by the server)
+  function tableLinks(v) {
+    const links = v.neuroglancer || {};
+    return Object.entries(v.tables).map(([t, n], i) => [
+      i ? ", " : "",
+      links[t]
+        ? h("a", { href: links[t], target: "_blank", rel: "noopener", "data-neuroglancer": t, text: t })
+        : t,
+      ": " + fmtInt(n),
+    ]);
+  }
+
   function renderVersions(versions) {
     if (!versions.length) return empty("No versions yet.");
     const rows = versions.map((v) => {
@@ -175,7 +187,7 @@
         h("td", {}, badge(v.status)),
         h("td", { text: expiry }),
         h("td", { class: "num", title: tables, text: fmtInt(v.rows) }),
-        h("td", { text: tables }),
+        h("td", {}, tableLinks(v)),
         h("td", { class: "num", text: fmtSeconds(v.build_seconds) }));
     });
     return table(["datastack", "version", "timestamp", "status", "expires", "rows", "tables",

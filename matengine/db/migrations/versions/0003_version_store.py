@@ -1,7 +1,7 @@
 """version store: full-copy versions become views over one shared store table per table
 
 Revision ID: 0003
-Revises: 0002
+Revises: 0006
 Create Date: 2026-12-01 21:00:00
 
 Every AVAILABLE version's full-copy tables (``<ds>__mat<N>.<table>``) are folded, oldest
@@ -15,7 +15,8 @@ from alembic import op
 from sqlalchemy import text
 
 revision = "0003"
-down_revision = "0002"
+# after the revisions merged from other branches (0005, 0006); the lead may rechain
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
