@@ -1,7 +1,7 @@
 """version store: full-copy versions become views over one shared store table per table
 
 Revision ID: 0003
-Revises: 0006
+Revises: 0009
 Create Date: 2026-12-01 21:00:00
 
 Every AVAILABLE version's full-copy tables (``<ds>__mat<N>.<table>``) are folded, oldest
@@ -15,8 +15,8 @@ from alembic import op
 from sqlalchemy import text
 
 revision = "0003"
-# after the revisions merged from other branches (0005, 0006); the lead may rechain
-down_revision = "0006"
+# after the revisions merged from other branches (0005, 0006, 0009); the lead may rechain
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
