@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 from bench import dataset, human, parse_rows
 
-BENCHMARKS = ("upload", "sync", "materialize", "query", "export", "aggregates")
+BENCHMARKS = ("upload", "sync", "materialize", "query", "export", "aggregates", "versions")
 MODULES = {
     "upload": "bench.bench_upload",
     "sync": "bench.bench_sync",
@@ -33,6 +33,7 @@ MODULES = {
     "query": "bench.bench_query",
     "export": "bench.bench_export",
     "aggregates": "bench.bench_aggregates",
+    "versions": "bench.bench_versions",
 }
 COLUMNS = ("operation", "ours", "baseline", "unit", "ratio", "target", "met?")
 
@@ -146,7 +147,7 @@ def run_all(
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=workdir, prefix="matengine_bench_") as tmp:
         info = None
-        if any(b in ("upload", "sync", "materialize") for b in names):
+        if any(b in ("upload", "sync", "materialize", "versions") for b in names):
             log(f"generating a synthetic dataset of {human(n)} synapses …")
             t = time.perf_counter()
             info = dataset(Path(tmp) / "ds", n, seed=seed)

@@ -441,7 +441,8 @@ def touch_table(conn: Connection, table: AnnotationTable) -> None:
 
 
 def drop_datastack(engine: Engine, name: str) -> None:
-    """Drop a datastack: its live schema, every version schema, and its metadata rows."""
+    """Drop a datastack: its live schema, every version schema, its version store, and its
+    metadata rows."""
     from sqlalchemy import delete, text
 
     from matengine.db.identifiers import quote, version_schema
@@ -454,6 +455,9 @@ def drop_datastack(engine: Engine, name: str) -> None:
         for n in numbers:
             conn.execute(text(f"DROP SCHEMA IF EXISTS {quote(version_schema(name, n))} CASCADE"))
         conn.execute(text(f"DROP SCHEMA IF EXISTS {quote(name)} CASCADE"))
+        from matengine.version_store import drop_store
+
+        drop_store(conn, name)
         conn.execute(delete(m.version_tables).where(m.version_tables.c.datastack == name))
         conn.execute(delete(m.datastacks).where(m.datastacks.c.name == name))
 

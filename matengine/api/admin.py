@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from matengine import catalog
 from matengine.api.deps import engine_of, settings_of
 from matengine.auth import Forbidden, Principal, get_principal, require_permission
-from matengine.versions import list_versions, remove_expired
+from matengine.versions import list_versions, remove_expired, set_pinned
 from matengine.workflows import runs
 from matengine.workflows.bulk_upload import UploadParams
 from matengine.workflows.params import SyncParams
@@ -23,6 +23,12 @@ from matengine.workflows.submit import submit, submit_params
 
 router = APIRouter(prefix="/admin/api/v1", tags=["admin"])
 ADMIN = Depends(require_permission("admin"))
+
+
+class PinRequest(BaseModel):
+    pinned: bool
+
+    model_config = {"extra": "forbid"}
 
 
 class UploadRequest(BaseModel):
@@ -186,6 +192,13 @@ def list_runs(
 def versions(datastack: str, request: Request) -> list[dict[str, Any]]:
     catalog.get_datastack(engine_of(request), datastack)
     return [v.to_dict() for v in list_versions(engine_of(request), datastack)]
+
+
+@router.put("/datastack/{datastack}/version/{version}/pinned", dependencies=[ADMIN])
+def pin(datastack: str, version: int, body: PinRequest, request: Request) -> dict[str, Any]:
+    """Pin (never expires, never removed) or unpin one version."""
+    catalog.get_datastack(engine_of(request), datastack)
+    return set_pinned(engine_of(request), datastack, version, body.pinned).to_dict()
 
 
 @router.post("/datastack/{datastack}/remove_expired", dependencies=[ADMIN])

@@ -41,6 +41,7 @@ def version_dict(v: meta.VersionInfo) -> dict[str, Any]:
         "expires_on": caveclient_format(v.expires_on),
         "status": "EXPIRED" if v.expired else v.status,
         "is_merged": True,
+        "pinned": v.pinned,
     }
 
 

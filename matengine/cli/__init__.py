@@ -71,7 +71,7 @@ def _register() -> None:
     app.command("complete")(workflow_cmd.complete)
     app.command("export")(workflow_cmd.export)
     app.command("runs")(workflow_cmd.runs_list)
-    app.command("versions")(ops_cmd.versions)
+    app.add_typer(ops_cmd.versions_app, name="versions")
     app.command("remove-expired")(ops_cmd.remove_expired)
     app.command("schedule")(ops_cmd.schedule)
     app.command("worker")(ops_cmd.worker)

@@ -5,16 +5,32 @@ from __future__ import annotations
 import time
 
 import typer
+from typer._click.core import Context as ClickContext  # typer vendors its click
+from typer.core import TyperGroup
 
 from matengine.cli.output import console, emit, print_table
 
 JSON = typer.Option(False, "--json", help="Print JSON.")
 
 
+class _ListByDefault(TyperGroup):
+    """``matengine versions [DS]`` lists (as it always did); ``matengine versions pin DS N``
+    and the other subcommands act: a first word that is no subcommand means ``list``."""
+
+    def parse_args(self, ctx: ClickContext, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
+versions_app = typer.Typer(cls=_ListByDefault, help="Versions: list, pin, unpin, export one as a schema.")
+
+
+@versions_app.command("list")
 def versions(
     datastack: str = typer.Argument(None, help="Only this datastack."), json_out: bool = JSON
 ) -> None:
-    """List versions: number, timestamp, status, expiry, tables, rows."""
+    """List versions (one past its expiry shows EXPIRED even before it is removed)."""
     from matengine.db.connection import get_engine
     from matengine.versions import list_versions
 
@@ -24,8 +40,48 @@ def versions(
         rows,
         json_out,
         lambda: print_table(
-            shown, ["datastack", "version", "time_stamp", "status", "expires_on", "tables", "rows"]
+            shown,
+            ["datastack", "version", "time_stamp", "status", "expires_on", "pinned", "tables", "rows"],
         ),
+    )
+
+
+def _pin(datastack: str, version: int, pinned: bool, json_out: bool) -> None:
+    from matengine.db.connection import get_engine
+    from matengine.versions import set_pinned
+
+    v = set_pinned(get_engine(), datastack, version, pinned).to_dict()
+    emit(v, json_out, lambda: console.print(f"{datastack} v{version}: {'pinned' if pinned else 'unpinned'}"))
+
+
+@versions_app.command("pin")
+def pin(datastack: str, version: int, json_out: bool = JSON) -> None:
+    """Pin a version: it never expires and is never removed (long-term or public versions)."""
+    _pin(datastack, version, True, json_out)
+
+
+@versions_app.command("unpin")
+def unpin(datastack: str, version: int, json_out: bool = JSON) -> None:
+    """Unpin a version: its expiry applies again (counted from when it was built)."""
+    _pin(datastack, version, False, json_out)
+
+
+@versions_app.command("export-schema")
+def export_schema(
+    datastack: str,
+    version: int,
+    schema: str = typer.Option(None, "--schema", help="Target schema (default <ds>__export<N>)."),
+    json_out: bool = JSON,
+) -> None:
+    """Copy one version into a schema of plain, indexed tables (for pg_dump --schema)."""
+    from matengine.db.connection import get_engine
+    from matengine.versions import export_version
+
+    target, tables = export_version(get_engine(), datastack, version, schema)
+    emit(
+        {"schema": target, "tables": tables},
+        json_out,
+        lambda: console.print(f"wrote {', '.join(tables)} into schema {target}: pg_dump --schema={target}"),
     )
 
 

@@ -85,6 +85,26 @@ versions = Table(
     Column("finished", TS),
     Column("run_id", BigInteger),
     Column("error", Text),
+    # a pinned version never expires and is never removed by the retention policy
+    Column("pinned", Boolean, nullable=False, server_default="false"),
+)
+
+# One row per annotation table in the version store (matengine/version_store.py): the
+# newest published version of the table (its head), that version's T and row count.
+version_stores = Table(
+    "version_stores",
+    metadata,
+    Column("datastack", Text, ForeignKey("datastacks.name", ondelete="CASCADE"), primary_key=True),
+    Column("table_name", Text, primary_key=True),
+    Column("head_version", Integer),
+    Column("head_time", TS),
+    Column("head_rows", BigInteger, nullable=False, server_default="0"),
+    Column("indexed", Boolean, nullable=False, server_default="false"),
+    # the unpublished build writing into the store (null: none), and what it has closed and
+    # written so far (its chunks add to these in their own transactions)
+    Column("building", Integer),
+    Column("building_closed", BigInteger, nullable=False, server_default="0"),
+    Column("building_written", BigInteger, nullable=False, server_default="0"),
 )
 
 version_tables = Table(
@@ -137,7 +157,7 @@ run_steps = Table(
     Column("key", Text, nullable=False),
     Column("state", Text, nullable=False),  # PLANNED / FINISHING / DONE
     Column("chunks_total", Integer, nullable=False),
-    # the whole plan of runs planned before migration 0004; since then ``[]``, with one row per
+    # the whole plan of runs planned before migration 0006; since then ``[]``, with one row per
     # chunk spec in ``run_chunk_specs``
     Column("plan", JSONB, nullable=False),
     Column("result", JSONB),

@@ -26,7 +26,6 @@ from matengine import catalog
 from matengine.config import Settings, get_settings
 from matengine.db import bookkeeping
 from matengine.db.connection import driver_connection
-from matengine.db.identifiers import version_schema
 from matengine.errors import InvalidInput, MissingLookups
 from matengine.query import graphs, meta
 from matengine.query.columns import OutColumn, TableColumns, arrow_schema, table_columns
@@ -323,7 +322,6 @@ def version_query(
     spec = parse_query(body, table, cols, random_sample=random_sample, limits=Limits.of(settings))
     resolution, scales = _scale(vt.voxel_resolution, spec.desired_resolution)
     limit, cap = cap_of(spec, settings)
-    schema_name = version_schema(datastack, version)
     pct = _sample_percent(spec.random_sample, vt.row_count)
     plan = QueryPlan(
         engine,
@@ -332,7 +330,7 @@ def version_query(
         spec,
         resolution,
         scales,
-        make_source=lambda b: version_source(schema_name, table, pct, b),
+        make_source=lambda b: version_source(datastack, version, table, vt.schema_type, pct, b),
         where=filters_sql(spec.filters),
         limit=limit,
     )

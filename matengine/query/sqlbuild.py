@@ -59,11 +59,18 @@ class Source:
         return f"{alias}.{quote(col.db_column)}"
 
 
-def version_source(schema_name: str, table: str, sample_percent: float | None, binder: Binder) -> Source:
-    sample = ""
-    if sample_percent is not None:
-        sample = f" TABLESAMPLE BERNOULLI ({binder.bind(sample_percent, 'float8')})"
-    return Source(f"FROM {quote(schema_name, table)} AS a{sample}", live=False)
+def version_source(
+    datastack: str, version: int, table: str, schema_type: str, sample_percent: float | None, binder: Binder
+) -> Source:
+    """Rows of ``table`` at ``version``: its relation in the version store (a view), or a
+    sample of the store restricted to the version (``TABLESAMPLE`` needs a table)."""
+    from matengine import version_store
+
+    if sample_percent is None:
+        return Source(f"FROM {version_store.version_relation(datastack, version, table)} AS a", live=False)
+    sample = f" TABLESAMPLE BERNOULLI ({binder.bind(sample_percent, 'float8')})"
+    inner = version_store.version_sample_source(datastack, version, table, schema_type, sample)
+    return Source(f"FROM {inner} AS a", live=False)
 
 
 def live_source(

@@ -73,6 +73,8 @@ def check_request(
         raise InvalidInput(
             f"table {table.table_name!r} has schema {table.schema_type!r}, not {schema.name!r}"
         )
+    if table is not None and params.get("created"):
+        _refuse_writes_into_published_past(engine, table, to_utc(params["created"]))
     folder = NpyFolder(params["source"], settings, retry_transient=in_task)
     targets, _ = resolve_targets(schema, params["column_mapping"], folder)
     # root ids of bound points (not integer fields that happen to end so, like query_root_id)
@@ -130,6 +132,23 @@ class UploadParams(WorkflowParams):
         params = cls.from_json(given)
         check_request(engine, params.to_json(), settings)
         return params
+
+
+def _refuse_writes_into_published_past(engine: Engine, table: catalog.AnnotationTable, created: Any) -> None:
+    """Rows stamped at or before a published version's T would change what that version
+    should hold after it was frozen, and the next version is built from the change since
+    then (docs/versions.md): such an upload is refused."""
+    from matengine.version_store import store_state
+
+    with engine.connect() as conn:
+        state = store_state(conn, table.datastack, table.table_name)
+    if state is not None and state.head_time is not None and created <= state.head_time:
+        raise InvalidInput(
+            f"table {table.table_name!r} has version {state.head_version} at "
+            f"{state.head_time.isoformat()}; rows created at or before it would change a published "
+            "version: give a later 'created'",
+            field="created",
+        )
 
 
 class UploadStep(Step):

@@ -179,7 +179,9 @@
     const rows = versions.map((v) => {
       const tables = Object.entries(v.tables).map(([t, n]) => t + ": " + fmtInt(n)).join(", ");
       let expiry = "never";
-      if (v.expires_on) {
+      if (v.pinned) {
+        expiry = "never (pinned)";
+      } else if (v.expires_on) {
         expiry = fmtTime(v.expires_on) + (v.expires_in_seconds > 0
           ? " (in " + fmtSeconds(v.expires_in_seconds) + ")" : " (past)");
       }

@@ -1,7 +1,7 @@
 """views: admin-defined queries over a datastack's tables
 
-Revision ID: 0009
-Revises: 0006
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-01 21:45:00
 """
 
@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "0009"
-down_revision = "0006"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """chunk leases: worker heartbeats, task leases, one row per chunk spec, the run's queue
 
-Revision ID: 0004
-Revises: 0009 (main merged 0005, 0006 and 0009 first)
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-01 21:00:00.000000
 """
 
@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
-revision = "0004"
-down_revision = "0009"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
