@@ -445,7 +445,7 @@ def drop_datastack(engine: Engine, name: str) -> None:
     metadata rows."""
     from sqlalchemy import delete, text
 
-    from matengine.db.identifiers import quote, version_schema
+    from matengine.db.identifiers import quote, store_schema, version_schema
 
     get_datastack(engine, name)
     with engine.begin() as conn:
@@ -455,9 +455,7 @@ def drop_datastack(engine: Engine, name: str) -> None:
         for n in numbers:
             conn.execute(text(f"DROP SCHEMA IF EXISTS {quote(version_schema(name, n))} CASCADE"))
         conn.execute(text(f"DROP SCHEMA IF EXISTS {quote(name)} CASCADE"))
-        from matengine.version_store import drop_store
-
-        drop_store(conn, name)
+        conn.execute(text(f"DROP SCHEMA IF EXISTS {quote(store_schema(name))} CASCADE"))
         conn.execute(delete(m.version_tables).where(m.version_tables.c.datastack == name))
         conn.execute(delete(m.datastacks).where(m.datastacks.c.name == name))
 

@@ -27,18 +27,12 @@ from sqlalchemy import Connection, insert, select, text, update
 from matengine import catalog
 from matengine.db import metadata as m
 from matengine.db.annotation_tables import point_index
-from matengine.db.identifiers import quote, validate_name, version_schema
+from matengine.db.identifiers import quote, store_schema, validate_name, version_schema
 from matengine.schemas import AnnotationSchema, get_schema
 
 OPEN = 2_147_483_647  # v_to of rows still in the head state (int4 max: "no end yet")
 RANGE_COLUMNS = ("v_from", "v_to")
 FILLFACTOR = 90
-
-
-def store_schema(datastack: str) -> str:
-    """The schema of a datastack's store tables (datastack names hold no ``__``, so this
-    cannot collide with another datastack's live or version schemas)."""
-    return validate_name(f"{datastack}__store", "store schema")
 
 
 def store_q(datastack: str, table: str) -> str:

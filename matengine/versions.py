@@ -206,10 +206,16 @@ def export_version(
     default), for ``pg_dump --schema``; returns the schema and its tables."""
     from matengine import version_store
     from matengine.db.identifiers import validate_name
-    from matengine.errors import AlreadyExists
-    from matengine.query.meta import get_version
+    from matengine.errors import AlreadyExists, NotFound
 
-    get_version(engine, datastack, version)  # only a queryable version
+    found = [v for v in list_versions(engine, datastack) if v.version == int(version)]
+    if not found or not found[0].queryable:  # only a queryable version
+        state = "has expired" if found and found[0].expired else "is not available"
+        raise NotFound(
+            f"version {version} of {datastack!r} {state}"
+            if found
+            else f"datastack {datastack!r} has no version {version}"
+        )
     target = validate_name(schema or f"{datastack}__export{int(version)}", "schema name")
     with engine.begin() as conn:
         if conn.execute(text("SELECT 1 FROM pg_namespace WHERE nspname = :s"), {"s": target}).first():

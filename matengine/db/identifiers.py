@@ -45,6 +45,12 @@ def validate_datastack_name(name: str) -> str:
     return name
 
 
+def store_schema(datastack: str) -> str:
+    """The schema of a datastack's version store tables (docs/versions.md; datastack names hold
+    no ``__``, so this cannot collide with another datastack's live or version schemas)."""
+    return validate_name(f"{datastack}__store", "store schema")
+
+
 def version_schema(datastack: str, version: int) -> str:
     """The PostgreSQL schema of a version; same name the field gives a frozen database."""
     return validate_name(f"{datastack}__mat{int(version)}", "version schema")
