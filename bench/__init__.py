@@ -214,6 +214,20 @@ def add_datastack(engine: Engine, info, name: str = DATASTACK) -> str:
     return name
 
 
+def admit_source(folder: Path) -> None:
+    """Uploads read only under MATENGINE_SOURCE_ROOTS: the bench made this folder itself, so
+    it adds it (in the environment too, for the child processes and workers it starts)."""
+    import os
+
+    from matengine.config import configure
+
+    roots = [r for r in os.environ.get("MATENGINE_SOURCE_ROOTS", "").split(",") if r.strip()]
+    if str(folder) not in roots:
+        roots.append(str(folder))
+    os.environ["MATENGINE_SOURCE_ROOTS"] = ",".join(roots)
+    configure(source_roots=os.environ["MATENGINE_SOURCE_ROOTS"])
+
+
 def upload_params(
     info,
     *,
@@ -225,6 +239,7 @@ def upload_params(
     """bulk_upload parameters for the dataset's synapses; without segmentation columns the
     rows wait for ingest."""
     folder = Path(source) if source else info.tables["synapses"]
+    admit_source(folder)
     mapping = json.loads((folder / "column_mapping.json").read_text())
     if not with_segmentation:
         mapping = {k: v for k, v in mapping.items() if k not in ("sv_ids_ordered", "root_ids_ordered")}

@@ -27,6 +27,25 @@ _POINT_KEYS = {"position", "supervoxel_id", "root_id"}
 _IGNORED_TOP_KEYS = {"valid", "created", "deleted", "superceded_id", "type"}
 
 
+# 2**53: floats are exact integers up to here, and rescaling to any resolution cannot overflow
+MAX_COORDINATE = float(2**53)
+MAX_TEXT = 65_536
+
+
+def _check_text(value: str, row: int, field: str) -> str:
+    if len(value) > MAX_TEXT:
+        raise InvalidInput(f"text longer than {MAX_TEXT} characters", row=row, field=field)
+    if "\x00" in value:
+        raise InvalidInput(
+            "text contains a NUL character, which PostgreSQL text cannot hold", row=row, field=field
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput("text is not valid Unicode (a lone surrogate)", row=row, field=field) from None
+    return value
+
+
 def _check_number(value: Any, row: int, field: str, *, integer: bool = False) -> Any:
     if value is None:
         return None
@@ -44,9 +63,15 @@ def _check_number(value: Any, row: int, field: str, *, integer: bool = False) ->
     if integer:
         if isinstance(value, float) and not value.is_integer():
             raise InvalidInput(f"expected an integer, got {value!r}", row=row, field=field)
+        if not -(2**63) <= value < 2**63:  # also uint64 ids past 2**63, which would wrap
+            raise InvalidInput(f"expected a 64-bit integer, got {value!r}", row=row, field=field)
         return int(value)
-    if not math.isfinite(value):
-        raise InvalidInput(f"expected a finite number, got {value!r}", row=row, field=field)
+    if not math.isfinite(value) or abs(value) > MAX_COORDINATE:
+        raise InvalidInput(
+            f"expected a finite number of magnitude at most {MAX_COORDINATE:g}, got {value!r}",
+            row=row,
+            field=field,
+        )
     return float(value)
 
 
@@ -80,7 +105,7 @@ def _scalar(f: Field, value: Any, row: int) -> Any:
     if f.kind is Kind.STRING:
         if not isinstance(value, str):
             raise InvalidInput(f"expected a string, got {value!r}", row=row, field=f.name)
-        return value
+        return _check_text(value, row, f.name)
     if f.kind is Kind.BOOL:
         if not isinstance(value, bool):
             raise InvalidInput(f"expected true/false, got {value!r}", row=row, field=f.name)
@@ -320,7 +345,8 @@ def get_annotations(
     """Rows by id (deleted ones included), flat names, positions as ``[x, y, z]``."""
     table = get_table(engine, datastack, table_name)
     with engine.connect() as conn:
-        return fetch_rows(conn, table, "a.id = ANY(:ids)", {"ids": [int(i) for i in ids]})
+        wanted = [_check_number(v, i, "id", integer=True) for i, v in enumerate(ids)]
+        return fetch_rows(conn, table, "a.id = ANY(:ids)", {"ids": wanted})
 
 
 def fetch_rows(

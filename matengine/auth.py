@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import Request
 from sqlalchemy import Engine, insert, select, update
@@ -85,8 +88,30 @@ OPEN_PRINCIPAL = Principal(token_id=None, datastack=ALL_DATASTACKS, permission="
 
 
 # ------------------------------------------------------------------ token store
-def create_token(engine: Engine, datastack: str, permission: str, description: str = "") -> tuple[int, str]:
-    """Store a new token; returns ``(id, token)``. The token itself is never stored."""
+_DURATION = re.compile(r"([0-9]+)\s*([smhdw]?)")
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90d``, ``12h``, ``30m``, ``3600s`` or plain seconds, as a positive timedelta."""
+    m = _DURATION.fullmatch(str(text).strip().lower())
+    if m is None or int(m.group(1)) <= 0 or len(m.group(1)) > 9:
+        raise InvalidInput(
+            f"expected a duration such as 90d, 12h, 30m or 3600s, got {text!r}", field="expires_in"
+        )
+    return timedelta(seconds=int(m.group(1)) * _UNIT[m.group(2)])
+
+
+def create_token(
+    engine: Engine,
+    datastack: str,
+    permission: str,
+    description: str = "",
+    *,
+    expires_in: timedelta | None = None,
+) -> tuple[int, str]:
+    """Store a new token; returns ``(id, token)``. The token itself is never stored.
+    With ``expires_in`` it is refused from that long after now on."""
     check_permission(permission)
     if datastack != ALL_DATASTACKS:
         from matengine.catalog import get_datastack
@@ -101,6 +126,7 @@ def create_token(engine: Engine, datastack: str, permission: str, description: s
                 datastack=datastack,
                 permission=permission,
                 description=description,
+                expires=utcnow() + expires_in if expires_in is not None else None,
             )
             .returning(m.tokens.c.id)
         ).scalar_one()
@@ -109,9 +135,9 @@ def create_token(engine: Engine, datastack: str, permission: str, description: s
 
 def list_tokens(engine: Engine, *, include_revoked: bool = False) -> list[dict[str, Any]]:
     t = m.tokens
-    stmt = select(t.c.id, t.c.datastack, t.c.permission, t.c.description, t.c.created, t.c.revoked).order_by(
-        t.c.id
-    )
+    stmt = select(
+        t.c.id, t.c.datastack, t.c.permission, t.c.description, t.c.created, t.c.expires, t.c.revoked
+    ).order_by(t.c.id)
     if not include_revoked:
         stmt = stmt.where(t.c.revoked.is_(None))
     with engine.connect() as conn:
@@ -120,6 +146,8 @@ def list_tokens(engine: Engine, *, include_revoked: bool = False) -> list[dict[s
         {
             **dict(r),
             "created": r["created"].isoformat(),
+            "expires": r["expires"].isoformat() if r["expires"] else None,
+            "expired": r["expires"] is not None and r["expires"] <= utcnow(),
             "revoked": r["revoked"].isoformat() if r["revoked"] else None,
         }
         for r in rows
@@ -138,16 +166,18 @@ def revoke_token(engine: Engine, token_id: int) -> None:
 
 
 def authenticate(engine: Engine, token: str) -> Principal:
-    """The principal of ``token``; :class:`Unauthorized` if unknown or revoked."""
+    """The principal of ``token``; :class:`Unauthorized` if unknown, revoked or expired."""
     t = m.tokens
     with engine.connect() as conn:
         row = conn.execute(
-            select(t.c.id, t.c.datastack, t.c.permission).where(
+            select(t.c.id, t.c.datastack, t.c.permission, t.c.expires).where(
                 t.c.token_sha256 == hash_token(token), t.c.revoked.is_(None)
             )
         ).first()
     if row is None or row.permission not in _RANK:
         raise Unauthorized("unknown or revoked token")
+    if row.expires is not None and row.expires <= utcnow():
+        raise Unauthorized("token expired: create a new one with 'matengine token create'")
     return Principal(token_id=row.id, datastack=row.datastack, permission=row.permission)
 
 
@@ -159,6 +189,42 @@ def token_from_request(request: Request) -> str | None:
         return value.strip()
     cookie = request.cookies.get(COOKIE_NAME)
     return cookie or None
+
+
+def _bearer(request: Request) -> bool:
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and bool(value.strip())
+
+
+_UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+# POSTs that only read (queries carry their filters in a body; the chunkedgraph routes too):
+# another site cannot read their answers, so they are no state change to guard
+_READ_ONLY_POSTS = re.compile(r"/materialize/.+/query|/segmentation/.+")
+
+
+def check_same_origin(request: Request, *, ambient: bool) -> None:
+    """CSRF: a state change whose credentials a browser adds by itself (a cookie, or no
+    token at all on a loopback server without auth) must come from a page of this server:
+    its ``Origin`` (else ``Referer``) must name our own host. A foreign origin is refused;
+    so is a cookie-authenticated change that names no origin at all. Bearer-token calls
+    (caveclient, scripts) cannot be forged by another site and are not checked."""
+    if request.method.upper() not in _UNSAFE_METHODS or not ambient:
+        return
+    if request.method.upper() == "POST" and _READ_ONLY_POSTS.fullmatch(request.url.path):
+        return
+    origin = request.headers.get("origin") or request.headers.get("referer")
+    own = request.headers.get("host", "").lower()
+    if origin == "null":  # sandboxed frames and some redirects: never our own page
+        raise Forbidden("cross-site request refused: the Origin is not this server")
+    if origin is None:
+        if request.cookies.get(COOKIE_NAME) and not _bearer(request):
+            raise Forbidden(
+                "cross-site request refused: a cookie-authenticated change must send an Origin "
+                "header of this server (or use 'Authorization: Bearer <token>')"
+            )
+        return
+    if urlsplit(origin).netloc.lower() != own:
+        raise Forbidden("cross-site request refused: the Origin is not this server")
 
 
 def is_loopback(host: str | None) -> bool:
@@ -184,6 +250,7 @@ def principal_from_request(request: Request) -> Principal:
         client = request.scope.get("client") or (None, None)
         if not (is_loopback(server[0]) and is_loopback(client[0])):
             raise Forbidden("auth is disabled on this server, so it answers loopback requests only")
+        check_same_origin(request, ambient=True)
         principal = OPEN_PRINCIPAL
     else:
         token = token_from_request(request)
@@ -192,6 +259,7 @@ def principal_from_request(request: Request) -> Principal:
                 "no token: send 'Authorization: Bearer <token>' (create one with 'matengine token create')"
             )
         principal = authenticate(app_state.engine, token)
+        check_same_origin(request, ambient=not _bearer(request))
     request.state.principal = principal
     return principal
 

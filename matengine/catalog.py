@@ -6,6 +6,7 @@ annotation routes' table management.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -85,9 +86,25 @@ def _resolution(value: Any) -> tuple[float, float, float]:
         res = tuple(float(v) for v in value)
     except (TypeError, ValueError):
         res = ()
-    if len(res) != 3 or any(not (v > 0) for v in res):
-        raise InvalidInput(f"voxel resolution must be three positive numbers, got {value!r}")
+    # inf would reach the dashboard's JSON as the invalid literal Infinity
+    if len(res) != 3 or any(not (0 < v < math.inf) for v in res):
+        raise InvalidInput(f"voxel resolution must be three finite positive numbers, got {value!r}")
     return (res[0], res[1], res[2])
+
+
+MAX_NOTICE = 2048
+
+
+def check_header_text(value: Any, field: str) -> str:
+    """Text that is sent in an HTTP header (a table's notice travels in ``Warning``): one
+    line of printable characters, bounded. A CR or LF would end the header early."""
+    if not isinstance(value, str):
+        raise InvalidInput("expected a string", field=field)
+    if len(value) > MAX_NOTICE:
+        raise InvalidInput(f"longer than {MAX_NOTICE} characters", field=field)
+    if any(c in value for c in "\r\n") or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise InvalidInput("must be one line without control characters (no CR/LF)", field=field)
+    return value
 
 
 def add_datastack(
@@ -181,6 +198,10 @@ def create_table(
 ) -> AnnotationTable:
     ds = get_datastack(engine, datastack)
     validate_name(table_name, "table name")
+    if notice_text is not None:
+        check_header_text(notice_text, "notice_text")
+    if not isinstance(description, str) or len(description) > 65_536 or "\x00" in description:
+        raise InvalidInput("a string of at most 65536 characters without NUL", field="description")
     schema_obj = get_schema(schema)
     res = _resolution(voxel_resolution) if voxel_resolution is not None else ds.voxel_resolution
     if schema_obj.is_reference:

@@ -55,6 +55,23 @@ class Settings(BaseSettings):
     worker_wait: float = 8.0
     # query row limit announced to clients; None = no limit
     query_row_limit: int | None = None
+    # bounds on the work one request may cause (docs/security.md)
+    # seconds a query's SQL may run before PostgreSQL cancels it (the answer is a 503)
+    query_timeout: float = 60.0
+    # request body bytes, after any gzip/deflate Content-Encoding is inflated
+    max_body_bytes: int = 16 * 1024 * 1024
+    # values in one filter_in_dict / filter_notin_dict list
+    max_filter_values: int = 100_000
+    # characters of a regex filter; of any other text value in a request
+    max_regex_length: int = 256
+    max_text_length: int = 65_536
+    # where bulk upload and export may read and write: comma-separated bucket prefixes
+    # (gs://bucket/prefix, s3://bucket, https://host/path) and local folders; empty admits
+    # only the embedded demo's folder
+    source_roots: str = ""
+    # hosts (names or addresses) that sources may name although they resolve to loopback,
+    # link-local or private addresses (e.g. a local bucket emulator); comma-separated
+    source_private_hosts: str = ""
 
     def datastacks(self) -> dict[str, DatastackConfig]:
         """Datastacks declared in the TOML file named by ``config`` (empty if none)."""

@@ -21,7 +21,7 @@ import numpy as np
 
 from matengine import annotations as ann
 from matengine import catalog
-from matengine.config import get_settings
+from matengine.config import configure, get_settings
 from matengine.db.connection import get_engine, resolve_database_url
 from matengine.db.identifiers import quote, version_schema
 from matengine.errors import MatengineError, NotFound
@@ -56,6 +56,11 @@ def run_demo(
     say = log or (lambda _msg: None)
     settings = get_settings()
     workdir = Path(workdir or settings.home / "demo")
+    if workdir.resolve() != (Path(settings.home) / "demo").resolve():
+        # uploads read only under the source roots; the demo's own folder is always one, a
+        # --workdir elsewhere is added for this process (separate workers need it configured)
+        configure(source_roots=",".join(r for r in (settings.source_roots, str(workdir)) if r))
+        settings = get_settings()
     n = SIZES.get(size) or int(size)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()

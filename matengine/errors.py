@@ -39,3 +39,15 @@ class InvalidInput(MatengineError):
         super().__init__(f"{', '.join(where)}: {message}" if where else message)
         self.row = row
         self.field = field
+
+
+class TooLarge(InvalidInput):
+    """A request, or one of its fields, over a configured size limit (HTTP 413)."""
+
+    status_code = 413
+
+
+class QueryTimeout(MatengineError):
+    """A query ran longer than ``MATENGINE_QUERY_TIMEOUT`` and was cancelled (HTTP 503)."""
+
+    status_code = 503

@@ -19,8 +19,14 @@ def to_utc(value: datetime | str | float | int) -> datetime:
     Naive datetimes and ISO strings without a zone are taken to mean UTC (the field's
     convention); numbers are POSIX seconds.
     """
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, datetime)):
+        # null, lists and objects from a JSON body: a TypeError callers turn into a 4xx
+        raise TypeError(f"not a time: {value!r}")
     if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value, UTC)
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError) as exc:  # 1e308 seconds, or nan
+            raise ValueError(f"time out of range: {value!r}") from exc
     if isinstance(value, str):
         text = value.strip().replace("Z", "+00:00")
         value = datetime.fromisoformat(text)

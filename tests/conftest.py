@@ -22,6 +22,40 @@ def _db_url(name: str) -> str:
     return f"{base}/{name}"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def source_roots(tmp_path_factory) -> Iterator[str]:
+    """Bulk upload reads only under MATENGINE_SOURCE_ROOTS (empty by default): the tests'
+    files live under pytest's base temp folder, so that is the one root configured. Set in
+    the environment, so Celery workers the tests start see it too."""
+    root = str(tmp_path_factory.getbasetemp())
+    old = os.environ.get("MATENGINE_SOURCE_ROOTS")
+    os.environ["MATENGINE_SOURCE_ROOTS"] = root
+    get_settings.cache_clear()
+    yield root
+    if old is None:
+        os.environ.pop("MATENGINE_SOURCE_ROOTS", None)
+    else:
+        os.environ["MATENGINE_SOURCE_ROOTS"] = old
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def admit_sources(monkeypatch):
+    """``admit_sources(*roots, private_hosts="127.0.0.1")``: more source roots (and loopback
+    hosts, such as a local bucket emulator's) for one test."""
+
+    def admit(*roots: str, private_hosts: str = "") -> None:
+        base = os.environ.get("MATENGINE_SOURCE_ROOTS", "")
+        monkeypatch.setenv("MATENGINE_SOURCE_ROOTS", ",".join([base, *roots]))
+        if private_hosts:
+            monkeypatch.setenv("MATENGINE_SOURCE_PRIVATE_HOSTS", private_hosts)
+        get_settings.cache_clear()
+
+    yield admit
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     name = f"matengine_test_{uuid.uuid4().hex[:10]}"

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from matengine import catalog
 from matengine.api.deps import engine_of, settings_of
-from matengine.auth import Principal, get_principal, require_permission
+from matengine.auth import Forbidden, Principal, get_principal, require_permission
 from matengine.versions import list_versions, remove_expired
 from matengine.workflows import runs
 from matengine.workflows.bulk_upload import check_request
@@ -24,15 +25,15 @@ ADMIN = Depends(require_permission("admin"))
 
 
 class UploadRequest(BaseModel):
-    table: str
-    schema_type: str = Field(alias="schema")
-    source: str
-    column_mapping: dict[str, Any]
+    table: str = Field(max_length=63)
+    schema_type: str = Field(alias="schema", max_length=100)
+    source: str = Field(max_length=2048)
+    column_mapping: dict[str, Any] = Field(max_length=200)
     roots_timestamp: str | None = None
     voxel_resolution: list[float] | None = None
     created: str | None = None
-    chunk_rows: int | None = None
-    description: str = ""
+    chunk_rows: int | None = Field(default=None, ge=1)
+    description: str = Field(default="", max_length=65_536)
 
     model_config = {"populate_by_name": True}
 
@@ -41,19 +42,19 @@ class SyncRequest(BaseModel):
     table: str | None = None
     timestamp: str | None = None
     days_to_expire: int | None = None
-    chunk_rows: int | None = None
+    chunk_rows: int | None = Field(default=None, ge=1)
 
 
 class DatastackRequest(BaseModel):
-    name: str
-    segmentation_source: str
-    voxel_resolution: list[float]
-    aligned_volume: str | None = None
-    description: str = ""
+    name: str = Field(max_length=63)
+    segmentation_source: str = Field(max_length=2048)
+    voxel_resolution: list[float] = Field(min_length=3, max_length=3)
+    aligned_volume: str | None = Field(default=None, max_length=63)
+    description: str = Field(default="", max_length=65_536)
 
 
 class ScheduleRequest(BaseModel):
-    schedule: str | None = None
+    schedule: str | None = Field(default=None, max_length=200)
 
 
 def _accepted(run_id: int, request: Request) -> JSONResponse:
@@ -76,7 +77,7 @@ def bulk_upload(datastack: str, body: UploadRequest, request: Request) -> JSONRe
         "description": body.description,
         "chunk_rows": body.chunk_rows or settings.chunk_rows,
     }
-    check_request(engine, params)
+    check_request(engine, params, settings)
     run_id = submit(engine, "bulk_upload", params, datastack=datastack, table=body.table, settings=settings)
     return _accepted(run_id, request)
 
@@ -117,26 +118,36 @@ def complete(datastack: str, body: SyncRequest, request: Request) -> JSONRespons
     return _sync("complete", datastack, body, request)
 
 
+def _require_run_admin(principal: Principal, run: runs.Run) -> None:
+    # the caller named a run, not its datastack: the refusal must not name it
+    if not principal.allows(run.datastack or "*", "admin"):
+        raise Forbidden(f"this token does not grant 'admin' on run {run.id}")
+
+
 @router.get("/runs/{run_id}", name="get_run")
-def get_run(run_id: int, request: Request, principal: Principal = Depends(get_principal)) -> dict[str, Any]:
+def get_run(
+    request: Request, run_id: int = PathParam(ge=1, lt=2**63), principal: Principal = Depends(get_principal)
+) -> dict[str, Any]:
     run = runs.get_run(engine_of(request), run_id)
-    principal.require(run.datastack or "*", "admin")
+    _require_run_admin(principal, run)
     return run.to_dict()
 
 
 @router.post("/runs/{run_id}/cancel")
 def cancel_run(
-    run_id: int, request: Request, principal: Principal = Depends(get_principal)
+    request: Request, run_id: int = PathParam(ge=1, lt=2**63), principal: Principal = Depends(get_principal)
 ) -> dict[str, Any]:
     engine = engine_of(request)
     run = runs.get_run(engine, run_id)
-    principal.require(run.datastack or "*", "admin")
+    _require_run_admin(principal, run)
     runs.finish_run(engine, run_id, "CANCELLED", "cancelled over the admin API")
     return runs.get_run(engine, run_id).to_dict()
 
 
 @router.get("/datastack/{datastack}/runs", dependencies=[ADMIN])
-def list_runs(datastack: str, request: Request, limit: int = 50) -> list[dict[str, Any]]:
+def list_runs(
+    datastack: str, request: Request, limit: int = Query(50, ge=1, le=10_000)
+) -> list[dict[str, Any]]:
     return [r.to_dict() for r in runs.list_runs(engine_of(request), datastack, limit)]
 
 

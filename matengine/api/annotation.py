@@ -22,15 +22,11 @@ from matengine.api.info import datastacks_of_aligned_volume
 from matengine.api.materialize import table_metadata
 from matengine.auth import Principal, get_principal
 from matengine.db.identifiers import validate_name
-from matengine.errors import Conflict, InvalidInput, MatengineError, NotFound
+from matengine.errors import Conflict, InvalidInput, NotFound, TooLarge
 
 router = APIRouter(tags=["annotation"])
 base = "/annotation/api/v2/aligned_volume/{aligned_volume_name}"
 MAX_BATCH = 10_000
-
-
-class TooLarge(MatengineError):
-    status_code = 413
 
 
 def _datastack_for(
@@ -179,9 +175,11 @@ def delete_annotations(
 def _ids(value: str) -> list[int]:
     try:
         ids = [int(v) for v in value.split(",") if v.strip()]
+        if any(not 0 < i < 2**63 for i in ids):
+            raise ValueError
     except ValueError:
         raise InvalidInput(
-            f"expected comma-separated integers, got {value!r}", field="annotation_ids"
+            f"expected comma-separated positive 64-bit integers, got {value[:80]!r}", field="annotation_ids"
         ) from None
     if len(ids) > MAX_BATCH:
         raise TooLarge(f"at most {MAX_BATCH} annotation_ids per request")

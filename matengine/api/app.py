@@ -29,6 +29,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from matengine.api import annotation, chunkedgraph, dashboard, info, materialize, metrics, schema_service
+from matengine.api.body_limit import BodyLimit
 from matengine.api.deps import install_error_handlers
 from matengine.config import Settings, get_settings
 
@@ -79,4 +80,6 @@ def create_app(
     app.include_router(dashboard.router)
     app.include_router(metrics.make_router(app))
     app.add_middleware(chunkedgraph.GrapheneProxy)
+    # outermost: every body is bounded before anything (the proxy included) reads it
+    app.add_middleware(BodyLimit)
     return app

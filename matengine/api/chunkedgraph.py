@@ -3,7 +3,8 @@
 * ``local://`` and ``precomputed://`` sources: answered here by the segmentation package's
   PyChunkedGraph-compatible router (:func:`matengine.segmentation.server.make_pcg_router`).
 * ``graphene://`` sources on another host: proxied there, streaming both ways, with the
-  caller's token (or ``settings.segmentation_token`` when the caller sent none).
+  server's own ``settings.segmentation_token`` (never the caller's matengine token, which
+  the remote server must not see).
 
 Both need ``view`` on a datastack using that chunkedgraph table. The version routes
 (``/segmentation/api/version(s)``) describe the server, not data, and are public.
@@ -25,7 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from matengine import catalog
 from matengine.api.info import pcg_names
-from matengine.auth import Principal, principal_from_request
+from matengine.auth import Forbidden, Principal, principal_from_request
 from matengine.catalog import Datastack
 from matengine.errors import MatengineError
 from matengine.query import graphs
@@ -73,7 +74,8 @@ def _require_view(principal: Principal, found: list[Datastack], name: str) -> No
     if not found:
         return  # unknown table: the router answers 404
     if not any(principal.allows(d.name, "view") for d in found):
-        principal.require(found[0].name, "view")
+        # name only what the caller named: which datastacks use the table is not theirs to learn
+        raise Forbidden(f"this token does not grant 'view' on chunkedgraph table {name!r}")
 
 
 def make_router(app: FastAPI) -> APIRouter:
@@ -137,18 +139,16 @@ class GrapheneProxy:
             response = JSONResponse(
                 {"message": str(exc), "error": type(exc).__name__}, status_code=exc.status_code
             )
-        except httpx.HTTPError as exc:
+        except httpx.HTTPError:
             response = JSONResponse(
-                {"message": f"chunkedgraph server unreachable: {exc}", "error": "BadGateway"}, status_code=502
+                {"message": "chunkedgraph server unreachable", "error": "BadGateway"}, status_code=502
             )
         await response(scope, receive, send)
 
     async def _forward(self, request: Request, base: str, settings: Any) -> StreamingResponse:
-        from matengine.auth import token_from_request
-
         if self.client is None:
             self.client = httpx.AsyncClient(timeout=httpx.Timeout(300.0, connect=10.0))
-        token = token_from_request(request) or settings.segmentation_token
+        token = settings.segmentation_token
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP}
         if token:
             headers["authorization"] = f"Bearer {token}"

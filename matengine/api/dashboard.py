@@ -37,6 +37,7 @@ from matengine.auth import (
     Principal,
     Unauthorized,
     authenticate,
+    check_same_origin,
     get_principal,
     principal_from_request,
 )
@@ -299,6 +300,8 @@ def state(request: Request, runs: int = RUN_LIMIT, principal: Principal = Depend
 async def login(request: Request) -> Response:
     if not getattr(request.app.state, "auth_enabled", True):
         return RedirectResponse("/", status_code=303)
+    # another site must not log the browser in with a token of its choosing (login CSRF)
+    check_same_origin(request, ambient=True)
     form = parse_qs((await request.body()).decode("utf-8", "replace"))
     token = (form.get("token") or [""])[0].strip()
     if not token:

@@ -5,19 +5,25 @@ resolution of the positions goes in ``dataframe_resolution`` and server warnings
 table notices) in ``Warning``, which caveclient logs.
 
 The result's batches are produced by a blocking generator (database reads); it runs in the
-thread pool, and is closed there too when the client goes away, so its connection is given
-back (or dropped) without blocking the event loop.
+thread pool. The query is run up to its first batch before the response starts
+(:meth:`QueryResult.prime`), so an error there is a JSON error answer, never a broken stream.
+When the client goes away, before the first batch or mid-stream, the PostgreSQL query is
+cancelled at once (even while a thread waits on it) and the generator is closed in the
+thread pool, so its connection is given back (or dropped) without blocking the event loop.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Generator
+import threading
+from collections.abc import AsyncIterator, Callable, Generator
 
 import anyio
+import anyio.to_thread
 from fastapi import Request
 from fastapi.responses import StreamingResponse
-from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
+from matengine.api.deps import error_response
 from matengine.query.engine import QueryResult
 from matengine.query.output import arrow_stream, ipc_compression, json_records
 
@@ -25,22 +31,89 @@ ARROW_MEDIA_TYPE = "data.arrow"
 _DONE = object()
 
 
-async def _in_threads(gen: Generator[bytes, None, None]) -> AsyncIterator[bytes]:
+class _Pump:
+    """Steps a blocking generator from worker threads, one step at a time."""
+
+    def __init__(self, gen: Generator[bytes, None, None]) -> None:
+        self.gen = gen
+        self.lock = threading.Lock()
+
+    def step(self) -> object:
+        with self.lock:
+            return next(self.gen, _DONE)
+
+    def close(self) -> None:
+        with self.lock:  # waits for a step still running in an abandoned thread
+            self.gen.close()
+
+
+async def _in_threads(
+    gen: Generator[bytes, None, None], cancel: Callable[[], None] | None = None
+) -> AsyncIterator[bytes]:
+    pump = _Pump(gen)
+    finished = False
     try:
         while True:
-            chunk = await run_in_threadpool(next, gen, _DONE)
+            # abandon_on_cancel: a client that hangs up must not wait for the database
+            chunk = await anyio.to_thread.run_sync(pump.step, abandon_on_cancel=True)
             if chunk is _DONE:
+                finished = True
                 break
             if isinstance(chunk, bytes) and chunk:
                 yield chunk
     finally:
         with anyio.CancelScope(shield=True):
-            await run_in_threadpool(gen.close)
+            if not finished and cancel is not None:
+                await anyio.to_thread.run_sync(cancel)
+            await anyio.to_thread.run_sync(pump.close)
+
+
+class QueryStreamingResponse(StreamingResponse):
+    """Streams a query result, after running it up to its first batch: an error there is
+    answered in the API's error shape; a client that hangs up meanwhile cancels the query."""
+
+    def __init__(self, result: QueryResult, content: AsyncIterator[bytes], **kw: object) -> None:
+        super().__init__(content, **kw)  # type: ignore[arg-type]
+        self.result = result
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gone = False
+        failure: BaseException | None = None
+        async with anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                nonlocal gone
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                gone = True
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(watch)
+            try:
+                await anyio.to_thread.run_sync(self.result.prime, abandon_on_cancel=True)
+            except Exception as exc:  # answered below, outside the task group
+                failure = exc
+            tg.cancel_scope.cancel()
+        if gone:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self.result.cancel)
+                await anyio.to_thread.run_sync(self.result.close)
+            return
+        if failure is not None:
+            await anyio.to_thread.run_sync(self.result.close)
+            response = error_response(failure)
+            if response is None:
+                raise failure
+            await response(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def _header_text(value: str) -> str:
-    # header values must be latin-1; notices are free text
-    return value.encode("ascii", "replace").decode("ascii").replace("\n", " ")
+    # header values must be latin-1 without control characters (a CR/LF would end the
+    # header); notices are free text, refused with CR/LF on write, cleaned here as well
+    text = value.encode("ascii", "replace").decode("ascii")
+    return "".join(c if " " <= c <= "~" else " " for c in text)
 
 
 def result_headers(result: QueryResult) -> dict[str, str]:
@@ -58,10 +131,16 @@ def query_response(
 ) -> StreamingResponse:
     headers = result_headers(result)
     if not arrow:
-        return StreamingResponse(
-            _in_threads(json_records(result)), media_type="application/json", headers=headers
+        return QueryStreamingResponse(
+            result,
+            _in_threads(json_records(result), result.cancel),
+            media_type="application/json",
+            headers=headers,
         )
     compression = ipc_compression(request.headers.get("accept-encoding")) if ipc_compress else None
-    return StreamingResponse(
-        _in_threads(arrow_stream(result, compression)), media_type=ARROW_MEDIA_TYPE, headers=headers
+    return QueryStreamingResponse(
+        result,
+        _in_threads(arrow_stream(result, compression), result.cancel),
+        media_type=ARROW_MEDIA_TYPE,
+        headers=headers,
     )

@@ -19,12 +19,23 @@ def create(
     datastack: str = typer.Option(..., "--datastack", help="Datastack name, or * for all."),
     permission: str = typer.Option(..., "--permission", help="view, edit or admin."),
     description: str = typer.Option("", "--description", help="Who or what it is for."),
+    expires_in: str | None = typer.Option(
+        None, "--expires-in", help="Lifetime, e.g. 90d, 12h, 30m or 3600s (default: never expires)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Create a token and print it (it is not shown again)."""
-    token_id, token = auth.create_token(get_engine(), datastack, permission, description)
+    lifetime = auth.parse_duration(expires_in) if expires_in is not None else None
+    token_id, token = auth.create_token(get_engine(), datastack, permission, description, expires_in=lifetime)
+    expires = next((r["expires"] for r in auth.list_tokens(get_engine()) if r["id"] == token_id), None)
     emit(
-        {"id": token_id, "token": token, "datastack": datastack, "permission": permission},
+        {
+            "id": token_id,
+            "token": token,
+            "datastack": datastack,
+            "permission": permission,
+            "expires": expires,
+        },
         json_out,
         lambda: console.print(token, highlight=False, soft_wrap=True),
     )
@@ -41,7 +52,9 @@ def list_(
         rows,
         json_out,
         lambda: print_table(
-            rows, ["id", "datastack", "permission", "description", "created", "revoked"], title="tokens"
+            rows,
+            ["id", "datastack", "permission", "description", "created", "expires", "revoked"],
+            title="tokens",
         ),
     )
 

@@ -7,7 +7,8 @@ import re
 
 from matengine.errors import InvalidName
 
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+# fullmatch, never match + "$": "$" also matches before a trailing newline
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
 # PostgreSQL truncates identifiers at 63 bytes; a silent truncation would alias two names.
 MAX_IDENTIFIER = 63
 RESERVED_SCHEMAS = {"public", "matengine", "information_schema"}
@@ -15,7 +16,7 @@ RESERVED_SCHEMAS = {"public", "matengine", "information_schema"}
 
 def validate_name(name: str, what: str = "name") -> str:
     """Return ``name`` if it is a safe lowercase identifier, else raise :class:`InvalidName`."""
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidName(
             f"invalid {what} {name!r}: use lowercase letters, digits and _, starting with a letter"
         )
@@ -28,7 +29,7 @@ def quote(*parts: str) -> str:
     """``"schema"."table"`` from validated parts (quoted, so reserved words are fine too)."""
     out = []
     for part in parts:
-        if not _NAME.match(part) or len(part) > MAX_IDENTIFIER:
+        if not _NAME.fullmatch(part) or len(part) > MAX_IDENTIFIER:
             raise InvalidName(f"refusing to quote unvalidated identifier {part!r}")
         out.append('"' + part + '"')
     return ".".join(out)

@@ -162,6 +162,7 @@ tokens = Table(
     Column("description", Text, nullable=False, server_default=""),
     Column("created", TS, nullable=False, server_default=func.now()),
     Column("revoked", TS),
+    Column("expires", TS),  # refused from then on; null = never
 )
 
 version_removals = Table(

@@ -12,6 +12,7 @@ before the first byte (a probe reads one row past the cap), and announced as a w
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,8 +30,8 @@ from matengine.errors import InvalidInput
 from matengine.query import graphs, meta
 from matengine.query.columns import OutColumn, TableColumns, arrow_schema, table_columns
 from matengine.query.live import RootCorrector, post_filter_mask
-from matengine.query.reader import Batch, Fetch, read_batches
-from matengine.query.spec import Filter, QuerySpec, parse_query
+from matengine.query.reader import Batch, Fetch, QueryGuard, read_batches
+from matengine.query.spec import Filter, Limits, QuerySpec, parse_query
 from matengine.query.sqlbuild import (
     Binder,
     Scales,
@@ -76,6 +77,8 @@ class QueryPlan:
     root_prefilters: list[Filter] = field(default_factory=list)
     post_filters: list[Filter] = field(default_factory=list)
     names: dict[str, dict[str, str]] | None = None  # column_names header of joins
+    # bounds the SQL's work (the query timeout) and lets the HTTP layer cancel it
+    guard: QueryGuard = field(default_factory=QueryGuard)
 
 
 @dataclass
@@ -84,6 +87,9 @@ class QueryResult:
 
     plan: QueryPlan
     warnings: list[str] = field(default_factory=list)
+    _primed: Iterator[Batch] | None = field(default=None, repr=False)
+    _first: Batch | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def columns(self) -> list[OutColumn]:
@@ -103,9 +109,38 @@ class QueryResult:
             return self.plan.names
         return {self.plan.table: {c.name: c.name for c in self.columns}}
 
+    def prime(self) -> None:
+        """Run the query up to its first batch now, so that what fails at its start (the
+        timeout of a query that finds nothing, a value PostgreSQL refuses) is an error
+        answer, not a stream that breaks after its headers were sent."""
+        with self._lock:
+            if self._primed is not None:
+                return
+            self._primed = _stream(self.plan, self.columns)
+            self._first = next(self._primed, None)
+
+    def close(self) -> None:
+        """Give back the connection of a primed result that will not be read (waits for a
+        prime still running in another thread)."""
+        with self._lock:
+            primed, self._primed, self._first = self._primed, None, None
+        if primed is not None:
+            primed.close()  # type: ignore[attr-defined]
+
+    def cancel(self) -> None:
+        """Cancel the running query (from any thread): its client went away."""
+        self.plan.guard.cancel()
+
     def record_batches(self) -> Iterator[pa.RecordBatch]:
         schema = self.schema
-        for batch in _stream(self.plan, self.columns):
+        if self._primed is not None:
+            batches, first = self._primed, self._first
+            self._primed, self._first = None, None
+            if first is not None:
+                yield to_record_batch(first, self.columns, schema)
+        else:
+            batches = _stream(self.plan, self.columns)
+        for batch in batches:
             yield to_record_batch(batch, self.columns, schema)
 
     def to_table(self) -> pa.Table:
@@ -147,6 +182,10 @@ def _stream(plan: QueryPlan, wanted: list[OutColumn], stop_after: int | None = N
         if plan.live is not None:
             # one snapshot for roots_last_updated and the rows it describes
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        # a backend whose client (this process) vanished stops within seconds, even while
+        # it computes rows it has not sent yet
+        conn.execute("SET LOCAL client_connection_check_interval = 2000")
+        plan.guard.attach(conn)
         source: Source = plan.make_source(binder)
         where = [w(source, binder) for w in plan.where]
         corrector = None
@@ -168,7 +207,7 @@ def _stream(plan: QueryPlan, wanted: list[OutColumn], stop_after: int | None = N
         )
         skip = plan.spec.offset if in_python else 0
         remaining = limit
-        for batch in read_batches(conn, tail, binder.params, fetches):
+        for batch in read_batches(conn, tail, binder.params, fetches, guard=plan.guard):
             if corrector is not None and points:
                 corrector.correct(batch, points)
             if in_python:
@@ -189,6 +228,7 @@ def _stream(plan: QueryPlan, wanted: list[OutColumn], stop_after: int | None = N
                     break
         finished = True
     finally:
+        plan.guard.detach()
         try:
             raw.rollback()  # read-only: nothing to keep; also ends a cancelled COPY cleanly
             raw.close()
@@ -250,7 +290,10 @@ def cap_of(spec: QuerySpec, settings: Settings) -> tuple[int | None, int | None]
     return cap, cap
 
 
-def finish(plan: QueryPlan, cap: int | None, warnings: list[str]) -> QueryResult:
+def finish(
+    plan: QueryPlan, cap: int | None, warnings: list[str], settings: Settings | None = None
+) -> QueryResult:
+    plan.guard.timeout = (settings or get_settings()).query_timeout
     if cap is not None and _count(plan, cap + 1) > cap:
         warnings.append(f'201 - "Limited query to {cap} rows')
     return QueryResult(plan, warnings)
@@ -276,7 +319,7 @@ def version_query(
     settings = settings or get_settings()
     vt, notice_text = meta.queryable_table(engine, datastack, version, table)
     cols = table_columns(get_schema(vt.schema_type))
-    spec = parse_query(body, table, cols, random_sample=random_sample)
+    spec = parse_query(body, table, cols, random_sample=random_sample, limits=Limits.of(settings))
     resolution, scales = _scale(vt.voxel_resolution, spec.desired_resolution)
     limit, cap = cap_of(spec, settings)
     schema_name = version_schema(datastack, version)
@@ -292,7 +335,7 @@ def version_query(
         where=filters_sql(spec.filters),
         limit=limit,
     )
-    return finish(plan, cap, [notice(table, notice_text)] if notice_text else [])
+    return finish(plan, cap, [notice(table, notice_text)] if notice_text else [], settings)
 
 
 def notice_of(engine: Engine, datastack: str, table: str) -> str | None:
@@ -339,7 +382,7 @@ def live_query(
     tbl = catalog.get_table(engine, datastack, table)
     ds = catalog.get_datastack(engine, datastack)
     cols = table_columns(tbl.schema)
-    spec = parse_query(body, table, cols, random_sample=random_sample)
+    spec = parse_query(body, table, cols, random_sample=random_sample, limits=Limits.of(settings))
     resolution, scales = _scale(tbl.voxel_resolution, spec.desired_resolution)
     limit, cap = cap_of(spec, settings)
     seg_q = tbl.names.segmentation_q if tbl.schema.bound_points else None
@@ -363,6 +406,7 @@ def live_query(
         root_prefilters=[f for f in root_filters if f.op in ("in", "equal")],
         post_filters=root_filters,
     )
+    plan.guard.timeout = settings.query_timeout
     warnings: list[str] = []
     if target is not None:
         target.corrector = RootCorrector.create(target.graph, ts, tbl.roots_last_updated)
@@ -382,18 +426,32 @@ def live_query(
     notice = notice_of(engine, datastack, table)
     if notice:
         warnings.append(notice)
-    return finish(plan, cap, warnings)
+    return finish(plan, cap, warnings, settings)
 
 
 class MissingLookups(InvalidInput):
     status_code = 406
 
 
-def _scalar(engine: Engine, sql: str, params: Mapping[str, Any]) -> Any:
-    """One value from SQL with psycopg-style placeholders (the form :mod:`sqlbuild` writes)."""
+def _scalar(engine: Engine, sql: str, params: Mapping[str, Any], timeout: float | None = None) -> Any:
+    """One value from SQL with psycopg-style placeholders (the form :mod:`sqlbuild` writes),
+    cancelled by PostgreSQL after ``timeout`` seconds (the query timeout)."""
+    import psycopg
+
+    from matengine.errors import QueryTimeout
+
     raw = engine.raw_connection()
     try:
-        row = driver_connection(raw).execute(sql, params or None).fetchone()
+        conn = driver_connection(raw)
+        seconds = timeout if timeout is not None else get_settings().query_timeout
+        if seconds and seconds > 0:
+            conn.execute("SELECT set_config('statement_timeout', %s, true)", (f"{int(seconds * 1000)}ms",))
+        try:
+            row = conn.execute(sql, params or None).fetchone()
+        except psycopg.errors.QueryCanceled:
+            raise QueryTimeout(
+                f"a query step ran longer than {seconds:g} s (MATENGINE_QUERY_TIMEOUT) and was cancelled"
+            ) from None
         raw.rollback()
         return row[0] if row else None
     finally:
@@ -422,4 +480,6 @@ def _missing_lookups(plan: QueryPlan, tbl: catalog.AnnotationTable, ts: datetime
     )
     where = [w(src, binder) for w in plan.where] + [pending]
     tail = select_tail(src, where, binder, limit=100_000, order=False)
-    return int(_scalar(plan.engine, f"SELECT count(*) FROM (SELECT 1 {tail}) q", binder.params))
+    return int(
+        _scalar(plan.engine, f"SELECT count(*) FROM (SELECT 1 {tail}) q", binder.params, plan.guard.timeout)
+    )

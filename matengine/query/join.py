@@ -29,7 +29,14 @@ from matengine.query.engine import (
     finish,
     scale_of,
 )
-from matengine.query.spec import QuerySpec, parse_filters, parse_query, parse_select
+from matengine.query.spec import (
+    Limits,
+    QuerySpec,
+    parse_filters,
+    parse_query,
+    parse_select,
+    refuse_unsupported,
+)
 from matengine.query.sqlbuild import Binder, Source
 from matengine.schemas import get_schema
 
@@ -84,6 +91,14 @@ def join_query(
     for (t, c), tc in zip(pairs, cols, strict=True):
         if c not in tc.by_name():
             raise InvalidInput(f"table {t!r} has no column {c!r}", field="tables")
+    (t1, c1), (t2, c2) = pairs
+    k1, k2 = cols[0].by_name()[c1].kind, cols[1].by_name()[c2].kind
+    if k1 != k2:  # PostgreSQL would refuse the = mid-stream
+        raise InvalidInput(
+            f"cannot join {t1}.{c1} ({k1}) to {t2}.{c2} ({k2}): the columns have different types",
+            field="tables",
+        )
+    limits = Limits.of(settings)
     base = parse_query(
         {
             k: v
@@ -92,7 +107,9 @@ def join_query(
         },
         names[0],
         cols[0],
+        limits=limits,
     )
+    refuse_unsupported(body)
     select_key = "select_column_map" if "select_column_map" in body else "select_columns"
     selected: list[OutColumn] = []
     all_cols: list[OutColumn] = []
@@ -108,7 +125,7 @@ def join_query(
             select_value = {names[0]: select_value}
         chosen = parse_select(select_value, t, tc, select_key, tables=names)
         selected += [rename[c.name] for c in chosen]
-        for f in parse_filters(body, t, tc, tables=names):
+        for f in parse_filters(body, t, tc, tables=names, limits=limits):
             filters.append(replace(f, columns=tuple(rename[c.name] for c in f.columns)))
     wire = [c.name for c in all_cols]
     dupes = sorted({n for n in wire if wire.count(n) > 1})
@@ -125,7 +142,6 @@ def join_query(
     )
     limit, cap = cap_of(spec, settings)
     schema_name = version_schema(datastack, version)
-    (t1, c1), (t2, c2) = pairs
 
     def source(binder: Binder) -> Source:
         return Source(
@@ -147,4 +163,4 @@ def join_query(
         limit=limit,
         names=mapping,
     )
-    return finish(plan, cap, [])
+    return finish(plan, cap, [], settings)

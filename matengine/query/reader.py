@@ -7,6 +7,13 @@ fixed width, so a nullable column is sent as ``COALESCE(col, 0)`` plus a ``col I
 flag. Columns of variable width (text) take the slow path, a server-side (named) cursor.
 Both read ``batch_rows`` rows at a time, so memory is bounded whatever the result size.
 
+Work is bounded too (:class:`QueryGuard`): PostgreSQL must deliver each batch within the
+query timeout (``MATENGINE_QUERY_TIMEOUT``), else the query is cancelled and
+:class:`~matengine.errors.QueryTimeout` raised. The clock runs only while we wait for rows,
+so a large result streamed to a slow client is not cut, while a query that finds nothing
+for a minute (a pathological filter) is. The guard also lets another thread cancel the
+query at once when the HTTP client goes away.
+
 COPY cannot take server-side parameters; psycopg binds the values client-side with its own
 literal quoting (never string formatting of ours).
 """
@@ -14,7 +21,10 @@ literal quoting (never string formatting of ours).
 from __future__ import annotations
 
 import struct
+import threading
+import time
 from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +32,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
+from matengine.errors import QueryTimeout
 from matengine.query.columns import ColKind
 
 BATCH_ROWS = 16_384
@@ -66,6 +77,74 @@ class Batch:
         return Batch(
             {k: v[index] for k, v in self.values.items()}, {k: v[index] for k, v in self.nulls.items()}
         )
+
+
+class QueryGuard:
+    """The connection a query reads from, watched: cancelled when a batch takes longer than
+    ``timeout`` seconds to arrive, or when :meth:`cancel` is called (from any thread)."""
+
+    def __init__(self, timeout: float | None = None) -> None:
+        self.timeout = timeout
+        self.expired = False
+        self.cancelled = False
+        self._conn: psycopg.Connection | None = None
+        self._lock = threading.Lock()
+
+    def attach(self, conn: psycopg.Connection) -> None:
+        with self._lock:
+            self._conn = conn
+        if self.cancelled:
+            self._cancel_query()
+
+    def detach(self) -> None:
+        with self._lock:
+            self._conn = None
+
+    def _cancel_query(self) -> None:
+        with self._lock:
+            conn = self._conn
+        if conn is not None:
+            try:
+                conn.cancel_safe(timeout=10)
+            except Exception:  # the server is gone or the query already ended: nothing to stop
+                pass
+
+    def cancel(self) -> None:
+        """Stop the running query now (the client went away)."""
+        self.cancelled = True
+        self._cancel_query()
+
+    def _expire(self, watching: threading.Event) -> None:
+        # a cancel that reaches PostgreSQL before the statement runs (psycopg may still be
+        # sending a large one) is ignored: repeat it until the wait ends
+        self.expired = True
+        while watching.is_set():
+            self._cancel_query()
+            time.sleep(0.25)
+
+    @contextmanager
+    def watch(self) -> Iterator[None]:
+        """Time one wait for rows; turn a cancellation into the error that says why."""
+        timer = None
+        watching = threading.Event()
+        watching.set()
+        if self.timeout is not None and self.timeout > 0:
+            timer = threading.Timer(self.timeout, self._expire, args=(watching,))
+            timer.daemon = True
+            timer.start()
+        try:
+            yield
+        except psycopg.errors.QueryCanceled:
+            if self.expired and not self.cancelled:
+                raise QueryTimeout(
+                    f"the query produced no batch of rows within {self.timeout:g} s "
+                    "(MATENGINE_QUERY_TIMEOUT) and was cancelled: narrow it with filters or a limit"
+                ) from None
+            raise
+        finally:
+            watching.clear()
+            if timer is not None:
+                timer.cancel()
 
 
 def fixed_width(fetches: list[Fetch]) -> bool:
@@ -157,22 +236,33 @@ def copy_batches(
     params: Mapping[str, Any],
     fetches: list[Fetch],
     batch_rows: int = BATCH_ROWS,
+    guard: QueryGuard | None = None,
 ) -> Iterator[Batch]:
     """Batches of ``SELECT <fetches> <select_sql>`` (``select_sql`` starts at FROM)."""
+    guard = guard or QueryGuard()
+    guard.attach(conn)
     statement = f"COPY (SELECT {_copy_select(fetches)} {select_sql}) TO STDOUT (FORMAT binary)"
     parser = CopyBinaryParser(fetches)
-    with conn.cursor() as cur, cur.copy(statement, params or None) as copy:
+    with conn.cursor() as cur, ExitStack() as stack:
+        with guard.watch():  # PostgreSQL may run the query before it answers the COPY
+            copy = stack.enter_context(cur.copy(statement, params or None))
         read = copy.read
         while True:
             # PostgreSQL sends one message per row: gather a batch's worth, then parse it
             # whole, whatever the message boundaries (leftover bytes carry over)
             ended = False
-            for _ in range(batch_rows):
-                data = read()
-                if not data:
-                    ended = True
-                    break
-                parser.feed(data)
+            with guard.watch():
+                for _ in range(batch_rows):
+                    data = read()
+                    if not data:
+                        ended = True
+                        break
+                    parser.feed(data)
+                if ended and (guard.expired or guard.cancelled):
+                    try:
+                        parser.end()
+                    except RuntimeError:  # a cancelled COPY just ends early: say why
+                        raise psycopg.errors.QueryCanceled("canceling statement") from None
             batch = parser.take()
             if batch is not None:
                 yield batch
@@ -192,14 +282,19 @@ def cursor_batches(
     params: Mapping[str, Any],
     fetches: list[Fetch],
     batch_rows: int = BATCH_ROWS,
+    guard: QueryGuard | None = None,
 ) -> Iterator[Batch]:
     """Slow path for columns of variable width: a server-side cursor, ``batch_rows`` at a time."""
+    guard = guard or QueryGuard()
+    guard.attach(conn)
     items = ", ".join(f.expr for f in fetches)
     with conn.cursor(name="matengine_query") as cur:
         cur.itersize = batch_rows
-        cur.execute(f"SELECT {items} {select_sql}", params or None)
+        with guard.watch():
+            cur.execute(f"SELECT {items} {select_sql}", params or None)
         while True:
-            rows = cur.fetchmany(batch_rows)
+            with guard.watch():
+                rows = cur.fetchmany(batch_rows)
             if not rows:
                 return
             batch = Batch({})
@@ -224,6 +319,7 @@ def read_batches(
     params: Mapping[str, Any],
     fetches: list[Fetch],
     batch_rows: int = BATCH_ROWS,
+    guard: QueryGuard | None = None,
 ) -> Iterator[Batch]:
     reader = copy_batches if fixed_width(fetches) else cursor_batches
-    return reader(conn, select_sql, params, fetches, batch_rows)
+    return reader(conn, select_sql, params, fetches, batch_rows, guard)

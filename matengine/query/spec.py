@@ -9,12 +9,15 @@ listed ourselves.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from matengine.errors import InvalidInput
+from matengine.config import Settings, get_settings
+from matengine.errors import InvalidInput, TooLarge
 from matengine.query.columns import ColKind, OutColumn, TableColumns
+from matengine.query.regex_guard import check_regex
 from matengine.timeutil import to_utc
 
 # request key -> operator; caveclient sends filter_notin_dict, older clients filter_out_dict
@@ -30,7 +33,24 @@ FILTER_KEYS = {
     "filter_spatial_dict": "bbox",
     "filter_regex_dict": "regex",
 }
-MAX_FILTER_VALUES = 1_000_000
+INT64 = 2**63
+_INTEGER = re.compile(r"[+-]?[0-9]+")  # ASCII digits only: "²".isdigit() is True
+# keys of a query body that matengine does not implement: refused, never silently ignored
+UNSUPPORTED_KEYS = ("order_by", "direction")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-request size limits (``MATENGINE_MAX_*`` settings; docs/security.md)."""
+
+    filter_values: int = 100_000
+    regex_length: int = 256
+    text_length: int = 65_536
+
+    @classmethod
+    def of(cls, settings: Settings | None = None) -> Limits:
+        s = settings or get_settings()
+        return cls(s.max_filter_values, s.max_regex_length, s.max_text_length)
 
 
 @dataclass(frozen=True)
@@ -63,8 +83,27 @@ def _where(key: str, column: str | None = None) -> str:
     return f"{key}[{column!r}]" if column else key
 
 
-def coerce_value(col: OutColumn, value: Any, where: str) -> Any:
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_text(value: str, where: str, max_length: int = 65_536) -> str:
+    """Text PostgreSQL can store and a request may carry: no NUL, valid UTF-8, bounded."""
+    if len(value) > max_length:
+        raise TooLarge(f"text longer than {max_length} characters", field=where)
+    if "\x00" in value:
+        raise InvalidInput("text contains a NUL character, which PostgreSQL text cannot hold", field=where)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput("text is not valid Unicode (a lone surrogate)", field=where) from None
+    return value
+
+
+def coerce_value(col: OutColumn, value: Any, where: str, limits: Limits | None = None) -> Any:
     """``value`` as the Python type bound for ``col``, or :class:`InvalidInput`."""
+    limits = limits or Limits()
     kind = col.kind
     if value is None:
         raise InvalidInput("null is not a filter value", field=where)
@@ -73,18 +112,20 @@ def coerce_value(col: OutColumn, value: Any, where: str) -> Any:
             raise InvalidInput(f"expected an integer, got {value!r}", field=where)
         if isinstance(value, float) and value.is_integer():
             value = int(value)
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        if isinstance(value, str) and len(value) < 40 and _INTEGER.fullmatch(value.strip()):
             value = int(value)
-        if not isinstance(value, int) or not -(2**63) <= value < 2**63:
-            raise InvalidInput(f"expected a 64-bit integer, got {value!r}", field=where)
+        if not isinstance(value, int) or not -INT64 <= value < INT64:
+            raise InvalidInput(f"expected a 64-bit integer, got {_shown(value)}", field=where)
+        if value < 0 and (col.name.endswith("_root_id") or col.name.endswith("_supervoxel_id")):
+            raise InvalidInput(f"segmentation ids are not negative, got {value}", field=where)
         return value
     if kind is ColKind.FLOAT:
         if isinstance(value, bool):
             raise InvalidInput(f"expected a number, got {value!r}", field=where)
         try:
             number = float(value)
-        except (TypeError, ValueError):
-            raise InvalidInput(f"expected a number, got {value!r}", field=where) from None
+        except (TypeError, ValueError, OverflowError):
+            raise InvalidInput(f"expected a number, got {_shown(value)}", field=where) from None
         if not math.isfinite(number):
             raise InvalidInput(f"expected a finite number, got {value!r}", field=where)
         return number
@@ -96,12 +137,12 @@ def coerce_value(col: OutColumn, value: Any, where: str) -> Any:
         return value
     if kind is ColKind.TEXT:
         if not isinstance(value, str):
-            raise InvalidInput(f"expected a string, got {value!r}", field=where)
-        return value
+            raise InvalidInput(f"expected a string, got {_shown(value)}", field=where)
+        return check_text(value, where, limits.text_length)
     try:
         return to_utc(value)
     except (TypeError, ValueError, OverflowError):
-        raise InvalidInput(f"expected an ISO timestamp, got {value!r}", field=where) from None
+        raise InvalidInput(f"expected an ISO timestamp, got {_shown(value)}", field=where) from None
 
 
 def _column(cols: TableColumns, name: Any, where: str, *, allow_position: bool) -> list[OutColumn]:
@@ -134,7 +175,7 @@ def _bbox(value: Any, where: str) -> tuple[tuple[float, ...], tuple[float, ...]]
     return tuple(box[0]), tuple(box[1])
 
 
-def _filter(cols: TableColumns, key: str, op: str, name: Any, value: Any) -> Filter:
+def _filter(cols: TableColumns, key: str, op: str, name: Any, value: Any, limits: Limits) -> Filter:
     where = _where(key, name if isinstance(name, str) else None)
     if op == "bbox":
         parts = _column(cols, name, where, allow_position=True)
@@ -144,24 +185,35 @@ def _filter(cols: TableColumns, key: str, op: str, name: Any, value: Any) -> Fil
     col = _column(cols, name, where, allow_position=False)[0]
     if op in ("in", "notin"):
         if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
-            raise InvalidInput(f"expected a list of values, got {value!r}", field=where)
-        if len(value) > MAX_FILTER_VALUES:
-            raise InvalidInput(f"more than {MAX_FILTER_VALUES} values", field=where)
-        return Filter(op, name, (col,), [coerce_value(col, v, where) for v in value])
+            raise InvalidInput(f"expected a list of values, got {_shown(value)}", field=where)
+        if len(value) > limits.filter_values:
+            raise TooLarge(
+                f"{len(value)} values, more than the {limits.filter_values} one filter may list "
+                "(MATENGINE_MAX_FILTER_VALUES); split the query",
+                field=where,
+            )
+        return Filter(op, name, (col,), [coerce_value(col, v, where, limits) for v in value])
     if op == "regex":
         if col.kind is not ColKind.TEXT:
             raise InvalidInput(f"regex filters need a text column; {name!r} is {col.kind}", field=where)
-        return Filter(op, name, (col,), coerce_value(col, value, where))
+        pattern = coerce_value(col, value, where, limits)
+        return Filter(op, name, (col,), check_regex(pattern, max_length=limits.regex_length, where=where))
     if op in ("gt", "lt", "ge", "le") and col.kind in (ColKind.BOOL, ColKind.TEXT):
         raise InvalidInput(f"cannot compare {col.kind} column {name!r} by order", field=where)
-    return Filter(op, name, (col,), coerce_value(col, value, where))
+    return Filter(op, name, (col,), coerce_value(col, value, where, limits))
 
 
 def parse_filters(
-    body: Mapping[str, Any], table: str, cols: TableColumns, *, tables: Collection[str] = ()
+    body: Mapping[str, Any],
+    table: str,
+    cols: TableColumns,
+    *,
+    tables: Collection[str] = (),
+    limits: Limits | None = None,
 ) -> list[Filter]:
     """Filters of ``table`` from a request body (each filter dict nested by table name);
     ``tables``: every table of the query (a join), whose filters are parsed separately."""
+    limits = limits or Limits.of()
     allowed = {table, *tables}
     out: list[Filter] = []
     for key, op in FILTER_KEYS.items():
@@ -179,7 +231,7 @@ def parse_filters(
                 continue
             if not isinstance(conds, Mapping):
                 raise InvalidInput("expected {column: value}", field=_where(key, tname))
-            out.extend(_filter(cols, key, op, name, value) for name, value in conds.items())
+            out.extend(_filter(cols, key, op, name, value, limits) for name, value in conds.items())
     return out
 
 
@@ -215,8 +267,8 @@ def parse_select(
 def _int(value: Any, key: str, minimum: int) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidInput(f"expected an integer >= {minimum}, got {value!r}", field=key)
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value < INT64:
+        raise InvalidInput(f"expected an integer >= {minimum} and < 2**63, got {_shown(value)}", field=key)
     return value
 
 
@@ -225,22 +277,34 @@ def parse_resolution(value: Any, key: str = "desired_resolution") -> tuple[float
         return None
     try:
         res = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         res = ()
     if len(res) != 3 or not all(math.isfinite(v) and v > 0 for v in res):
         raise InvalidInput(f"expected three positive numbers, got {value!r}", field=key)
     return (res[0], res[1], res[2])
 
 
+def refuse_unsupported(body: Mapping[str, Any]) -> None:
+    for key in UNSUPPORTED_KEYS:
+        if body.get(key) is not None:
+            raise InvalidInput(f"{key} is not supported: rows come ordered by id; sort the result", field=key)
+
+
 def parse_query(
-    body: Mapping[str, Any], table: str, cols: TableColumns, *, random_sample: Any = None
+    body: Mapping[str, Any],
+    table: str,
+    cols: TableColumns,
+    *,
+    random_sample: Any = None,
+    limits: Limits | None = None,
 ) -> QuerySpec:
     if not isinstance(body, Mapping):
         raise InvalidInput("the request body must be a JSON object")
+    refuse_unsupported(body)
     select_key = "select_column_map" if "select_column_map" in body else "select_columns"
     return QuerySpec(
         select=parse_select(body.get(select_key), table, cols, select_key),
-        filters=parse_filters(body, table, cols),
+        filters=parse_filters(body, table, cols, limits=limits),
         offset=_int(body.get("offset"), "offset", 0) or 0,
         limit=_int(body.get("limit"), "limit", 1),
         desired_resolution=parse_resolution(body.get("desired_resolution")),

@@ -17,9 +17,9 @@ volume is served under ``/segmentation/table/{name}/volume`` and advertised as t
 
 from __future__ import annotations
 
-import gzip
 import json
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,10 +53,22 @@ def _ts_or_zero(request: Request, name: str) -> int:
     return _ts(request, name) if name in request.query_params else 0
 
 
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
 async def _body(request: Request) -> bytes:
+    # under matengine's app, BodyLimit has inflated and bounded the body already; a
+    # standalone segmentation server bounds what it inflates here
     data = await request.body()
     if "gzip" in request.headers.get("content-encoding", "").lower():
-        data = gzip.decompress(data)
+        from matengine.api.body_limit import BodyTooLarge, inflate
+
+        try:
+            data = inflate([data], "gzip", MAX_BODY_BYTES)
+        except BodyTooLarge:
+            raise HTTPException(413, f"request body larger than {MAX_BODY_BYTES} bytes inflated") from None
+        except zlib.error:
+            raise HTTPException(400, "the body is not valid gzip data") from None
     return data
 
 

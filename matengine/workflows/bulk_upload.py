@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, text
 
 from matengine import catalog
 from matengine.catalog import AnnotationTable
+from matengine.config import Settings
 from matengine.db.annotation_tables import build_indexes, drop_indexes
 from matengine.db.copy import copy_in, copy_in_rows, timestamptz_value
 from matengine.db.identifiers import validate_name
@@ -39,8 +40,9 @@ from matengine.workflows.upload_layout import (
 LARGE_LOAD = 1_000_000  # rows into an empty table above which indexes are built after the load
 
 
-def check_request(engine: Engine, params: dict[str, Any]) -> None:
-    """The cheap checks, done before a run is even recorded (so the caller hears at once)."""
+def check_request(engine: Engine, params: dict[str, Any], settings: Settings | None = None) -> None:
+    """The cheap checks, done before a run is even recorded (so the caller hears at once).
+    The source must lie under a configured source root (``settings.source_roots``)."""
     catalog.get_datastack(engine, params["datastack"])
     validate_name(params["table"], "table name")
     schema = get_schema(params["schema"])
@@ -64,7 +66,7 @@ def check_request(engine: Engine, params: dict[str, Any]) -> None:
         raise InvalidInput(
             f"table {table.table_name!r} has schema {table.schema_type!r}, not {schema.name!r}"
         )
-    targets, _ = resolve_targets(schema, params["column_mapping"], NpyFolder(params["source"]))
+    targets, _ = resolve_targets(schema, params["column_mapping"], NpyFolder(params["source"], settings))
     has_roots = any(t.column.endswith("_root_id") for t in targets)
     if has_roots and not params.get("roots_timestamp"):
         raise InvalidInput("root ids are mapped: say when they were valid (roots_timestamp)")

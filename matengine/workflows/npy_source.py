@@ -5,13 +5,18 @@ a whole file and memory stays flat as row counts grow."""
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 from cloudfiles import CloudFiles, paths
 
+from matengine.config import Settings
 from matengine.errors import InvalidInput
+from matengine.sources import check_source_url
+
+log = logging.getLogger("matengine.upload")
 
 _HEADER_PROBE = 4096
 
@@ -33,9 +38,14 @@ class NpyHeader:
 
 
 class NpyFolder:
-    """A folder of ``NAME.npy`` files at ``url``."""
+    """A folder of ``NAME.npy`` files at ``url``, which must lie under a configured source
+    root (:func:`matengine.sources.check_source_url`).
 
-    def __init__(self, url: str):
+    Errors name the file and the folder, never what the store answered: a caller must not
+    learn the content of a URL, nor tell a closed port from a missing file.
+    """
+
+    def __init__(self, url: str, settings: Settings | None = None):
         if not isinstance(url, str) or not url.strip():
             raise InvalidInput(
                 "source must be a folder URL (file://, gs://, s3://, http(s)://)", field="source"
@@ -48,6 +58,7 @@ class NpyFolder:
             )
         if sep and not rest.strip("/"):
             raise InvalidInput(f"source {url!r} names no bucket or folder", field="source")
+        check_source_url(url, settings)
         self.url = url.rstrip("/")
         self._headers: dict[str, NpyHeader] = {}
 
@@ -74,9 +85,12 @@ class NpyFolder:
         try:
             head = self._get(path, 0, _HEADER_PROBE)
         except Exception as exc:
-            raise InvalidInput(f"cannot read {path} in {self.url}: {exc}", field=name) from None
+            log.info("reading %s in %s failed: %r", path, self.url, exc)  # for the operator only
+            head = None
         if head is None:
-            raise InvalidInput(f"missing file {path} in {self.url}", field=name)
+            raise InvalidInput(
+                f"missing file {path} in {self.url} (absent, or the store could not be read)", field=name
+            )
         try:
             f = io.BytesIO(head)
             major, _minor = np.lib.format.read_magic(f)
@@ -84,8 +98,8 @@ class NpyFolder:
                 np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
             )
             shape, fortran, dtype = reader(f)
-        except Exception as exc:
-            raise InvalidInput(f"{path} is not a readable .npy file: {exc}", field=name) from None
+        except Exception:  # numpy's message quotes the bytes read: never echo them
+            raise InvalidInput(f"{path} is not a readable .npy file", field=name) from None
         if fortran and len(shape) > 1:
             raise InvalidInput(f"{path} is stored in Fortran order; save it C-ordered", field=name)
         if dtype.hasobject:
@@ -119,7 +133,11 @@ class NpyFolder:
             return np.empty((0, *h.shape[1:]), dtype=h.dtype)
         first = h.offset + start * h.row_bytes
         last = h.offset + stop * h.row_bytes
-        data = self._get(f"{name}.npy", first, last)
+        try:
+            data = self._get(f"{name}.npy", first, last)
+        except Exception as exc:
+            log.info("reading rows of %s.npy in %s failed: %r", name, self.url, exc)
+            raise InvalidInput(f"cannot read rows of {name}.npy in {self.url}", field=name) from None
         if data is None or len(data) != last - first:
             raise InvalidInput(f"{name}.npy is shorter than its header says", field=name)
         return np.frombuffer(data, dtype=h.dtype).reshape((stop - start, *h.shape[1:]))

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from matengine.config import Settings, get_settings
-from matengine.errors import MatengineError
+from matengine.errors import InvalidInput, MatengineError
 from matengine.workflows import runs
 from matengine.workflows.engine import execute_inline
 from matengine.workflows.runs import Run
@@ -136,11 +136,18 @@ def sync_parameters(
     if kind not in SYNC_KINDS:
         raise MatengineError(f"unknown workflow {kind!r}")
     catalog.get_datastack(engine, datastack)
+    if chunk_rows is not None and (
+        isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1
+    ):
+        raise InvalidInput(f"chunk_rows must be a positive integer, not {chunk_rows!r}", field="chunk_rows")
     if table is not None:
         tables = [catalog.get_table(engine, datastack, table).table_name]
     else:
         tables = [t.table_name for t in catalog.list_tables(engine, datastack)]
-    when = to_utc(timestamp) if timestamp else utcnow()
+    try:
+        when = to_utc(timestamp) if timestamp else utcnow()
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidInput(f"expected an ISO timestamp, got {timestamp!r}", field="timestamp") from None
     params: dict[str, Any] = {
         "tables": tables,
         "timestamp": when.isoformat(),

@@ -10,6 +10,7 @@ import numpy as np
 
 from matengine.errors import InvalidInput
 from matengine.schemas import AnnotationSchema, Kind
+from matengine.sources import check_file_name
 from matengine.workflows.npy_source import NpyFolder
 
 SCAN_ROWS = 1_000_000  # rows per read while validating whole files
@@ -65,6 +66,7 @@ def resolve_targets(
     targets: list[Target] = []
     lengths: dict[str, int] = {}
     for file, cols in mapping.items():
+        check_file_name(file)
         names = cols if isinstance(cols, list) else [cols]
         for c in names:
             if c not in logical:
@@ -125,9 +127,18 @@ def scan_files(folder: NpyFolder, targets: list[Target], rows: int) -> dict[str,
     id_target = next((t for t in targets if t.column == "id"), None)
     positions = [t for t in targets if t.sql_type == "position"]
     texts = [t for t in targets if t.sql_type == "text"]
+    # uint64 files (segmentation ids are) would wrap to negative bigints past 2**63 - 1
+    unsigned: dict[str, list[Target]] = {}
+    for t in targets:
+        if t.sql_type == "bigint" and t.column != "id" and folder.header(t.file).dtype.kind == "u":
+            unsigned.setdefault(t.file, []).append(t)
     all_ids = []
     for start in range(0, rows, SCAN_ROWS):
         stop = min(rows, start + SCAN_ROWS)
+        for file, mapped in unsigned.items():  # one read per file, whatever it feeds
+            block = folder.read_rows(file, start, stop)
+            for t in mapped:
+                _check_int64(t, _column(block, t.index), start)
         for t in texts:
             _check_text(t, _column(folder.read_rows(t.file, start, stop), t.index), start)
         for t in positions:
@@ -172,6 +183,18 @@ def scan_files(folder: NpyFolder, targets: list[Target], rows: int) -> dict[str,
             )
         facts.update(min_id=int(ids.min()), max_id=int(ids.max()))
     return facts
+
+
+def _check_int64(t: Target, values: np.ndarray, start: int) -> None:
+    big = values > np.iinfo(np.int64).max
+    if big.any():
+        row = start + int(np.argmax(big))
+        raise InvalidInput(
+            f"{t.file}.npy row {row}: {t.column} {values[row - start]} is larger than "
+            f"a 64-bit signed integer can hold ({np.iinfo(np.int64).max})",
+            row=row,
+            field=t.column,
+        )
 
 
 def _check_text(t: Target, values: np.ndarray, start: int) -> None:

@@ -77,3 +77,22 @@ def test_join_query_with_filters_and_select(joined):
     assert sorted(df.columns) == ["id", "post_pt_root_id", "size", "tag_tag"]
     assert sorted(df["id"]) == sorted(k for k, v in tags.items() if v == "a")
     assert (df["tag_tag"] == "a").all()
+
+
+def test_join_on_columns_of_different_types_is_refused_before_streaming(joined, server):
+    """id (an integer) joined to tag (text): refused with the API's error shape, never a 200
+    whose stream PostgreSQL breaks."""
+    import httpx
+
+    client, *_ = joined
+    r = httpx.post(
+        f"{server.url}/materialize/api/v3/datastack/{client.datastack_name}/version/1/query",
+        json={"tables": [["syn", "id"], ["syn_tags", "tag"]]},
+        headers={"Authorization": f"Bearer {client.auth.token}"},
+    )
+    assert r.status_code == 400, r.text[:300]
+    assert set(r.json()) == {"message", "error"}
+    assert (
+        "cannot join syn.id (int) to syn_tags.tag (text): the columns have different types"
+        in r.json()["message"]
+    )

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from matengine.errors import InvalidInput
+from matengine.errors import InvalidInput, TooLarge
 from matengine.query.columns import table_columns
-from matengine.query.spec import MAX_FILTER_VALUES, coerce_value, parse_query, parse_resolution
+from matengine.query.spec import Limits, coerce_value, parse_query, parse_resolution
 from matengine.schemas import get_schema
 
 COLS = table_columns(get_schema("synapse"))
@@ -94,8 +94,44 @@ def test_bad_requests_are_refused_naming_the_field(body, message):
 
 
 def test_too_many_filter_values_are_refused():
-    with pytest.raises(InvalidInput, match=f"more than {MAX_FILTER_VALUES} values"):
-        parse_query({"filter_in_dict": {"syn": {"id": [1] * (MAX_FILTER_VALUES + 1)}}}, "syn", COLS)
+    most = Limits().filter_values
+    with pytest.raises(TooLarge, match=f"{most + 1} values, more than the {most} one filter may list"):
+        parse_query({"filter_in_dict": {"syn": {"id": [1] * (most + 1)}}}, "syn", COLS)
+    small = Limits(filter_values=3)
+    with pytest.raises(TooLarge, match="more than the 3"):
+        parse_query({"filter_in_dict": {"syn": {"id": [1, 2, 3, 4]}}}, "syn", COLS, limits=small)
+    assert (
+        len(parse_query({"filter_in_dict": {"syn": {"id": [1, 2, 3]}}}, "syn", COLS, limits=small).filters)
+        == 1
+    )
+
+
+@pytest.mark.parametrize("value", ["--1", "²", "1_000", "0x10", " 1 2", "9" * 40, 2**63, -(2**63) - 1, True])
+def test_integers_that_are_not_64_bit_integers_are_refused(value):
+    with pytest.raises(InvalidInput, match="64-bit integer|expected an integer"):
+        coerce_value(BY["id"], value, "f")
+
+
+def test_segmentation_ids_are_not_negative():
+    with pytest.raises(InvalidInput, match="segmentation ids are not negative"):
+        coerce_value(BY["pre_pt_root_id"], -5, "f")
+
+
+@pytest.mark.parametrize("value", [None, [1], {}, 1e308, "tuesday", True])
+def test_times_that_are_not_times_are_refused(value):
+    with pytest.raises(InvalidInput):
+        coerce_value(BY["created"], value, "f")
+
+
+@pytest.mark.parametrize("key", ["limit", "offset"])
+def test_limit_and_offset_stay_in_64_bits(key):
+    with pytest.raises(InvalidInput, match="< 2\\*\\*63"):
+        parse_query({key: 2**70}, "syn", COLS)
+
+
+def test_order_by_is_refused_not_ignored():
+    with pytest.raises(InvalidInput, match="order_by is not supported"):
+        parse_query({"order_by": "id"}, "syn", COLS)
 
 
 def test_integers_from_text_and_whole_floats():

@@ -7,6 +7,7 @@ import uuid
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from matengine import auth, catalog
 
@@ -59,20 +60,30 @@ def test_workflows_start_over_rest_and_finish(served, engine, synth, oracle):
         assert_same_rows(read_version(engine, name, 1, table), oracle.table_at(table, when))
 
 
-def test_bad_upload_is_refused_at_once_with_the_file_named(served):
+def test_bad_upload_is_refused_at_once_with_the_file_named(served, tmp_path, engine):
     url, name, tokens = served
-    r = httpx.post(
-        f"{url}/admin/api/v1/datastack/{name}/bulk_upload",
-        headers={"Authorization": f"Bearer {tokens['admin']}"},
-        json={
-            "table": "t",
-            "schema": "synapse",
-            "source": "file:///nonexistent",
-            "column_mapping": {"id": "id"},
-        },
-    )
+
+    def upload(source: str, mapping: dict) -> httpx.Response:
+        return httpx.post(
+            f"{url}/admin/api/v1/datastack/{name}/bulk_upload",
+            headers={"Authorization": f"Bearer {tokens['admin']}"},
+            json={"table": "t", "schema": "synapse", "source": source, "column_mapping": mapping},
+        )
+
+    with engine.connect() as conn:
+        runs_before = conn.execute(text("SELECT count(*) FROM matengine.workflow_runs")).scalar()
+    r = upload(f"file://{tmp_path}/nonexistent", {"id": "id"})
     assert r.status_code == 400
-    assert "id.npy" in r.text
+    assert "missing file id.npy" in r.json()["message"]
+    # outside the source roots, or a name leaving the folder: refused before anything is read
+    r = upload("file:///etc", {"passwd": "id"})
+    assert r.status_code == 400 and "outside the configured source roots" in r.json()["message"]
+    r = upload(f"file://{tmp_path}", {"../../etc/passwd": "id"})
+    assert r.status_code == 400 and "must be a plain name in the source folder" in r.json()["message"]
+    r = upload(f"http://127.0.0.1:{22}/x", {"id": "id"})
+    assert r.status_code == 400 and "outside the configured source roots" in r.json()["message"]
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM matengine.workflow_runs")).scalar() == runs_before
 
 
 @pytest.mark.parametrize("who", [None, "view", "edit"])

@@ -333,7 +333,13 @@ def _data_cases(first_id: int) -> dict:
     inf_post = _with("post", 33, [1.0, 2.0, np.inf], first_id)
     ninf_ctr = _with("ctr", 0, [-np.inf, 2.0, 3.0], first_id)
     dup = _with("id", 7, first_id + 2, first_id)
+    big_sv = _with("sv", 21, [5, 2**63], first_id)
     return {
+        "supervoxel id beyond int64": (
+            {"sv": big_sv},
+            "sv.npy row 21: post_pt_supervoxel_id 9223372036854775808 is larger than a 64-bit signed "
+            "integer can hold (9223372036854775807)",
+        ),
         "duplicate id": ({"id": dup}, f"id.npy row 7: duplicate id {first_id + 2}"),
         "negative id": ({"id": _with("id", 5, -4, first_id)}, "id.npy row 5: id -4 is not positive"),
         "zero id": ({"id": _with("id", 0, 0, first_id)}, "id.npy row 0: id 0 is not positive"),
@@ -555,8 +561,20 @@ BAD_PARAMS = {
     ),
     "no bucket": ({"source": "gs://"}, "source 'gs://' names no bucket or folder"),
     "folder that does not exist": (
+        {"source": "file://{tmp}/no/such/folder"},
+        "missing file id.npy in file://{tmp}/no/such/folder",
+    ),
+    "folder outside the source roots": (
         {"source": "file:///no/such/folder"},
-        "missing file id.npy in file:///no/such/folder",
+        "source 'file:///no/such/folder' is outside the configured source roots (MATENGINE_SOURCE_ROOTS)",
+    ),
+    "dot-dot out of a root": (
+        {"source": "file://{tmp}/../../etc"},
+        "has a '.' or '..' segment",
+    ),
+    "loopback URL": (
+        {"source": "http://127.0.0.1:9/folder"},
+        "is outside the configured source roots",
     ),
 }
 
@@ -565,6 +583,8 @@ BAD_PARAMS = {
 def test_bad_parameters(engine, ds, tmp_path, case):
     change, fragment = BAD_PARAMS[case]
     folder = write_folder(tmp_path / "f", good_arrays())
+    change = {k: v.replace("{tmp}", str(tmp_path)) if isinstance(v, str) else v for k, v in change.items()}
+    fragment = fragment.replace("{tmp}", str(tmp_path))
     p = {**params(ds, folder, table=fresh()), **change}
     attempt(engine, p, fragment, fast=True)
     assert not _present(engine, ds, p["table"])

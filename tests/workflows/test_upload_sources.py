@@ -156,8 +156,9 @@ def gcs_bucket(tree):
     server.stop()
 
 
-def test_upload_from_gs(engine, datastack, synth, oracle, gcs_bucket, monkeypatch, tmp_path):
+def test_upload_from_gs(engine, datastack, synth, oracle, gcs_bucket, monkeypatch, tmp_path, admit_sources):
     endpoint, bucket = gcs_bucket
+    admit_sources(f"gs://{bucket}/synth")
     # google-cloud-storage (under cloud-files) sends every request to the emulator named by
     # STORAGE_EMULATOR_HOST, with anonymous credentials
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", endpoint)
@@ -194,8 +195,10 @@ def s3_bucket(tree):
     server.stop()
 
 
-def test_upload_from_s3(engine, datastack, synth, oracle, s3_bucket, monkeypatch, tmp_path):
+def test_upload_from_s3(engine, datastack, synth, oracle, s3_bucket, monkeypatch, tmp_path, admit_sources):
     endpoint, bucket = s3_bucket
+    # the moto server listens on loopback: the test names it as an allowed private host
+    admit_sources(f"s3://{endpoint}/{bucket}/synth", private_hosts="127.0.0.1")
     # cloud-files takes an S3-compatible endpoint in the path (s3://http://host:port/bucket/…)
     # and credentials from ~/.cloudvolume/secrets/aws-secret.json or the environment; it wants
     # all three of key id, secret and session token there
@@ -307,10 +310,11 @@ def test_range_server_answers_like_a_bucket(http_root):
     assert requests.get(f"{url}/cells/nope.npy", timeout=5).status_code == 404
 
 
-def test_upload_from_http_reads_byte_ranges(engine, datastack, synth, oracle, http_root):
+def test_upload_from_http_reads_byte_ranges(engine, datastack, synth, oracle, http_root, admit_sources):
     from matengine.workflows.npy_source import _HEADER_PROBE
 
     url, served = http_root
+    admit_sources(url, private_hosts="127.0.0.1")
     refuses_bad_files(engine, datastack, synth, lambda folder: f"{url}/{folder}")
     served.clear()
     upload_and_compare(engine, datastack, synth, oracle, lambda table: f"{url}/{table}")
@@ -320,7 +324,14 @@ def test_upload_from_http_reads_byte_ranges(engine, datastack, synth, oracle, ht
         s for s in gets if s.status != 206 or not s.range
     ]
     mapping = json.loads((synth.directory / "synapses" / "column_mapping.json").read_text())
-    scanned = {f for f, col in mapping.items() if col == "id" or str(col).endswith("_position")}
+    # ids, coordinates and uint64 files (range-checked against bigint) are scanned
+    scanned = {
+        f
+        for f, col in mapping.items()
+        if col == "id"
+        or str(col).endswith("_position")
+        or np.load(synth.directory / "synapses" / f"{f}.npy", mmap_mode="r").dtype.kind == "u"
+    }
     for name in mapping:
         path = synth.directory / "synapses" / f"{name}.npy"
         arr = np.load(path, mmap_mode="r")

@@ -23,6 +23,8 @@ def worker_env(database_url: str, broker: str, queue: str) -> dict[str, str]:
         MATENGINE_BROKER_URL=broker,
         MATENGINE_QUEUE=queue,
         MATENGINE_VISIBILITY_TIMEOUT="5",
+        # uploads read only under the source roots: the tests' one, configured explicitly
+        MATENGINE_SOURCE_ROOTS=os.environ.get("MATENGINE_SOURCE_ROOTS", ""),
     )
     return env
 
