@@ -1,4 +1,4 @@
-"""Benchmarks of matengine against the baselines they must beat (DESIGN §8).
+"""Benchmarks of matengine against the baselines they must beat (docs/design.md §8).
 
 Every benchmark measures our workflow and its baseline on the same data in the same run, in a
 scratch database created for the run and dropped after it, and returns a dict whose ``rows``
@@ -179,7 +179,7 @@ def volume_for(rows: int) -> dict[str, Any]:
     return {"size": (256, 256, 64), "supervoxels": 8_000, "initial_roots": 1_000, "edits": 300}
 
 
-def dataset(directory: str | Path, rows: int, *, seed: int = 0):
+def dataset(directory: str | Path, rows: int, *, seed: int = 0, edits: int | None = None):
     """A synthetic dataset with ``rows`` synapses and enough edits that ~20% of the initial
     roots expire over its time span (cached: reused if ``directory`` holds one made with the
     same parameters)."""
@@ -187,6 +187,8 @@ def dataset(directory: str | Path, rows: int, *, seed: int = 0):
 
     directory = Path(directory)
     vol = volume_for(rows)
+    if edits is not None:  # more history, e.g. for many versions with a share of roots changed each
+        vol["edits"] = int(edits)
     params = {"rows": rows, "seed": seed, **vol, "size": list(vol["size"])}
     stamp = directory / "bench-params.json"
     if stamp.exists() and json.loads(stamp.read_text()) == params:

@@ -89,7 +89,7 @@ def _index_ddl(table, target: str) -> list[str]:
 
 
 def field_procedure(url: str, table, when, *, strategy: str | None = None) -> dict[str, Any]:
-    """The field's frozen-database procedure, step by step (reference spec §3.4):
+    """The field's frozen-database procedure, step by step (the field's documented procedure):
     close every session of the live database, ``CREATE DATABASE … TEMPLATE live``, drop the
     tables the version does not need, merge (``CREATE TABLE AS`` join), drop the originals,
     then add the indexes one by one with ``maintenance_work_mem = 1GB`` as the field does."""

@@ -1,4 +1,4 @@
-"""Benchmark: queries of an N-row version table through the REST API (DESIGN §8).
+"""Benchmark: queries of an N-row version table through the REST API (docs/design.md §8).
 
 * "all synapses of one root": p50 / p99 latency of ``POST …/version/1/table/synapses/query``
   with ``filter_in_dict`` on ``pre_pt_root_id`` (Arrow, as caveclient asks), over HTTP with a

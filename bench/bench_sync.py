@@ -223,7 +223,7 @@ def bench_small_ingest(engine: Engine, info, sizes=SMALL_INGEST, repeats: int = 
 
 
 def whatif_ingest(engine: Engine, info, rows: int, chunk_rows: int = 200_000) -> dict[str, Any]:
-    """Not the workflow: the same ingest written the way DESIGN §5 asks, to show what the
+    """Not the workflow: the same ingest written the way docs/design.md §5 describes, to show what the
     workflow could reach -- rows read by binary COPY into numpy, the segmentation opened once,
     pre and post points looked up in one call (each volume chunk read once per chunk of rows),
     ids written by binary COPY into a staging table and one ``UPDATE … FROM`` per chunk."""

@@ -1,4 +1,4 @@
-"""Run every benchmark on one synthetic dataset and print one table of ratios (DESIGN §8).
+"""Run every benchmark on one synthetic dataset and print one table of ratios (docs/design.md §8).
 
 Columns: operation, ours, baseline, unit, ratio (ours / baseline for rates; as the target
 says for times), target, met?. ``--json PATH`` writes the table plus every benchmark's
@@ -25,12 +25,15 @@ from typing import Any, TextIO
 
 from bench import dataset, human, parse_rows
 
-BENCHMARKS = ("upload", "sync", "materialize", "query")
+BENCHMARKS = ("upload", "sync", "materialize", "query", "export", "aggregates", "versions")
 MODULES = {
     "upload": "bench.bench_upload",
     "sync": "bench.bench_sync",
     "materialize": "bench.bench_materialize",
     "query": "bench.bench_query",
+    "export": "bench.bench_export",
+    "aggregates": "bench.bench_aggregates",
+    "versions": "bench.bench_versions",
 }
 COLUMNS = ("operation", "ours", "baseline", "unit", "ratio", "target", "met?")
 
@@ -144,7 +147,7 @@ def run_all(
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=workdir, prefix="matengine_bench_") as tmp:
         info = None
-        if any(b in ("upload", "sync", "materialize") for b in names):
+        if any(b in ("upload", "sync", "materialize", "versions") for b in names):
             log(f"generating a synthetic dataset of {human(n)} synapses …")
             t = time.perf_counter()
             info = dataset(Path(tmp) / "ds", n, seed=seed)
@@ -155,7 +158,7 @@ def run_all(
             try:
                 module = importlib.import_module(MODULES[name])
                 kwargs = dict((options or {}).get(name, {}))
-                if name == "query":
+                if name in ("query", "aggregates"):
                     result = module.run(n, **kwargs)
                 else:
                     result = module.run(n, workdir=tmp, info=info, **kwargs)

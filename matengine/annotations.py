@@ -75,13 +75,17 @@ def _check_number(value: Any, row: int, field: str, *, integer: bool = False) ->
     return float(value)
 
 
-def _position(value: Any, row: int, field: str) -> tuple[float, float, float]:
+def _position(
+    value: Any, row: int, field: str, *, required: bool = True, extra_keys: frozenset[str] = frozenset()
+) -> tuple[float, float, float] | tuple[None, None, None]:
     if isinstance(value, Mapping):
-        unknown = set(value) - _POINT_KEYS
+        unknown = set(value) - _POINT_KEYS - extra_keys
         if unknown:
             raise InvalidInput(f"unknown key(s) {sorted(unknown)} in point", row=row, field=field)
         value = value.get("position")
     if value is None:
+        if not required:
+            return (None, None, None)
         raise InvalidInput("missing point position", row=row, field=field)
     try:
         coords = list(value)
@@ -98,6 +102,14 @@ def _scalar(f: Field, value: Any, row: int) -> Any:
         if f.required:
             raise InvalidInput("missing required value", row=row, field=f.name)
         return None
+    checked = _typed(f, value, row)
+    if f.choices is not None and checked not in f.choices:
+        allowed = ", ".join(repr(c) for c in f.choices)
+        raise InvalidInput(f"must be one of {allowed}", row=row, field=f.name)
+    return checked
+
+
+def _typed(f: Field, value: Any, row: int) -> Any:
     if f.kind is Kind.FLOAT:
         return _check_number(value, row, f.name)
     if f.kind in (Kind.INT, Kind.REFERENCE):
@@ -114,11 +126,18 @@ def _scalar(f: Field, value: Any, row: int) -> Any:
 
 
 def columns_from_rows(
-    schema: AnnotationSchema, rows: Sequence[Mapping[str, Any]], *, id_required: bool = False
+    schema: AnnotationSchema,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    id_required: bool = False,
+    user_id: int | None = None,
 ) -> tuple[list[int | None], dict[str, list[Any]]]:
     """Validate rows (nested ``{"pt": {"position": …}}`` or flat ``pt_position``) into columns.
 
-    Returns the given ids (None where absent) and one list per stored column.
+    Values nested in a point besides its position (``dependent_chunk`` of a derived point) go
+    to their flat field. Fields the server writes (the field's ``AutoUserIdField``) get
+    ``user_id``, whatever the row says. Returns the given ids (None where absent) and one list
+    per stored column.
     """
     ids: list[int | None] = []
     cols: dict[str, list[Any]] = {c.name: [] for c in schema.annotation_columns()}
@@ -134,6 +153,12 @@ def columns_from_rows(
         for pt in schema.bound_points:  # flat segmentation ids are ignored as in nested points
             row.pop(f"{pt}_supervoxel_id", None)
             row.pop(f"{pt}_root_id", None)
+        for f in schema.fields:
+            nested = row.get(f.parent) if f.parent is not None else None
+            if isinstance(nested, Mapping) and f.key in nested and f.name not in row:
+                row[f.name] = nested[f.key]
+            if f.auto_user:
+                row[f.name] = user_id
         unknown = set(row) - known - _IGNORED_TOP_KEYS - {"id"}
         if unknown:
             name = sorted(unknown)[0]
@@ -148,10 +173,13 @@ def columns_from_rows(
         ids.append(given)
         for f in schema.fields:
             if f.is_point:
-                x, y, z = _position(row.get(f.name), i, f.name)
+                extra = frozenset(e.key for e in schema.point_extras(f.name) if e.key)
+                x, y, z = _position(row.get(f.name), i, f.name, required=f.required, extra_keys=extra)
                 cols[f"{f.name}_position_x"].append(x)
                 cols[f"{f.name}_position_y"].append(y)
                 cols[f"{f.name}_position_z"].append(z)
+            elif f.auto_user:
+                cols[f.name].append(user_id)
             else:
                 cols[f.name].append(_scalar(f, row.get(f.name), i))
     return ids, cols
@@ -259,11 +287,17 @@ def _begin_write(conn: Connection, table: AnnotationTable) -> datetime:
 
 
 def insert_annotations(
-    engine: Engine, datastack: str, table_name: str, rows: Sequence[Mapping[str, Any]]
+    engine: Engine,
+    datastack: str,
+    table_name: str,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    user_id: int | None = None,
 ) -> list[int]:
-    """Insert rows; returns their ids (given ones kept, others from the table's sequence)."""
+    """Insert rows; returns their ids (given ones kept, others from the table's sequence).
+    ``user_id`` (the caller's) fills the schema's server-written user fields."""
     table = get_table(engine, datastack, table_name)
-    given, cols = columns_from_rows(table.schema, rows)
+    given, cols = columns_from_rows(table.schema, rows, user_id=user_id)
     if not given:
         return []
     with engine.begin() as conn:
@@ -276,11 +310,16 @@ def insert_annotations(
 
 
 def update_annotations(
-    engine: Engine, datastack: str, table_name: str, rows: Sequence[Mapping[str, Any]]
+    engine: Engine,
+    datastack: str,
+    table_name: str,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    user_id: int | None = None,
 ) -> dict[int, int]:
     """Supersede rows: each row names the ``id`` it replaces; returns ``{old_id: new_id}``."""
     table = get_table(engine, datastack, table_name)
-    given, cols = columns_from_rows(table.schema, rows, id_required=True)
+    given, cols = columns_from_rows(table.schema, rows, id_required=True, user_id=user_id)
     old_ids = [int(i) for i in given if i is not None]  # id_required: every row has one
     if not old_ids:
         return {}

@@ -19,17 +19,18 @@ import hashlib
 import ipaddress
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import Request
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from matengine.db import metadata as m
-from matengine.errors import InvalidInput, MatengineError, NotFound
+from matengine.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from matengine.timeutil import utcnow
 
 PERMISSIONS = ("view", "edit", "admin")
@@ -39,18 +40,6 @@ TOKEN_PREFIX = "me_"
 COOKIE_NAME = "middle_auth_token"
 # path parameter names under which routes carry a datastack (ours and the admin router's)
 DATASTACK_PARAMS = ("datastack_name", "datastack", "ds")
-
-
-class Unauthorized(MatengineError):
-    """No token, or a token we do not know (HTTP 401)."""
-
-    status_code = 401
-
-
-class Forbidden(MatengineError):
-    """A known token without the permission the request needs (HTTP 403)."""
-
-    status_code = 403
 
 
 def check_permission(permission: str) -> str:
@@ -65,12 +54,23 @@ def hash_token(token: str) -> str:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the token's id and its one grant (or everything, when auth is off)."""
+    """Who is calling: the token's id and its one grant (or everything, when auth is off), and
+    the user it speaks for with the user's groups (table permissions are decided on these)."""
 
     token_id: int | None
     datastack: str
     permission: str
     auth_disabled: bool = False
+    user_id: int | None = None
+    user_name: str | None = None
+    groups: frozenset[str] = frozenset()
+
+    @property
+    def identity(self) -> str:
+        """The name recorded as a table's owner: the user, else the token."""
+        if self.user_name is not None:
+            return self.user_name
+        return "matengine" if self.token_id is None else f"token:{self.token_id}"
 
     def allows(self, datastack: str, permission: str) -> bool:
         if self.datastack != ALL_DATASTACKS and self.datastack != datastack:
@@ -85,6 +85,53 @@ class Principal:
 
 
 OPEN_PRINCIPAL = Principal(token_id=None, datastack=ALL_DATASTACKS, permission="admin", auth_disabled=True)
+
+
+# ------------------------------------------------------------------ users and groups
+_USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}$")
+
+
+def _check_user_name(name: str, what: str) -> str:
+    if not isinstance(name, str) or not _USER_NAME.match(name):
+        raise InvalidInput(
+            f"invalid {what} {name!r}: up to 128 letters, digits and _.@+-, starting with a letter or digit"
+        )
+    return name
+
+
+def ensure_user(conn: Connection, name: str, groups: Iterable[str] = ()) -> int:
+    """The id of user ``name`` (created if new), now also a member of ``groups``."""
+    _check_user_name(name, "user name")
+    wanted = [_check_user_name(g, "group name") for g in groups]
+    user_id = conn.execute(
+        pg_insert(m.users)
+        .values(name=name)
+        .on_conflict_do_update(index_elements=["name"], set_={"name": name})
+        .returning(m.users.c.id)
+    ).scalar_one()
+    for group in wanted:
+        conn.execute(
+            pg_insert(m.user_groups).values(user_id=user_id, group_name=group).on_conflict_do_nothing()
+        )
+    return int(user_id)
+
+
+def user_id_of(engine_or_conn: Engine | Connection, name: str) -> int | None:
+    stmt = select(m.users.c.id).where(m.users.c.name == name)
+    if isinstance(engine_or_conn, Engine):
+        with engine_or_conn.connect() as conn:
+            return conn.execute(stmt).scalar_one_or_none()
+    return engine_or_conn.execute(stmt).scalar_one_or_none()
+
+
+def groups_of(engine_or_conn: Engine | Connection, name: str) -> frozenset[str]:
+    """The groups of user ``name`` (none for an unknown user or a token owner)."""
+    u, g = m.users, m.user_groups
+    stmt = select(g.c.group_name).join(u, u.c.id == g.c.user_id).where(u.c.name == name)
+    if isinstance(engine_or_conn, Engine):
+        with engine_or_conn.connect() as conn:
+            return frozenset(conn.execute(stmt).scalars())
+    return frozenset(engine_or_conn.execute(stmt).scalars())
 
 
 # ------------------------------------------------------------------ token store
@@ -109,16 +156,24 @@ def create_token(
     description: str = "",
     *,
     expires_in: timedelta | None = None,
+    user: str | None = None,
+    groups: Iterable[str] = (),
 ) -> tuple[int, str]:
     """Store a new token; returns ``(id, token)``. The token itself is never stored.
-    With ``expires_in`` it is refused from that long after now on."""
+    With ``expires_in`` it is refused from that long after now on.
+
+    ``user`` (created if new, and added to ``groups``) is who the token speaks for: the owner
+    of tables it creates, and whom table permissions are checked against."""
     check_permission(permission)
     if datastack != ALL_DATASTACKS:
         from matengine.catalog import get_datastack
 
         get_datastack(engine, datastack)
+    if groups and user is None:
+        raise InvalidInput("groups belong to a user: give --user with --group")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with engine.begin() as conn:
+        user_id = ensure_user(conn, user, groups) if user is not None else None
         token_id = conn.execute(
             insert(m.tokens)
             .values(
@@ -127,6 +182,7 @@ def create_token(
                 permission=permission,
                 description=description,
                 expires=utcnow() + expires_in if expires_in is not None else None,
+                user_id=user_id,
             )
             .returning(m.tokens.c.id)
         ).scalar_one()
@@ -135,9 +191,21 @@ def create_token(
 
 def list_tokens(engine: Engine, *, include_revoked: bool = False) -> list[dict[str, Any]]:
     t = m.tokens
-    stmt = select(
-        t.c.id, t.c.datastack, t.c.permission, t.c.description, t.c.created, t.c.expires, t.c.revoked
-    ).order_by(t.c.id)
+    u = m.users
+    stmt = (
+        select(
+            t.c.id,
+            t.c.datastack,
+            t.c.permission,
+            t.c.description,
+            t.c.created,
+            t.c.expires,
+            t.c.revoked,
+            u.c.name.label("user"),
+        )
+        .select_from(t.outerjoin(u, u.c.id == t.c.user_id))
+        .order_by(t.c.id)
+    )
     if not include_revoked:
         stmt = stmt.where(t.c.revoked.is_(None))
     with engine.connect() as conn:
@@ -167,18 +235,26 @@ def revoke_token(engine: Engine, token_id: int) -> None:
 
 def authenticate(engine: Engine, token: str) -> Principal:
     """The principal of ``token``; :class:`Unauthorized` if unknown, revoked or expired."""
-    t = m.tokens
+    t, u = m.tokens, m.users
     with engine.connect() as conn:
         row = conn.execute(
-            select(t.c.id, t.c.datastack, t.c.permission, t.c.expires).where(
-                t.c.token_sha256 == hash_token(token), t.c.revoked.is_(None)
-            )
+            select(t.c.id, t.c.datastack, t.c.permission, t.c.expires, t.c.user_id, u.c.name)
+            .select_from(t.outerjoin(u, u.c.id == t.c.user_id))
+            .where(t.c.token_sha256 == hash_token(token), t.c.revoked.is_(None))
         ).first()
-    if row is None or row.permission not in _RANK:
-        raise Unauthorized("unknown or revoked token")
-    if row.expires is not None and row.expires <= utcnow():
-        raise Unauthorized("token expired: create a new one with 'matengine token create'")
-    return Principal(token_id=row.id, datastack=row.datastack, permission=row.permission)
+        if row is None or row.permission not in _RANK:
+            raise Unauthorized("unknown or revoked token")
+        if row.expires is not None and row.expires <= utcnow():
+            raise Unauthorized("token expired: create a new one with 'matengine token create'")
+        groups = groups_of(conn, row.name) if row.name is not None else frozenset()
+    return Principal(
+        token_id=row.id,
+        datastack=row.datastack,
+        permission=row.permission,
+        user_id=row.user_id,
+        user_name=row.name,
+        groups=groups,
+    )
 
 
 # ------------------------------------------------------------------ requests

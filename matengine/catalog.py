@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -33,6 +33,8 @@ class Datastack:
     schedule: str | None
     days_to_expire: int | None
     created: datetime
+    info: dict[str, Any] = field(default_factory=dict)
+    live_schedule: str | None = None
 
     @property
     def pcg_table_name(self) -> str:
@@ -63,6 +65,10 @@ class AnnotationTable:
     roots_last_updated: datetime | None
     segmentation_suffix: str
     roots_updating_to: datetime | None = None
+    read_permission: str = "PUBLIC"
+    write_permission: str = "PUBLIC"
+    notice_text: str | None = None
+    flat_segmentation_source: str | None = None
 
     @property
     def schema(self) -> AnnotationSchema:
@@ -153,6 +159,8 @@ def _datastack(row: Any) -> Datastack:
         schedule=row.schedule,
         days_to_expire=row.days_to_expire,
         created=row.created,
+        info=dict(row.info or {}),
+        live_schedule=row.live_schedule,
     )
 
 
@@ -177,6 +185,58 @@ def set_schedule(engine: Engine, name: str, schedule: str | None) -> Datastack:
     return get_datastack(engine, name)
 
 
+def set_live_schedule(engine: Engine, name: str, schedule: str | None) -> Datastack:
+    """The crontab of the periodic ``sync_live`` run (ingest + update-roots, no version)."""
+    get_datastack(engine, name)
+    with engine.begin() as conn:
+        conn.execute(update(m.datastacks).where(m.datastacks.c.name == name).values(live_schedule=schedule))
+    return get_datastack(engine, name)
+
+
+# what a datastack's info carries for Neuroglancer and caveclient's info client
+INFO_FIELDS = ("image_source", "viewer_site", "skeleton_source", "synapse_table", "soma_table")
+_MAX_INFO_VALUE = 2048
+
+
+def set_datastack_info(
+    engine: Engine, name: str, *, description: str | None = None, **fields: str | None
+) -> Datastack:
+    """Set (a value) or clear (``""``) info fields; ``None`` leaves a field as it is."""
+    ds = get_datastack(engine, name)
+    unknown = sorted(set(fields) - set(INFO_FIELDS))
+    if unknown:
+        raise InvalidInput(
+            f"unknown info field {unknown[0]!r}; known: {', '.join(INFO_FIELDS)}", field=unknown[0]
+        )
+    info = dict(ds.info)
+    for key, value in fields.items():
+        if value is None:
+            continue
+        if not isinstance(value, str) or len(value) > _MAX_INFO_VALUE:
+            raise InvalidInput(f"{key} must be a string of at most {_MAX_INFO_VALUE} characters", field=key)
+        if key in ("synapse_table", "soma_table") and value:
+            if not re.fullmatch(r"[a-z][a-z0-9_]{0,62}", value):  # (not echoed back)
+                raise InvalidInput(f"{key} must be a table name: lowercase letters, digits and _", field=key)
+        elif key in ("image_source", "skeleton_source") and value and "://" not in value:
+            raise InvalidInput(f"{key} must be a URL (precomputed://…, gs://…, https://…)", field=key)
+        elif key == "viewer_site" and value and not value.startswith(("http://", "https://")):
+            raise InvalidInput("viewer_site must be an http(s) URL", field=key)
+        if value:
+            info[key] = value
+        else:
+            info.pop(key, None)
+    values: dict[str, Any] = {"info": info}
+    if description is not None:
+        if not isinstance(description, str) or len(description) > 10_000:
+            raise InvalidInput(
+                "description must be a string of at most 10,000 characters", field="description"
+            )
+        values["description"] = description
+    with engine.begin() as conn:
+        conn.execute(update(m.datastacks).where(m.datastacks.c.name == name).values(**values))
+    return get_datastack(engine, name)
+
+
 def _fetch_one(engine_or_conn: Engine | Connection, stmt: Any) -> Any:
     if isinstance(engine_or_conn, Engine):
         with engine_or_conn.connect() as conn:
@@ -195,7 +255,12 @@ def create_table(
     reference_table: str | None = None,
     owner: str = "matengine",
     notice_text: str | None = None,
+    read_permission: str = "PUBLIC",
+    write_permission: str = "PUBLIC",
+    flat_segmentation_source: str | None = None,
 ) -> AnnotationTable:
+    """Create a live table (and its segmentation table). Tables made by operators (the CLI)
+    default to PUBLIC read and write; caveclient sends its own defaults (PUBLIC/PRIVATE)."""
     ds = get_datastack(engine, datastack)
     validate_name(table_name, "table name")
     if notice_text is not None:
@@ -203,6 +268,11 @@ def create_table(
     if not isinstance(description, str) or len(description) > 65_536 or "\x00" in description:
         raise InvalidInput("a string of at most 65536 characters without NUL", field="description")
     schema_obj = get_schema(schema)
+    if schema_obj.is_point_class:
+        raise InvalidInput(
+            f"schema {schema!r} is a point class of the registry, not a table schema; "
+            "use derived_tag or derived_numeric_value for derived points"
+        )
     res = _resolution(voxel_resolution) if voxel_resolution is not None else ds.voxel_resolution
     if schema_obj.is_reference:
         if not reference_table:
@@ -225,12 +295,21 @@ def create_table(
                     reference_table=reference_table,
                     owner=owner,
                     notice_text=notice_text,
+                    read_permission=_permission(read_permission, "read_permission"),
+                    write_permission=_permission(write_permission, "write_permission"),
+                    flat_segmentation_source=flat_segmentation_source,
                 )
             )
             create_tables(conn, names, schema_obj)
     except IntegrityError:
         raise AlreadyExists(f"table {table_name!r} already exists in {datastack!r}") from None
     return get_table(engine, datastack, table_name)
+
+
+def _permission(value: Any, field: str) -> str:
+    from matengine.table_permissions import check_table_permission
+
+    return check_table_permission(value, field).value
 
 
 def _table(row: Any, suffix: str) -> AnnotationTable:
@@ -248,6 +327,10 @@ def _table(row: Any, suffix: str) -> AnnotationTable:
         roots_last_updated=row.roots_last_updated,
         segmentation_suffix=suffix,
         roots_updating_to=row.roots_updating_to,
+        read_permission=row.read_permission,
+        write_permission=row.write_permission,
+        notice_text=row.notice_text,
+        flat_segmentation_source=row.flat_segmentation_source,
     )
 
 
@@ -280,6 +363,70 @@ def _update_table_row(conn: Connection, table: AnnotationTable, **values: Any) -
     )
 
 
+def delete_table(engine: Engine, datastack: str, table_name: str) -> AnnotationTable:
+    """Soft-delete a table, as the field does: it leaves listings, annotation routes and new
+    versions; its rows stay, and versions made before keep it."""
+    table = get_table(engine, datastack, table_name)
+    if table.deleted is not None:
+        raise NotFound(f"table {table_name!r} in {datastack!r} was deleted already")
+    with engine.begin() as conn:
+        _update_table_row(conn, table, deleted=utcnow(), last_modified=utcnow())
+    return get_table(engine, datastack, table_name)
+
+
+# what update_table_metadata may change, as the field's UpdateMetadataSchema (plus resolution)
+UPDATABLE = (
+    "description",
+    "notice_text",
+    "read_permission",
+    "write_permission",
+    "flat_segmentation_source",
+    "voxel_resolution",
+)
+
+
+def update_table_metadata(engine: Engine, datastack: str, table_name: str, **changes: Any) -> AnnotationTable:
+    """Change a table's description, notice text, permissions, flat segmentation source, or
+    its voxel resolution while it holds no rows (positions are stored in that resolution)."""
+    table = get_table(engine, datastack, table_name)
+    if table.deleted is not None:
+        raise NotFound(f"table {table_name!r} in {datastack!r} was deleted")
+    unknown = sorted(set(changes) - set(UPDATABLE))
+    if unknown:
+        raise InvalidInput(
+            f"cannot change {unknown[0]!r}; changeable: {', '.join(UPDATABLE)}", field=unknown[0]
+        )
+    values: dict[str, Any] = {}
+    for key, value in changes.items():
+        if key in ("read_permission", "write_permission"):
+            values[key] = _permission(value, key)
+        elif key == "voxel_resolution":
+            values[key] = list(_resolution(value))
+        elif key in ("description",):
+            if not isinstance(value, str):
+                raise InvalidInput(f"{key} must be a string", field=key)
+            values[key] = value
+        else:
+            if value is not None and not isinstance(value, str):
+                raise InvalidInput(f"{key} must be a string or null", field=key)
+            values[key] = value
+    if not values:
+        return table
+    with engine.begin() as conn:
+        if "voxel_resolution" in values:
+            from sqlalchemy import text
+
+            has_rows = conn.execute(text(f"SELECT EXISTS (SELECT 1 FROM {table.names.live_q})")).scalar_one()
+            if has_rows and values["voxel_resolution"] != list(table.voxel_resolution):
+                raise InvalidInput(
+                    f"table {table_name!r} holds rows in resolution {list(table.voxel_resolution)}; "
+                    "its voxel resolution can change only while it is empty",
+                    field="voxel_resolution",
+                )
+        _update_table_row(conn, table, **values, last_modified=utcnow())
+    return get_table(engine, datastack, table_name)
+
+
 def set_roots_last_updated(conn: Connection, table: AnnotationTable, when: datetime) -> None:
     """Every root in the table is now valid at ``when`` (and no update is half-done)."""
     _update_table_row(conn, table, roots_last_updated=when, roots_updating_to=None)
@@ -294,7 +441,8 @@ def touch_table(conn: Connection, table: AnnotationTable) -> None:
 
 
 def drop_datastack(engine: Engine, name: str) -> None:
-    """Drop a datastack: its live schema, every version schema, and its metadata rows."""
+    """Drop a datastack: its live schema, every version schema, its version store, and its
+    metadata rows."""
     from sqlalchemy import delete, text
 
     from matengine.db.identifiers import quote, version_schema
@@ -307,6 +455,9 @@ def drop_datastack(engine: Engine, name: str) -> None:
         for n in numbers:
             conn.execute(text(f"DROP SCHEMA IF EXISTS {quote(version_schema(name, n))} CASCADE"))
         conn.execute(text(f"DROP SCHEMA IF EXISTS {quote(name)} CASCADE"))
+        from matengine.version_store import drop_store
+
+        drop_store(conn, name)
         conn.execute(delete(m.version_tables).where(m.version_tables.c.datastack == name))
         conn.execute(delete(m.datastacks).where(m.datastacks.c.name == name))
 
@@ -331,6 +482,7 @@ def sync_declared_datastacks(engine: Engine, declared: dict[str, Any]) -> list[s
                 days_to_expire=d.days_to_expire,
             )
             created.append(name)
+            _sync_declared_info(engine, name, d)
             continue
         if existing.segmentation_source != d.segmentation_source:
             raise InvalidInput(
@@ -344,4 +496,14 @@ def sync_declared_datastacks(engine: Engine, declared: dict[str, Any]) -> list[s
                 .where(m.datastacks.c.name == name)
                 .values(schedule=d.schedule, days_to_expire=d.days_to_expire)
             )
+        _sync_declared_info(engine, name, d)
     return created
+
+
+def _sync_declared_info(engine: Engine, name: str, d: Any) -> None:
+    """The config's live schedule and info fields (those it names; others stay as set)."""
+    fields = {k: getattr(d, k, None) for k in INFO_FIELDS}
+    if any(v is not None for v in fields.values()):
+        set_datastack_info(engine, name, **fields)
+    if getattr(d, "live_schedule", None) is not None:
+        set_live_schedule(engine, name, d.live_schedule)

@@ -6,14 +6,21 @@ with no ``broker_url`` workflows run on an in-process worker. Production sets bo
 
 from __future__ import annotations
 
+import os
 import tomllib
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from platformdirs import user_data_dir
-from pydantic import BaseModel, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ENV_PREFIX = "MATENGINE_"
+
+
+def _default_home() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("matengine"))
 
 
 class DatastackConfig(BaseModel):
@@ -26,16 +33,28 @@ class DatastackConfig(BaseModel):
     # cron-like schedule for periodic materialization, e.g. "0 3 * * *"
     schedule: str | None = None
     days_to_expire: int | None = None
+    # periodic ingest + update-roots (no version) that keeps the live tables current
+    live_schedule: str | None = None
+    # served by the info routes for Neuroglancer and caveclient
+    image_source: str | None = None
+    viewer_site: str | None = None
+    skeleton_source: str | None = None
+    synapse_table: str | None = None
+    soma_table: str | None = None
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MATENGINE_", extra="ignore")
+class Settings(BaseModel):
+    """Every field can be set by ``MATENGINE_<FIELD>`` in the environment; values passed to
+    the constructor (CLI flags) win. A plain pydantic model that reads the environment itself:
+    pydantic-settings alone took longer to import than the rest of a CLI command's start."""
+
+    model_config = ConfigDict(extra="ignore")
 
     database_url: str | None = None
     broker_url: str | None = None
     result_backend: str | None = None
     config: Path | None = None
-    home: Path = Field(default_factory=lambda: Path(user_data_dir("matengine")))
+    home: Path = Field(default_factory=_default_home)
     # bearer token sent to graphene (PyChunkedGraph) servers
     segmentation_token: str | None = None
     # versions: default lifetime and how many valid ones are always kept
@@ -49,6 +68,12 @@ class Settings(BaseSettings):
     index_memory: str = "512MB"
     # seconds before a Redis broker redelivers an unacknowledged task (a killed worker's)
     visibility_timeout: int = 900
+    # dead-worker recovery (docs/recovery.md): every worker writes a heartbeat this often; one
+    # silent for ``worker_dead_after`` seconds is dead, and a reaper in every worker (and beat)
+    # looks every ``reaper_interval`` seconds for tasks held by dead workers and sends them again
+    worker_heartbeat: float = 5.0
+    worker_dead_after: float = 20.0
+    reaper_interval: float = 5.0
     # the Celery queue matengine's tasks go to (one per deployment sharing a broker)
     queue: str = "matengine"
     # how long a command waits for a worker to answer before saying none is online
@@ -72,6 +97,16 @@ class Settings(BaseSettings):
     # hosts (names or addresses) that sources may name although they resolve to loopback,
     # link-local or private addresses (e.g. a local bucket emulator); comma-separated
     source_private_hosts: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_environment(cls, data: Any) -> Any:
+        given = dict(data) if isinstance(data, dict) else {}
+        for name in cls.model_fields:
+            value = os.environ.get(ENV_PREFIX + name.upper())
+            if value is not None and name not in given:
+                given[name] = value
+        return given
 
     def datastacks(self) -> dict[str, DatastackConfig]:
         """Datastacks declared in the TOML file named by ``config`` (empty if none)."""

@@ -3,8 +3,10 @@
 
 Synthetic dataset (a segmentation volume, an edit log over the last two days, synapse and
 cell tables as .npy columns) → bulk upload → ingest → ``complete`` at a time in the middle of
-the edits (version 1) → live inserts, updates, deletes → ``complete`` now (version 2) → a live
-query between the versions; every result is checked row by row against the oracle.
+the edits (version 1) → live inserts, updates, deletes → proofreading (merges and a split
+appended to the graph's edit log, as ``do_merge`` / ``matengine graph merge`` do) → update
+roots → ``complete`` now (version 2) → live queries between the versions and after the
+edits; every result is checked row by row against the oracle (re-read after the edits).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from matengine import catalog
 from matengine.config import configure, get_settings
 from matengine.db.connection import get_engine, resolve_database_url
 from matengine.db.identifiers import quote, version_schema
-from matengine.errors import MatengineError, NotFound
+from matengine.errors import NotFound, PermanentError
 from matengine.synth.generate import generate_dataset
 from matengine.synth.oracle import Oracle
 from matengine.synth.verify import columns_from_arrow, differences, read_columns
@@ -94,7 +96,7 @@ def run_demo(
         run_id = submit(engine, kind, params, datastack=DATASTACK, table=table)
         done = wait_for(engine, run_id)
         if done.state != "SUCCESS":
-            raise MatengineError(f"{kind} run {run_id} {done.state}: {done.errors}")
+            raise PermanentError(f"{kind} run {run_id} {done.state}: {done.errors}")
         return done
 
     for table in TABLES:
@@ -125,6 +127,14 @@ def run_demo(
 
     extra, deleted = _live_edits(engine, oracle)
     say(f"live edits: {len(extra)} rows inserted or updated, {len(deleted)} deleted")
+    edits = timed("proofreading (3 merges, 1 split)", lambda: _proofread(info.graph_url))
+    for e in edits:
+        say(f"  {e.kind} {e.operation_id}: {list(e.old_root_ids)} -> {list(e.new_root_ids)}")
+    oracle = Oracle(info.directory)  # the ground truth now includes the appended edits
+    timed(
+        "update roots",
+        lambda: run("update_roots", sync_parameters(engine, "update_roots", DATASTACK)),
+    )
     t2 = utcnow()
     v2 = timed(
         "complete (version 2)",
@@ -150,6 +160,10 @@ def run_demo(
     )
     want = oracle.table_at("synapses", t_live, **_edits_for("synapses", extra, deleted))
     problems += [f"live query: {p}" for p in differences(got, want)]
+    t_now = utcnow()
+    got_now = columns_from_arrow(live_query(engine, DATASTACK, "synapses", t_now, {}).to_table(), "synapse")
+    want = oracle.table_at("synapses", t_now, **_edits_for("synapses", extra, deleted))
+    problems += [f"live query after the proofreading: {p}" for p in differences(got_now, want)]
     verified = not problems
     say(f"verified against oracle: {'yes' if verified else 'NO'}")
     for p in problems:
@@ -160,6 +174,10 @@ def run_demo(
         "datastack": DATASTACK,
         "synapses": n,
         "versions": [v1, v2],
+        "proofreading": [
+            {"operation_id": e.operation_id, "kind": e.kind, "new_root_ids": list(e.new_root_ids)}
+            for e in edits
+        ],
         "rows": rows,
         "live_query_rows": len(got["id"]),
         "timings_s": timings,
@@ -167,6 +185,24 @@ def run_demo(
         "verified": verified,
         "problems": problems,
     }
+
+
+def _proofread(graph_url: str) -> list:
+    """Three merges of the largest roots and a split of the result, appended now."""
+    from matengine.segmentation.local_edits import Merge, Split, apply_edit
+    from matengine.segmentation.local_graph import LocalGraph
+
+    directory = Path(graph_url[len("local://") :])
+    graph = LocalGraph(directory)
+    roots = graph.get_roots(graph.supervoxel_ids, utcnow())
+    values, counts = np.unique(roots, return_counts=True)
+    biggest = values[np.argsort(-counts, kind="stable")[:4]]
+    one_sv = [int(graph.supervoxel_ids[np.argmax(roots == r)]) for r in biggest]
+    done = [apply_edit(directory, Merge(one_sv[0], sv)) for sv in one_sv[1:]]
+    members = np.flatnonzero(np.isin(roots, biggest[:2]))  # first two merged roots' supervoxels
+    moved = graph.supervoxel_ids[members[roots[members] == biggest[1]]]
+    done.append(apply_edit(directory, Split(tuple(map(int, moved)), (one_sv[0],), done[-1].new_root_ids[0])))
+    return done
 
 
 def _live_edits(engine: Any, oracle: Oracle) -> tuple[list[dict], dict[int, Any]]:

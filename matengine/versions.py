@@ -1,8 +1,12 @@
-"""Versions of a datastack: listing, and removal of expired ones under a retention policy.
+"""Versions of a datastack: listing, pinning, and removal of expired ones under a retention
+policy.
 
 Policy: a version is removed when it is past ``expires_on`` (or FAILED), except that the
-``keep`` most recent valid versions always stay, and the latest valid one is never removed.
-Each removal drops the version's schema and is logged in ``matengine.version_removals``.
+``keep`` most recent valid versions always stay, the latest valid one is never removed, and a
+*pinned* version never expires. ``expires_on`` counts from when the version was built (not
+from its T). Removing a version drops its views and deletes from the version store only the
+row versions no retained version holds (:func:`matengine.version_store.free_version`); each
+removal is logged in ``matengine.version_removals``.
 """
 
 from __future__ import annotations
@@ -30,10 +34,19 @@ class Version:
     created: datetime
     finished: datetime | None
     tables: dict[str, int]  # table -> rows
+    pinned: bool = False
 
     @property
     def expired(self) -> bool:
-        return self.status == "EXPIRED" or (self.expires_on is not None and self.expires_on <= utcnow())
+        if self.status == "EXPIRED":
+            return True
+        return not self.pinned and self.expires_on is not None and self.expires_on <= utcnow()
+
+    @property
+    def shown_status(self) -> str:
+        """The status a reader should see: AVAILABLE past its expiry is EXPIRED already (it
+        is no longer answered), even before the removal job has dropped it."""
+        return "EXPIRED" if self.expired and self.status == "AVAILABLE" else self.status
 
     @property
     def queryable(self) -> bool:
@@ -51,6 +64,7 @@ class Version:
             row.created,
             row.finished,
             tables or {},
+            bool(getattr(row, "pinned", False)),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -58,6 +72,7 @@ class Version:
         for k in ("time_stamp", "expires_on", "created", "finished"):
             d[k] = d[k].isoformat() if d[k] else None
         d["rows"] = sum(self.tables.values())
+        d["status"] = self.shown_status
         return d
 
 
@@ -91,7 +106,7 @@ def plan_removals(versions: list[Version], now: datetime, keep: int) -> list[Rem
         valid = sorted((v for v in vs if v.valid and v.status == "AVAILABLE"), key=lambda v: v.version)
         protected = {v.version for v in valid[-max(keep, 1) :]}
         for v in vs:
-            if v.version in protected or v.status in ("RUNNING", "EXPIRED"):
+            if v.version in protected or v.pinned or v.status in ("RUNNING", "EXPIRED"):
                 continue
             if v.status == "FAILED":
                 out.append(Removal(ds, v.version, "failed run"))
@@ -114,24 +129,90 @@ def remove_expired(
     if dry_run:
         return removals
     for r in removals:
-        with engine.begin() as conn:
-            conn.execute(
-                text(f"DROP SCHEMA IF EXISTS {quote(version_schema(r.datastack, r.version))} CASCADE")
-            )
-            conn.execute(
-                delete(m.version_tables).where(
-                    m.version_tables.c.datastack == r.datastack, m.version_tables.c.version == r.version
-                )
-            )
-            conn.execute(
-                update(m.versions)
-                .where(
-                    m.versions.c.datastack == r.datastack,
-                    m.versions.c.version == r.version,
-                )
-                .values(status="EXPIRED", valid=False)
-            )
-            conn.execute(
-                insert(m.version_removals).values(datastack=r.datastack, version=r.version, reason=r.reason)
-            )
+        remove_version(engine, r)
     return removals
+
+
+def remove_version(engine: Engine, removal: Removal) -> int:
+    """Drop one version's views and the store rows only it held; returns rows freed."""
+    from matengine import version_store
+
+    ds, number = removal.datastack, removal.version
+    vt = m.version_tables
+    with engine.begin() as conn:
+        # serialise removals of one datastack: each computes what the others still hold
+        conn.execute(text("SELECT pg_advisory_xact_lock(7106, hashtext(:d))"), {"d": ds})
+        tables = (
+            conn.execute(select(vt.c.table_name).where(vt.c.datastack == ds, vt.c.version == number))
+            .scalars()
+            .all()
+        )
+        retained: dict[str, list[int]] = {}
+        for t in tables:
+            retained[t] = [
+                int(n)
+                for n in conn.execute(
+                    select(vt.c.version)
+                    .select_from(
+                        vt.join(
+                            m.versions,
+                            (m.versions.c.datastack == vt.c.datastack)
+                            & (m.versions.c.version == vt.c.version),
+                        )
+                    )
+                    .where(
+                        vt.c.datastack == ds,
+                        vt.c.table_name == t,
+                        vt.c.version != number,
+                        m.versions.c.status == "AVAILABLE",
+                    )
+                ).scalars()
+            ]
+        freed = version_store.free_version(conn, ds, number, retained)
+        conn.execute(text(f"DROP SCHEMA IF EXISTS {quote(version_schema(ds, number))} CASCADE"))
+        conn.execute(delete(vt).where(vt.c.datastack == ds, vt.c.version == number))
+        conn.execute(
+            update(m.versions)
+            .where(m.versions.c.datastack == ds, m.versions.c.version == number)
+            .values(status="EXPIRED", valid=False)
+        )
+        conn.execute(insert(m.version_removals).values(datastack=ds, version=number, reason=removal.reason))
+    return freed
+
+
+def set_pinned(engine: Engine, datastack: str, version: int, pinned: bool) -> Version:
+    """Pin (never expires, never removed) or unpin a version; an expired one cannot be pinned."""
+    from matengine.errors import InvalidInput, NotFound
+
+    v = m.versions
+    with engine.begin() as conn:
+        row = conn.execute(
+            select(v).where(v.c.datastack == datastack, v.c.version == int(version)).with_for_update()
+        ).first()
+        if row is None:
+            raise NotFound(f"datastack {datastack!r} has no version {version}")
+        if pinned and row.status != "AVAILABLE":
+            raise InvalidInput(f"version {version} of {datastack!r} is {row.status}: only AVAILABLE ones pin")
+        conn.execute(
+            update(v).where(v.c.datastack == datastack, v.c.version == int(version)).values(pinned=pinned)
+        )
+    return next(x for x in list_versions(engine, datastack) if x.version == int(version))
+
+
+def export_version(
+    engine: Engine, datastack: str, version: int, schema: str | None = None
+) -> tuple[str, list[str]]:
+    """Version N as plain, indexed tables in a schema of their own (``<ds>__export<N>`` by
+    default), for ``pg_dump --schema``; returns the schema and its tables."""
+    from matengine import version_store
+    from matengine.db.identifiers import validate_name
+    from matengine.errors import AlreadyExists
+    from matengine.query.meta import get_version
+
+    get_version(engine, datastack, version)  # only a queryable version
+    target = validate_name(schema or f"{datastack}__export{int(version)}", "schema name")
+    with engine.begin() as conn:
+        if conn.execute(text("SELECT 1 FROM pg_namespace WHERE nspname = :s"), {"s": target}).first():
+            raise AlreadyExists(f"schema {target!r} exists already")
+        tables = version_store.export_schema(conn, datastack, version, target)
+    return target, tables

@@ -69,3 +69,34 @@ def test_unknown_schema_is_a_clean_error(database_url):
     result = runner.invoke(app, ["table", "create", "cli_ds2", "t", "--schema", "nope"])
     assert result.exit_code != 0
     assert "unknown schema 'nope'" in str(result.exception)
+
+
+def test_token_for_a_user_and_table_permissions_from_the_cli(engine, datastack):
+    from matengine import auth, catalog
+
+    out = json.loads(
+        _run(
+            "token", "create", "--datastack", datastack, "--permission", "edit",
+            "--user", "cli_user", "--group", "g1", "--group", "g2", "--json",
+        ).output
+    )  # fmt: skip
+    assert (out["user"], out["groups"]) == ("cli_user", ["g1", "g2"])
+    assert auth.groups_of(engine, "cli_user") == {"g1", "g2"}
+    listed = json.loads(_run("token", "list", "--json").output)
+    assert next(t for t in listed if t["id"] == out["id"])["user"] == "cli_user"
+    _run(
+        "table", "create", datastack, "t_cli", "--schema", "bound_tag",
+        "--read-permission", "GROUP", "--write-permission", "PRIVATE", "--owner", "cli_user",
+    )  # fmt: skip
+    t = catalog.get_table(engine, datastack, "t_cli")
+    assert (t.read_permission, t.write_permission, t.owner) == ("GROUP", "PRIVATE", "cli_user")
+    result = runner.invoke(
+        app, ["table", "create", datastack, "t_bad", "--schema", "bound_tag", "--read-permission", "ALL"]
+    )
+    assert result.exit_code != 0 and "read_permission must be one of PRIVATE, GROUP, PUBLIC" in str(
+        result.exception
+    )
+    result = runner.invoke(
+        app, ["token", "create", "--datastack", datastack, "--permission", "view", "--group", "g"]
+    )
+    assert result.exit_code != 0 and "give --user with --group" in str(result.exception)

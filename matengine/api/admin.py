@@ -15,13 +15,20 @@ from pydantic import BaseModel, Field
 from matengine import catalog
 from matengine.api.deps import engine_of, settings_of
 from matengine.auth import Forbidden, Principal, get_principal, require_permission
-from matengine.versions import list_versions, remove_expired
+from matengine.versions import list_versions, remove_expired, set_pinned
 from matengine.workflows import runs
-from matengine.workflows.bulk_upload import check_request
-from matengine.workflows.submit import submit, sync_parameters
+from matengine.workflows.bulk_upload import UploadParams
+from matengine.workflows.params import SyncParams
+from matengine.workflows.submit import submit, submit_params
 
 router = APIRouter(prefix="/admin/api/v1", tags=["admin"])
 ADMIN = Depends(require_permission("admin"))
+
+
+class PinRequest(BaseModel):
+    pinned: bool
+
+    model_config = {"extra": "forbid"}
 
 
 class UploadRequest(BaseModel):
@@ -45,6 +52,15 @@ class SyncRequest(BaseModel):
     chunk_rows: int | None = Field(default=None, ge=1)
 
 
+class ExportRequest(BaseModel):
+    version: int
+    to: str = Field(max_length=1024)
+    format: str = "parquet"
+    tables: list[str] | None = Field(default=None, max_length=1000)
+    chunk_rows: int | None = Field(default=None, ge=1)
+    neuroglancer: bool = False
+
+
 class DatastackRequest(BaseModel):
     name: str = Field(max_length=63)
     segmentation_source: str = Field(max_length=2048)
@@ -65,26 +81,27 @@ def _accepted(run_id: int, request: Request) -> JSONResponse:
 @router.post("/datastack/{datastack}/bulk_upload", status_code=202, dependencies=[ADMIN])
 def bulk_upload(datastack: str, body: UploadRequest, request: Request) -> JSONResponse:
     engine, settings = engine_of(request), settings_of(request)
-    params = {
-        "datastack": datastack,
-        "table": body.table,
-        "schema": body.schema_type,
-        "source": body.source,
-        "column_mapping": body.column_mapping,
-        "roots_timestamp": body.roots_timestamp,
-        "voxel_resolution": body.voxel_resolution,
-        "created": body.created,
-        "description": body.description,
-        "chunk_rows": body.chunk_rows or settings.chunk_rows,
-    }
-    check_request(engine, params, settings)
-    run_id = submit(engine, "bulk_upload", params, datastack=datastack, table=body.table, settings=settings)
+    params = UploadParams.build(
+        engine,
+        settings,
+        datastack=datastack,
+        table=body.table,
+        schema=body.schema_type,
+        source=body.source,
+        column_mapping=body.column_mapping,
+        roots_timestamp=body.roots_timestamp,
+        voxel_resolution=body.voxel_resolution,
+        created=body.created,
+        description=body.description,
+        chunk_rows=body.chunk_rows,
+    )
+    run_id = submit_params(engine, params, settings)
     return _accepted(run_id, request)
 
 
 def _sync(kind: str, datastack: str, body: SyncRequest, request: Request) -> JSONResponse:
     engine, settings = engine_of(request), settings_of(request)
-    params = sync_parameters(
+    params = SyncParams.build(
         engine,
         kind,
         datastack,
@@ -92,9 +109,9 @@ def _sync(kind: str, datastack: str, body: SyncRequest, request: Request) -> JSO
         timestamp=body.timestamp,
         days_to_expire=body.days_to_expire,
         chunk_rows=body.chunk_rows,
+        settings=settings,
     )
-    table = body.table if kind in ("ingest", "update_roots") else None
-    run_id = submit(engine, kind, params, datastack=datastack, table=table, settings=settings)
+    run_id = submit_params(engine, params, settings)
     return _accepted(run_id, request)
 
 
@@ -116,6 +133,26 @@ def materialize(datastack: str, body: SyncRequest, request: Request) -> JSONResp
 @router.post("/datastack/{datastack}/complete", status_code=202, dependencies=[ADMIN])
 def complete(datastack: str, body: SyncRequest, request: Request) -> JSONResponse:
     return _sync("complete", datastack, body, request)
+
+
+@router.post("/datastack/{datastack}/export", status_code=202, dependencies=[ADMIN])
+def export(datastack: str, body: ExportRequest, request: Request) -> JSONResponse:
+    from matengine.workflows.export import export_lock, export_parameters
+
+    engine, settings = engine_of(request), settings_of(request)
+    params = export_parameters(
+        engine,
+        datastack,
+        body.version,
+        to=body.to,
+        fmt=body.format,
+        tables=body.tables,
+        chunk_rows=body.chunk_rows or settings.chunk_rows,
+        neuroglancer=body.neuroglancer,
+    )
+    lock = export_lock(body.version)
+    run_id = submit(engine, "export", params, datastack=datastack, table=lock, settings=settings)
+    return _accepted(run_id, request)
 
 
 def _require_run_admin(principal: Principal, run: runs.Run) -> None:
@@ -157,6 +194,13 @@ def versions(datastack: str, request: Request) -> list[dict[str, Any]]:
     return [v.to_dict() for v in list_versions(engine_of(request), datastack)]
 
 
+@router.put("/datastack/{datastack}/version/{version}/pinned", dependencies=[ADMIN])
+def pin(datastack: str, version: int, body: PinRequest, request: Request) -> dict[str, Any]:
+    """Pin (never expires, never removed) or unpin one version."""
+    catalog.get_datastack(engine_of(request), datastack)
+    return set_pinned(engine_of(request), datastack, version, body.pinned).to_dict()
+
+
 @router.post("/datastack/{datastack}/remove_expired", dependencies=[ADMIN])
 def remove(datastack: str, request: Request, dry_run: bool = False) -> dict[str, Any]:
     done = remove_expired(engine_of(request), datastack, dry_run=dry_run)
@@ -183,3 +227,35 @@ def add_datastack(body: DatastackRequest, request: Request) -> dict[str, Any]:
         description=body.description,
     )
     return ds.to_dict()
+
+
+class ViewRequest(BaseModel):
+    name: str
+    definition: dict[str, Any]
+    description: str = ""
+
+
+@router.post("/datastack/{datastack}/views", status_code=201, dependencies=[ADMIN])
+def define_view(datastack: str, body: ViewRequest, request: Request) -> dict[str, Any]:
+    """Define (or redefine) a view: see :mod:`matengine.views` for the definition."""
+    from matengine import views
+
+    return views.define_view(
+        engine_of(request), datastack, body.name, body.definition, body.description
+    ).to_dict()
+
+
+@router.get("/datastack/{datastack}/views", dependencies=[ADMIN])
+def list_views(datastack: str, request: Request) -> list[dict[str, Any]]:
+    from matengine import views
+
+    catalog.get_datastack(engine_of(request), datastack)
+    return [v.to_dict() for v in views.list_views(engine_of(request), datastack)]
+
+
+@router.delete("/datastack/{datastack}/views/{name}", dependencies=[ADMIN])
+def drop_view(datastack: str, name: str, request: Request) -> dict[str, Any]:
+    from matengine import views
+
+    views.drop_view(engine_of(request), datastack, name)
+    return {"dropped": name}

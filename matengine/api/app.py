@@ -11,8 +11,11 @@ Mounted:
 ``/segmentation/...``               :mod:`matengine.api.chunkedgraph` (local graphs served,
                                     graphene sources proxied)
 ``/admin/...``                      :mod:`matengine.api.admin` (if importable)
+``/neuroglancer/...``               :mod:`matengine.api.neuroglancer` (annotation
+                                    sources of version tables)
 ``/`` and ``/dashboard/...``        :mod:`matengine.api.dashboard`
 ``/metrics``                        :mod:`matengine.api.metrics`
+``/health/...``                     :mod:`matengine.api.health` (no token)
 ``/docs``, ``/openapi.json``        FastAPI
 ==================================  ==============================================
 
@@ -28,7 +31,18 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
-from matengine.api import annotation, chunkedgraph, dashboard, info, materialize, metrics, schema_service
+from matengine.api import (
+    annotation,
+    chunkedgraph,
+    dashboard,
+    datastack_settings,
+    health,
+    info,
+    materialize,
+    metrics,
+    neuroglancer,
+    schema_service,
+)
 from matengine.api.body_limit import BodyLimit
 from matengine.api.deps import install_error_handlers
 from matengine.config import Settings, get_settings
@@ -77,9 +91,13 @@ def create_app(
             raise
     else:
         app.include_router(admin.router)
+    app.include_router(neuroglancer.router)
+    app.include_router(datastack_settings.router)
     app.include_router(dashboard.router)
     app.include_router(metrics.make_router(app))
+    app.include_router(health.router)
     app.add_middleware(chunkedgraph.GrapheneProxy)
+    app.add_middleware(neuroglancer.NeuroglancerCors)
     # outermost: every body is bounded before anything (the proxy included) reads it
     app.add_middleware(BodyLimit)
     return app

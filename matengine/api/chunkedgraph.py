@@ -28,11 +28,13 @@ from matengine import catalog
 from matengine.api.info import pcg_names
 from matengine.auth import Forbidden, Principal, principal_from_request
 from matengine.catalog import Datastack
-from matengine.errors import MatengineError
+from matengine.errors import Conflict, MatengineError
 from matengine.query import graphs
 from matengine.segmentation import Segmentation
 
 _TABLE = re.compile(r"^/segmentation/(?:api/v1/table|table)/([^/]+)(?:/|$)")
+# PyChunkedGraph routes that change the graph: proxied only for callers with ``edit``
+_EDIT_ROUTES = re.compile(r"/(?:merge|merge_admin|split|undo|redo|rollback_user)$")
 # hop-by-hop headers and those httpx/uvicorn set themselves
 _DROP = {
     "host",
@@ -54,13 +56,13 @@ _cache: dict[int, tuple[float, list[Datastack]]] = {}
 _cache_lock = threading.Lock()
 
 
-def _datastacks_using(engine: Any, name: str) -> list[Datastack]:
+def _datastacks_using(engine: Any, name: str, *, fresh: bool = False) -> list[Datastack]:
     # every chunkedgraph call asks this (often several times): read the small datastacks
     # table at most every couple of seconds per engine
     now = time.monotonic()
     with _cache_lock:
         hit = _cache.get(id(engine))
-    if hit is not None and now - hit[0] <= _CACHE_SECONDS:
+    if not fresh and hit is not None and now - hit[0] <= _CACHE_SECONDS:
         found = [d for d in hit[1] if name in pcg_names(d)]
         if found:  # a miss is re-read at once: a datastack added a moment ago must work
             return found
@@ -70,12 +72,19 @@ def _datastacks_using(engine: Any, name: str) -> list[Datastack]:
     return [d for d in listed if name in pcg_names(d)]
 
 
-def _require_view(principal: Principal, found: list[Datastack], name: str) -> None:
-    if not found:
-        return  # unknown table: the router answers 404
-    if not any(principal.allows(d.name, "view") for d in found):
+def _require(
+    engine: Any, principal: Principal, name: str, permission: str, *, fresh: bool = False
+) -> list[Datastack]:
+    """The datastacks using table ``name``; raise unless the caller holds ``permission`` on
+    one of them. A refusal is re-checked against a fresh read: the cached list may predate a
+    datastack (and its tokens) added a moment ago."""
+    found = _datastacks_using(engine, name, fresh=fresh)
+    if not fresh and found and not any(principal.allows(d.name, permission) for d in found):
+        found = _datastacks_using(engine, name, fresh=True)
+    if found and not any(principal.allows(d.name, permission) for d in found):
         # name only what the caller named: which datastacks use the table is not theirs to learn
-        raise Forbidden(f"this token does not grant 'view' on chunkedgraph table {name!r}")
+        raise Forbidden(f"this token does not grant {permission!r} on chunkedgraph table {name!r}")
+    return found
 
 
 def make_router(app: FastAPI) -> APIRouter:
@@ -93,11 +102,24 @@ def make_router(app: FastAPI) -> APIRouter:
         name = request.path_params.get("name")
         if name is None:
             return
+        _require(app.state.engine, principal_from_request(request), name, "view")
+
+    def editor(request: Request, name: str) -> int:
+        # proofreading needs ``edit`` on a datastack using the table; the token id is the
+        # user recorded in the edit log (0 when auth is off)
         principal = principal_from_request(request)
-        _require_view(principal, _datastacks_using(app.state.engine, name), name)
+        found = _require(app.state.engine, principal, name, "edit", fresh=True)  # edits are rare
+        # an edit must reach one graph: two datastacks whose different local graphs share
+        # a table name (the URL's last component) cannot be told apart by PCG routes
+        if (
+            len({d.segmentation_source for d in found if not d.segmentation_source.startswith("graphene://")})
+            > 1
+        ):
+            raise Conflict(f"several segmentation sources are named {name!r}: rename one graph directory")
+        return int(principal.token_id or 0)
 
     router = APIRouter()
-    router.include_router(make_pcg_router(resolve), dependencies=[Depends(check)])
+    router.include_router(make_pcg_router(resolve, editor=editor), dependencies=[Depends(check)])
     return router
 
 
@@ -133,7 +155,8 @@ class GrapheneProxy:
         response: Response
         try:
             principal = await run_in_threadpool(principal_from_request, request)
-            _require_view(principal, remote[0], match.group(1))
+            needed = "edit" if _EDIT_ROUTES.search(scope["path"]) else "view"
+            await run_in_threadpool(_require, app.state.engine, principal, match.group(1), needed)
             response = await self._forward(request, remote[1], app.state.settings)
         except MatengineError as exc:
             response = JSONResponse(

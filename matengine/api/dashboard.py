@@ -29,7 +29,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from sqlalchemy import Connection, Engine, select, text
 
 from matengine import catalog
-from matengine.api.deps import engine_of
+from matengine.api.deps import base_url, engine_of
 from matengine.auth import (
     ALL_DATASTACKS,
     COOKIE_NAME,
@@ -172,7 +172,11 @@ def _runs(
 
 
 def dashboard_state(
-    engine: Engine, principal: Principal, counts: RowCounts, run_limit: int = RUN_LIMIT
+    engine: Engine,
+    principal: Principal,
+    counts: RowCounts,
+    run_limit: int = RUN_LIMIT,
+    base: str | None = None,
 ) -> dict[str, Any]:
     """Everything the page shows, restricted to what ``principal`` may view."""
     now = utcnow()
@@ -215,6 +219,10 @@ def dashboard_state(
         d = v.to_dict()
         d["build_seconds"] = round((v.finished - v.created).total_seconds(), 2) if v.finished else None
         d["expires_in_seconds"] = round((v.expires_on - now).total_seconds(), 1) if v.expires_on else None
+        if base is not None and v.queryable:  # each table as a Neuroglancer state
+            from matengine.api.neuroglancer import version_links
+
+            d["neuroglancer"] = version_links(engine, base, v.datastack, v.version)
         versions.append(d)
     versions.sort(key=lambda v: (v["datastack"], -v["version"]))
     return {
@@ -278,7 +286,7 @@ def dashboard(request: Request) -> Response:
             status_code=403,
             headers=SECURITY_HEADERS,
         )
-    state = dashboard_state(engine_of(request), principal, _counts(request))
+    state = dashboard_state(engine_of(request), principal, _counts(request), base=base_url(request))
     logout = (
         ""
         if principal.auth_disabled
@@ -290,7 +298,9 @@ def dashboard(request: Request) -> Response:
 
 @router.get("/dashboard/api/state", summary="Everything the dashboard shows, as JSON")
 def state(request: Request, runs: int = RUN_LIMIT, principal: Principal = Depends(get_principal)) -> Response:
-    data = dashboard_state(engine_of(request), principal, _counts(request), max(1, min(int(runs), 500)))
+    data = dashboard_state(
+        engine_of(request), principal, _counts(request), max(1, min(int(runs), 500)), base=base_url(request)
+    )
     return Response(
         json.dumps(data, default=str), media_type="application/json", headers={"Cache-Control": "no-store"}
     )

@@ -14,8 +14,7 @@ from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from matengine.config import Settings
-from matengine.errors import MatengineError
-from matengine.segmentation.errors import SegmentationError
+from matengine.errors import MatengineError, SegmentationError
 
 log = logging.getLogger("matengine.api")
 

@@ -52,25 +52,23 @@ def datastack_info(request: Request, ds: Datastack) -> dict[str, Any]:
     origin = base_url(request)
     tables = catalog.list_tables(engine_of(request), ds.name)
     x, y, z = ds.voxel_resolution
+    info = ds.info
     return {
         "name": ds.name,
-        "aligned_volume": {
-            "name": ds.aligned_volume,
-            "id": av_id(ds.aligned_volume),
-            "image_source": None,
-            "description": ds.description,
-        },
+        "aligned_volume": _aligned_volume(ds),
         "segmentation_source": client_segmentation_source(ds, origin),
         "local_server": origin,
-        "synapse_table": _first_table(tables, "synapses", "synapse"),
-        "soma_table": _first_table(tables, "nucleus_detection", "nucleus_detection"),
+        # set per datastack (matengine datastack set-info), else guessed from the tables
+        "synapse_table": info.get("synapse_table") or _first_table(tables, "synapses", "synapse"),
+        "soma_table": info.get("soma_table")
+        or _first_table(tables, "nucleus_detection", "nucleus_detection"),
         "analysis_database": None,
-        "viewer_site": None,
+        "viewer_site": info.get("viewer_site"),
         "description": ds.description,
         "viewer_resolution_x": x,
         "viewer_resolution_y": y,
         "viewer_resolution_z": z,
-        "skeleton_source": None,
+        "skeleton_source": info.get("skeleton_source"),
     }
 
 
@@ -123,7 +121,8 @@ def _aligned_volume(ds: Datastack) -> dict[str, Any]:
     return {
         "name": ds.aligned_volume,
         "id": av_id(ds.aligned_volume),
-        "image_source": None,
+        # caveclient's info.image_source() reads it here
+        "image_source": ds.info.get("image_source"),
         "description": ds.description,
     }
 

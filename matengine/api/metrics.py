@@ -30,6 +30,8 @@ from sqlalchemy import Engine, text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from matengine.auth import require_permission
+from matengine.config import get_settings
+from matengine.workflows.leases import stalls
 
 log = logging.getLogger("matengine.api.metrics")
 
@@ -118,6 +120,34 @@ class DatabaseCollector:
                 progress.add_metric(key, done / total if total else 0.0)
                 active_rows.add_metric(key, float(n))
             out += [progress, active_rows]
+
+            stalled = GaugeMetricFamily(
+                "matengine_run_stalled",
+                "1 for an active run that no live worker can move on (reason: no_worker, runner_gone)",
+                labels=[*labels, "reason"],
+            )
+            active = {
+                int(r[0]): (r[1], r[2])
+                for r in q(
+                    "SELECT id, kind, coalesce(datastack, '') FROM matengine.workflow_runs"
+                    f" WHERE state IN {ACTIVE}"
+                )
+            }
+            for run_id, stall in sorted(stalls(conn, active).items()):
+                kind, ds = active[run_id]
+                stalled.add_metric([str(run_id), kind, ds, stall.code], 1)
+            workers = GaugeMetricFamily(
+                "matengine_workers_live", "Workers that sent a heartbeat recently, by queue", labels=["queue"]
+            )
+            for queue, n in conn.execute(
+                text(
+                    "SELECT coalesce(queue, 'in-process'), count(*) FROM matengine.workers"
+                    " WHERE heartbeat > now() - make_interval(secs => :dead) GROUP BY 1 ORDER BY 1"
+                ),
+                {"dead": float(get_settings().worker_dead_after)},
+            ).all():
+                workers.add_metric([queue], n)
+            out += [stalled, workers]
 
             versions = GaugeMetricFamily(
                 "matengine_versions", "Versions by datastack and status", labels=["datastack", "status"]

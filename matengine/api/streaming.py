@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Generator
 
 import anyio
 import anyio.to_thread
+import pyarrow as pa
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -144,3 +145,17 @@ def query_response(
         media_type=ARROW_MEDIA_TYPE,
         headers=headers,
     )
+
+
+def count_response(n: int, result: QueryResult) -> StreamingResponse:
+    """A query's ``count=True`` answer: one row, one ``count`` column (MaterializationEngine's
+    frame), as an Arrow IPC stream."""
+    table = pa.table({"count": pa.array([int(n)], pa.int64())})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    headers = {"dataframe_resolution": result_headers(result)["dataframe_resolution"]}
+    if result.warnings:
+        headers["Warning"] = _header_text(", ".join(result.warnings))
+    body = sink.getvalue().to_pybytes()
+    return StreamingResponse(iter([body]), media_type=ARROW_MEDIA_TYPE, headers=headers)

@@ -8,11 +8,9 @@ from pathlib import Path
 
 import typer
 
-from matengine import annotations as ann
 from matengine.cli.output import console, emit
-from matengine.db.connection import get_engine
 
-app = typer.Typer(help="Rows of a live annotation table.", no_args_is_help=True)
+app = typer.Typer(help="Rows of a live annotation table.", no_args_is_help=True, rich_markup_mode=None)
 
 
 def _rows(source: str) -> list[dict]:
@@ -38,6 +36,9 @@ def insert(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Insert rows (nested {"pt": {"position": [x,y,z]}} or flat pt_position)."""
+    from matengine import annotations as ann
+    from matengine.db.connection import get_engine
+
     ids = ann.insert_annotations(get_engine(), datastack, table, _rows(rows))
     emit(ids, json_out, lambda: console.print(f"inserted {len(ids)} rows"))
 
@@ -50,6 +51,9 @@ def update(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Supersede rows: new rows replace the given ids."""
+    from matengine import annotations as ann
+    from matengine.db.connection import get_engine
+
     mapping = ann.update_annotations(get_engine(), datastack, table, _rows(rows))
     data = {str(k): v for k, v in mapping.items()}
     emit(data, json_out, lambda: console.print(data))
@@ -63,6 +67,9 @@ def delete(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Soft-delete rows."""
+    from matengine import annotations as ann
+    from matengine.db.connection import get_engine
+
     done = ann.delete_annotations(get_engine(), datastack, table, _ids(ids))
     emit(done, json_out, lambda: console.print(f"deleted {len(done)} rows"))
 
@@ -75,5 +82,8 @@ def get(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Rows by id, deleted ones included."""
+    from matengine import annotations as ann
+    from matengine.db.connection import get_engine
+
     rows = ann.get_annotations(get_engine(), datastack, table, _ids(ids))
     emit(rows, json_out, lambda: console.print(rows))

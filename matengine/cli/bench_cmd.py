@@ -1,4 +1,4 @@
-"""``matengine bench``: run the benchmarks of DESIGN §8 beside their baselines, print one table.
+"""``matengine bench``: run the benchmarks of docs/design.md §8 beside their baselines, print one table.
 
 The benchmarks live in the repository's ``bench/`` folder (not in the installed package): this
 command finds it next to the ``matengine`` package of a source checkout (an editable install),
@@ -15,7 +15,7 @@ import typer
 
 from matengine.cli.output import err_console
 
-BENCHMARKS = ("upload", "sync", "materialize", "query")
+BENCHMARKS = ("upload", "sync", "materialize", "query", "export", "aggregates", "versions")
 
 
 def find_bench_dir(given: Path | None = None) -> Path:

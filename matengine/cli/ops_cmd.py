@@ -5,18 +5,33 @@ from __future__ import annotations
 import time
 
 import typer
+from typer._click.core import Context as ClickContext  # typer vendors its click
+from typer.core import TyperGroup
 
 from matengine.cli.output import console, emit, print_table
-from matengine.config import get_settings
-from matengine.db.connection import get_engine
 
 JSON = typer.Option(False, "--json", help="Print JSON.")
 
 
+class _ListByDefault(TyperGroup):
+    """``matengine versions [DS]`` lists (as it always did); ``matengine versions pin DS N``
+    and the other subcommands act: a first word that is no subcommand means ``list``."""
+
+    def parse_args(self, ctx: ClickContext, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
+versions_app = typer.Typer(cls=_ListByDefault, help="Versions: list, pin, unpin, export one as a schema.")
+
+
+@versions_app.command("list")
 def versions(
     datastack: str = typer.Argument(None, help="Only this datastack."), json_out: bool = JSON
 ) -> None:
-    """List versions: number, timestamp, status, expiry, tables, rows."""
+    """List versions (one past its expiry shows EXPIRED even before it is removed)."""
+    from matengine.db.connection import get_engine
     from matengine.versions import list_versions
 
     rows = [v.to_dict() for v in list_versions(get_engine(), datastack)]
@@ -25,8 +40,48 @@ def versions(
         rows,
         json_out,
         lambda: print_table(
-            shown, ["datastack", "version", "time_stamp", "status", "expires_on", "tables", "rows"]
+            shown,
+            ["datastack", "version", "time_stamp", "status", "expires_on", "pinned", "tables", "rows"],
         ),
+    )
+
+
+def _pin(datastack: str, version: int, pinned: bool, json_out: bool) -> None:
+    from matengine.db.connection import get_engine
+    from matengine.versions import set_pinned
+
+    v = set_pinned(get_engine(), datastack, version, pinned).to_dict()
+    emit(v, json_out, lambda: console.print(f"{datastack} v{version}: {'pinned' if pinned else 'unpinned'}"))
+
+
+@versions_app.command("pin")
+def pin(datastack: str, version: int, json_out: bool = JSON) -> None:
+    """Pin a version: it never expires and is never removed (long-term or public versions)."""
+    _pin(datastack, version, True, json_out)
+
+
+@versions_app.command("unpin")
+def unpin(datastack: str, version: int, json_out: bool = JSON) -> None:
+    """Unpin a version: its expiry applies again (counted from when it was built)."""
+    _pin(datastack, version, False, json_out)
+
+
+@versions_app.command("export-schema")
+def export_schema(
+    datastack: str,
+    version: int,
+    schema: str = typer.Option(None, "--schema", help="Target schema (default <ds>__export<N>)."),
+    json_out: bool = JSON,
+) -> None:
+    """Copy one version into a schema of plain, indexed tables (for pg_dump --schema)."""
+    from matengine.db.connection import get_engine
+    from matengine.versions import export_version
+
+    target, tables = export_version(get_engine(), datastack, version, schema)
+    emit(
+        {"schema": target, "tables": tables},
+        json_out,
+        lambda: console.print(f"wrote {', '.join(tables)} into schema {target}: pg_dump --schema={target}"),
     )
 
 
@@ -37,6 +92,7 @@ def remove_expired(
     json_out: bool = JSON,
 ) -> None:
     """Drop versions past their expiry (never the latest valid ones)."""
+    from matengine.db.connection import get_engine
     from matengine.versions import remove_expired as remove
 
     done = [r.__dict__ for r in remove(get_engine(), datastack, dry_run=dry_run, keep=keep)]
@@ -52,19 +108,29 @@ def remove_expired(
 def schedule(
     datastack: str,
     cron: str = typer.Argument(None, help="Crontab 'm h dom mon dow'; omit to clear."),
+    live: bool = typer.Option(
+        False, "--live", help="Schedule ingest + update-roots (no version) instead of `complete`."
+    ),
     json_out: bool = JSON,
 ) -> None:
-    """Set (or clear) a datastack's periodic `complete` schedule, run by `matengine beat`."""
+    """Set (or clear) a datastack's periodic `complete` schedule (or with --live its
+    ingest + update-roots schedule), run by `matengine beat`."""
     from matengine import catalog
+    from matengine.db.connection import get_engine
     from matengine.workflows.schedule import parse_schedule
 
     if cron:
         parse_schedule(cron)
+    if live:
+        ds = catalog.set_live_schedule(get_engine(), datastack, cron)
+        emit(ds.to_dict(), json_out, lambda: console.print(f"{datastack}: live schedule {ds.live_schedule}"))
+        return
     ds = catalog.set_schedule(get_engine(), datastack, cron)
     emit(ds.to_dict(), json_out, lambda: console.print(f"{datastack}: schedule {ds.schedule}"))
 
 
 def _celery_app():
+    from matengine.config import get_settings
     from matengine.workflows.celery_app import configure
 
     settings = get_settings()
@@ -88,6 +154,8 @@ def worker(
     """Start a Celery worker for matengine's workflows."""
     import os
 
+    from matengine.config import get_settings
+
     queue = get_settings().queue
     node = name or f"{queue}.{os.getpid()}@%h"
     _celery_app().worker_main(
@@ -102,6 +170,8 @@ def beat(
     ),
 ) -> None:
     """Start celery beat: periodic materialization and version removal."""
+    from matengine.config import get_settings
+
     home = get_settings().home
     home.mkdir(parents=True, exist_ok=True)
     path = schedule_file or str(home / "celerybeat-schedule")
@@ -113,6 +183,9 @@ def doctor(json_out: bool = JSON) -> None:
     from celery import chord, group
     from sqlalchemy import text
 
+    from matengine.config import get_settings
+    from matengine.db.connection import get_engine
+
     settings = get_settings()
     report: dict[str, str] = {}
     try:
@@ -123,7 +196,7 @@ def doctor(json_out: bool = JSON) -> None:
     if not settings.broker_url:
         report["broker"] = "none configured: workflows run on an in-process worker"
     else:
-        from matengine.workflows.celery_app import client
+        from matengine.workflows.broker import client
         from matengine.workflows.submit import workers_online
 
         app = client(settings)

@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
 import typer
 
 from matengine.cli.output import err_console
-from matengine.config import get_settings
-from matengine.db.connection import get_engine
-from matengine.errors import InvalidInput
-from matengine.query import QueryResult, live_query, meta, version_query
-from matengine.query.output import csv_stream, json_records
+
+if TYPE_CHECKING:
+    from matengine.query import QueryResult
 
 
 def _pair(text: str, option: str) -> tuple[str, str]:
@@ -93,6 +90,8 @@ def _write(chunks: Any, path: Path | None) -> None:
 
 
 def _write_arrow(result: QueryResult, path: Path) -> int:
+    import pyarrow as pa
+
     rows = 0
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, result.schema) as writer:
         for batch in result.record_batches():
@@ -125,6 +124,12 @@ def query(
     csv: Path = typer.Option(None, "--csv", help="Write CSV."),
 ) -> None:
     """Query a version table, or the live tables at a timestamp."""
+    from matengine.config import get_settings
+    from matengine.db.connection import get_engine
+    from matengine.errors import InvalidInput
+    from matengine.query import live_query, meta, version_query
+    from matengine.query.output import csv_stream, json_records
+
     if sum([json_out, arrow is not None, csv is not None]) != 1:
         raise typer.BadParameter("choose one output: --json, --arrow FILE or --csv FILE")
     if version is not None and timestamp is not None:

@@ -6,7 +6,6 @@ import logging
 
 import typer
 
-from matengine.auth import is_loopback
 from matengine.cli.output import err_console
 
 
@@ -22,6 +21,7 @@ def serve(
     import uvicorn
 
     from matengine.api.app import create_app
+    from matengine.auth import is_loopback
 
     if no_auth and not is_loopback(host):
         err_console.print(f"[red]error:[/red] --no-auth needs a loopback --host, not {host!r}")

@@ -58,6 +58,10 @@ def synth(
         raise typer.BadParameter(str(exc)) from exc
     data = info_as_json(info)
     data["seconds"] = round(time.perf_counter() - started, 3)
+    data["upload_flags"] = {
+        "created": info.start.isoformat(),
+        "roots_timestamp": info.initial_timestamp.isoformat(),
+    }
     if json_out:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return
@@ -70,3 +74,9 @@ def synth(
     )
     for name, folder in info.tables.items():
         typer.echo(f"  table {name}: {folder}")
+    # the rows exist from the dataset's start, and its root ids are valid at initial_timestamp:
+    # an upload without these flags stamps rows "now", and versions before now hold none
+    typer.echo(
+        f"  upload with: --created {info.start.isoformat()} "
+        f"--roots-timestamp {info.initial_timestamp.isoformat()}"
+    )

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import typer
 
-from matengine import auth
 from matengine.cli.output import console, emit, print_table
-from matengine.db.connection import get_engine
 
-app = typer.Typer(help="API tokens with per-datastack view/edit/admin permissions.", no_args_is_help=True)
+app = typer.Typer(
+    help="API tokens with per-datastack view/edit/admin permissions.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 
 
 @app.command()
@@ -22,11 +24,22 @@ def create(
     expires_in: str | None = typer.Option(
         None, "--expires-in", help="Lifetime, e.g. 90d, 12h, 30m or 3600s (default: never expires)."
     ),
+    user: str | None = typer.Option(
+        None, "--user", help="The user the token speaks for (created if new): owner of the tables it creates."
+    ),
+    group: list[str] = typer.Option(
+        [], "--group", help="Add the user to this group (repeatable); GROUP table permissions use them."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Create a token and print it (it is not shown again)."""
+    from matengine import auth
+    from matengine.db.connection import get_engine
+
     lifetime = auth.parse_duration(expires_in) if expires_in is not None else None
-    token_id, token = auth.create_token(get_engine(), datastack, permission, description, expires_in=lifetime)
+    token_id, token = auth.create_token(
+        get_engine(), datastack, permission, description, expires_in=lifetime, user=user, groups=group
+    )
     expires = next((r["expires"] for r in auth.list_tokens(get_engine()) if r["id"] == token_id), None)
     emit(
         {
@@ -35,6 +48,8 @@ def create(
             "datastack": datastack,
             "permission": permission,
             "expires": expires,
+            "user": user,
+            "groups": sorted(set(group)),
         },
         json_out,
         lambda: console.print(token, highlight=False, soft_wrap=True),
@@ -47,13 +62,16 @@ def list_(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List tokens (ids and grants, never the tokens themselves)."""
+    from matengine import auth
+    from matengine.db.connection import get_engine
+
     rows = auth.list_tokens(get_engine(), include_revoked=all_)
     emit(
         rows,
         json_out,
         lambda: print_table(
             rows,
-            ["id", "datastack", "permission", "description", "created", "expires", "revoked"],
+            ["id", "datastack", "permission", "user", "description", "created", "expires", "revoked"],
             title="tokens",
         ),
     )
@@ -65,5 +83,8 @@ def revoke(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Revoke a token: it is refused from the next request on."""
+    from matengine import auth
+    from matengine.db.connection import get_engine
+
     auth.revoke_token(get_engine(), token_id)
     emit({"revoked": token_id}, json_out, lambda: console.print(f"revoked token {token_id}"))

@@ -5,34 +5,35 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from matengine.cli.output import console, emit, err_console, print_json, print_table
-from matengine.config import get_settings
-from matengine.db.connection import get_engine
-from matengine.workflows import runs
-from matengine.workflows.submit import ensure_workers, submit, wait_for
+
+if TYPE_CHECKING:
+    from matengine.workflows.params import WorkflowParams
 
 JSON = typer.Option(False, "--json", help="Print the final run record as JSON.")
-DETACH = typer.Option(False, "--detach", help="Print the run id and return at once.")
+DETACH = typer.Option(
+    False,
+    "--detach",
+    help="Print the run id and return at once (without a broker the run goes on in a process of its own).",
+)
 
 
-def launch(
-    kind: str,
-    params: dict[str, Any],
-    *,
-    datastack: str,
-    table: str | None,
-    json_out: bool,
-    detach: bool,
-) -> None:
-    """Shared by every workflow command."""
+def launch(params: WorkflowParams, *, json_out: bool, detach: bool) -> None:
+    """Shared by every workflow command: submit the (checked) parameters, then follow."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from matengine.config import get_settings
+    from matengine.db.connection import get_engine
+    from matengine.workflows import runs
+    from matengine.workflows.submit import ensure_workers, submit_params, wait_for
+
     engine = get_engine()
     settings = get_settings()
-    run_id = submit(engine, kind, params, datastack=datastack, table=table)
+    run_id = submit_params(engine, params, settings, detach=detach)
     if detach:
         emit({"run_id": run_id}, json_out, lambda: console.print(run_id))
         return
@@ -46,9 +47,9 @@ def launch(
             MofNCompleteColumn(),
             TextColumn("{task.fields[rows]} rows"),
             TimeElapsedColumn(),
-            console=err_console,
+            console=err_console.get(),
         ) as bar:
-            task = bar.add_task(f"run {run_id} {kind}", total=None, rows=0)
+            task = bar.add_task(f"run {run_id} {params.kind}", total=None, rows=0)
 
             def show(r: runs.Run) -> None:
                 bar.update(
@@ -56,7 +57,7 @@ def launch(
                     total=r.chunks_total or None,
                     completed=r.chunks_done,
                     rows=f"{r.rows_done:,}",
-                    description=f"run {r.id} {r.step or kind}",
+                    description=f"run {r.id} {r.step or params.kind}",
                 )
 
             run = wait_for(engine, run_id, on_progress=show)
@@ -66,8 +67,14 @@ def launch(
         console.print(
             f"run {run.id} {run.kind}: {run.state} — {run.rows_done:,} rows in {run.to_dict()['seconds']} s"
         )
+        from rich.markup import escape
+
+        from matengine.cli.flags import as_cli_message
+
         for e in run.errors:
-            err_console.print(f"[red]{e['message']}[/red]")
+            err_console.print(f"[red]{escape(as_cli_message(e['message']))}[/red]")
+        for warning in run.result.get("warnings") or []:
+            err_console.print(f"[yellow]warning:[/yellow] {escape(as_cli_message(warning))}")
     if run.state != "SUCCESS":
         raise typer.Exit(1)
 
@@ -100,21 +107,24 @@ def upload(
 ) -> None:
     """Bulk-upload .npy column files into a table (created from --schema if absent)."""
     from matengine.cli.catalog_cmd import parse_resolution
-    from matengine.workflows.bulk_upload import check_request
+    from matengine.config import get_settings
+    from matengine.db.connection import get_engine
+    from matengine.workflows.bulk_upload import UploadParams
 
-    params = {
-        "datastack": datastack,
-        "table": table,
-        "schema": schema,
-        "source": source,
-        "column_mapping": _mapping(column_mapping),
-        "roots_timestamp": roots_timestamp,
-        "voxel_resolution": parse_resolution(voxel_resolution),
-        "chunk_rows": chunk_rows or get_settings().chunk_rows,
-        "created": created,
-    }
-    check_request(get_engine(), params)
-    launch("bulk_upload", params, datastack=datastack, table=table, json_out=json_out, detach=detach)
+    params = UploadParams.build(
+        get_engine(),
+        get_settings(),
+        datastack=datastack,
+        table=table,
+        schema=schema,
+        source=source,
+        column_mapping=_mapping(column_mapping),
+        roots_timestamp=roots_timestamp,
+        voxel_resolution=parse_resolution(voxel_resolution),
+        chunk_rows=chunk_rows,
+        created=created,
+    )
+    launch(params, json_out=json_out, detach=detach)
 
 
 def runs_list(
@@ -123,6 +133,9 @@ def runs_list(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List recent workflow runs, or show one."""
+    from matengine.db.connection import get_engine
+    from matengine.workflows import runs
+
     engine = get_engine()
     if run_id is not None:
         run = runs.get_run(engine, run_id).to_dict()
@@ -145,6 +158,7 @@ def runs_list(
                 "chunks_total",
                 "rows_done",
                 "seconds",
+                "stalled",
             ],
         ),
     )
@@ -152,13 +166,17 @@ def runs_list(
 
 def runs_cancel(run_id: int) -> None:
     """Mark an active run CANCELLED and release its locks (its remaining tasks do nothing)."""
+    from matengine.db.connection import get_engine
+    from matengine.workflows import runs
+
     runs.finish_run(get_engine(), run_id, "CANCELLED", "cancelled by the operator")
     console.print(f"run {run_id} cancelled")
 
 
 def runs_resume(run_id: int, json_out: bool = JSON) -> None:
     """Re-enqueue what an active run still has to do (after workers were lost)."""
-    from matengine.workflows.submit import resume
+    from matengine.db.connection import get_engine
+    from matengine.workflows.submit import resume, wait_for
 
     resume(get_engine(), run_id)
     run = wait_for(get_engine(), run_id)
@@ -176,14 +194,13 @@ def _sync(
     detach: bool,
     days_to_expire: int | None = None,
 ) -> None:
-    from matengine.workflows.submit import sync_parameters
+    from matengine.db.connection import get_engine
+    from matengine.workflows.params import SyncParams
 
-    params = sync_parameters(
+    params = SyncParams.build(
         get_engine(), kind, datastack, table=table, timestamp=timestamp, days_to_expire=days_to_expire
     )
-    # materialize/complete lock the whole datastack; a one-table sync locks that table
-    lock_table = table if kind in ("ingest", "update_roots") else None
-    launch(kind, params, datastack=datastack, table=lock_table, json_out=json_out, detach=detach)
+    launch(params, json_out=json_out, detach=detach)
 
 
 TABLE = typer.Option(None, "--table", help="Only this table (default: all).")
@@ -232,3 +249,34 @@ def complete(
 ) -> None:
     """Ingest → update roots → materialize, as one run."""
     _sync("complete", datastack, None, timestamp, json_out, detach, days_to_expire)
+
+
+def export(
+    datastack: str,
+    version: int = typer.Option(..., "--version", help="The version to export."),
+    to: str = typer.Option(..., "--to", help="Destination folder: file:///…, gs://bucket/…, s3://bucket/…"),
+    fmt: str = typer.Option("parquet", "--format", help="parquet or delta."),
+    tables: list[str] = typer.Option(None, "--tables", help="Only these tables (repeat, or a,b)."),
+    chunk_rows: int = typer.Option(None, help="Rows per file (default: the chunk_rows setting)."),
+    neuroglancer: bool = typer.Option(
+        False, "--neuroglancer", help="Also write Neuroglancer precomputed annotations of each table."
+    ),
+    json_out: bool = JSON,
+    detach: bool = DETACH,
+) -> None:
+    """Export a version's tables as Parquet or Delta Lake datasets, with a manifest."""
+    from matengine.db.connection import get_engine
+    from matengine.workflows.export import ExportParams
+
+    names = [n for item in tables or [] for n in item.split(",") if n]
+    params = ExportParams.build(
+        get_engine(),
+        datastack,
+        version,
+        to=to,
+        fmt=fmt,
+        tables=names or None,
+        chunk_rows=chunk_rows,
+        neuroglancer=neuroglancer,
+    )
+    launch(params, json_out=json_out, detach=detach)

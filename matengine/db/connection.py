@@ -20,6 +20,9 @@ from matengine.config import Settings, get_settings
 
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
+# (database URL, config file) pairs whose declared datastacks are in the catalog already: the
+# TOML file is read and synced once per process, not on every call (every Celery task calls)
+_synced: set[tuple[str, str]] = set()
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -45,9 +48,12 @@ def resolve_database_url(settings: Settings | None = None) -> str:
     return embedded.start(settings.home)
 
 
-def get_engine(url: str | None = None) -> Engine:
-    """The process-wide engine for ``url`` (default: from settings), migrated on first use."""
-    url = url or resolve_database_url()
+def get_engine(url: str | None = None, settings: Settings | None = None) -> Engine:
+    """The process-wide engine for ``url`` (default: from ``settings``, default: the process's
+    settings), migrated on first use; datastacks declared in the settings' TOML file exist
+    from the first connection on."""
+    settings = settings or get_settings()
+    url = url or resolve_database_url(settings)
     with _lock:
         engine = _engines.get(url)
         if engine is None:
@@ -64,20 +70,25 @@ def get_engine(url: str | None = None) -> Engine:
             with engine.connect() as conn:
                 upgrade(conn)
             _engines[url] = engine
-    declared = get_settings().datastacks()
-    if declared:  # datastacks declared in the TOML config exist from the first connection on
-        from matengine.catalog import sync_declared_datastacks
+    if settings.config is not None and (url, str(settings.config)) not in _synced:
+        declared = settings.datastacks()
+        if declared:
+            # catalog sits above db/: imported here, at the one call that needs it
+            from matengine.catalog import sync_declared_datastacks
 
-        sync_declared_datastacks(engine, declared)
+            sync_declared_datastacks(engine, declared)
+        _synced.add((url, str(settings.config)))
     return engine
 
 
-def dispose_engines() -> None:
-    """Drop pooled connections (after fork, or before stopping a server)."""
+def dispose_engines(close: bool = True) -> None:
+    """Drop pooled connections (after fork, or before stopping a server). After a fork pass
+    ``close=False``: the sockets are the parent's too, and closing them would end its sessions."""
     with _lock:
         for engine in _engines.values():
-            engine.dispose()
+            engine.dispose(close=close)
         _engines.clear()
+        _synced.clear()
 
 
 def driver_connection(conn: Connection | PoolProxiedConnection) -> psycopg.Connection:

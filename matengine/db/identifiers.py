@@ -9,6 +9,9 @@ from matengine.errors import InvalidName
 
 # fullmatch, never match + "$": "$" also matches before a trailing newline
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
+# column names of the field's schemas keep their case (``gOSI`` of ``func_properties_bcm``);
+# quoting preserves it, and the pattern still admits no quote or other special character
+_QUOTABLE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 # PostgreSQL truncates identifiers at 63 bytes; a silent truncation would alias two names.
 MAX_IDENTIFIER = 63
 RESERVED_SCHEMAS = {"public", "matengine", "information_schema"}
@@ -29,7 +32,7 @@ def quote(*parts: str) -> str:
     """``"schema"."table"`` from validated parts (quoted, so reserved words are fine too)."""
     out = []
     for part in parts:
-        if not _NAME.fullmatch(part) or len(part) > MAX_IDENTIFIER:
+        if not _QUOTABLE.fullmatch(part) or len(part) > MAX_IDENTIFIER:
             raise InvalidName(f"refusing to quote unvalidated identifier {part!r}")
         out.append('"' + part + '"')
     return ".".join(out)

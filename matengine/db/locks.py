@@ -1,31 +1,34 @@
-"""Locks held in PostgreSQL (advisory locks), never in process memory, so they hold across
-workers and machines and vanish with the session that held them (a killed worker frees its locks).
+"""The advisory locks matengine takes in PostgreSQL (docs/design.md §4).
 
-Two-key advisory locks: the first key says what kind of lock, the second is ``hashtext`` of the
-name. A hash collision only makes two unrelated names wait for each other, never lets two
-holders of one name through.
+Workflow locks are *not* here: they are ``matengine.run_locks`` rows, held for a run's whole
+life and freed by ``finish_run`` (:mod:`matengine.workflows.runs`). What is here lasts one
+transaction at most, so it can never be left behind by a dead worker:
+
+* the write barrier of a datastack — every annotation write holds it shared, a version passes
+  it exclusively for an instant;
+* short exclusive sections (checking and taking run locks, numbering a version), so that two
+  sessions cannot both see "free".
+
+Two-key advisory locks: the first key says which kind, the second is ``hashtext`` of the
+datastack name. A hash collision only makes two unrelated names wait for each other, never lets
+two holders of one name through.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from enum import IntEnum
 
 from sqlalchemy import Connection, text
-
-from matengine.errors import Conflict
 
 
 class LockKind(IntEnum):
     # annotation writers hold it shared for their transaction; a version takes it exclusive for
     # an instant so that every write stamped before the version's time has committed
     WRITE_BARRIER = 7101
-    # one workflow at a time per (datastack, table)
-    TABLE = 7102
-    # one materialization (or complete run) at a time per datastack
-    DATASTACK = 7103
+    # held while a run checks and takes its run_locks rows (runs.create_run)
+    RUN_LOCKS = 7104
+    # held while a version number is chosen for a datastack (materialize's prepare step)
+    VERSION_NUMBER = 7105
 
 
 def hold_write_barrier_shared(conn: Connection, datastack: str) -> None:
@@ -54,25 +57,6 @@ def pass_write_barrier(conn: Connection, datastack: str) -> None:
     )
 
 
-@contextmanager
-def session_lock(conn: Connection, kind: LockKind, name: str, *, wait: float | None = 0.0) -> Iterator[None]:
-    """Hold a session-level lock on ``name`` for the block.
-
-    ``wait=0`` refuses at once if another session holds it; ``wait=None`` waits forever;
-    otherwise waits up to ``wait`` seconds. Refusal raises :class:`Conflict`.
-    """
-    deadline = None if wait is None else time.monotonic() + wait
-    params = {"k": int(kind), "n": name}
-    while True:
-        got = conn.execute(text("SELECT pg_try_advisory_lock(:k, hashtext(:n))"), params).scalar_one()
-        conn.commit()
-        if got:
-            break
-        if deadline is not None and time.monotonic() >= deadline:
-            raise Conflict(f"{name!r} is busy: another run holds its {kind.name.lower()} lock")
-        time.sleep(0.2)
-    try:
-        yield
-    finally:
-        conn.execute(text("SELECT pg_advisory_unlock(:k, hashtext(:n))"), params)
-        conn.commit()
+def hold_exclusive(conn: Connection, kind: LockKind, datastack: str) -> None:
+    """An exclusive lock of ``kind`` on ``datastack`` until ``conn``'s transaction ends."""
+    conn.execute(text("SELECT pg_advisory_xact_lock(:k, hashtext(:n))"), {"k": int(kind), "n": datastack})

@@ -102,9 +102,12 @@ def table_columns(schema: AnnotationSchema) -> TableColumns:
             logical = f"{f.name}_position"
             for axis, letter in enumerate("xyz"):
                 name = f"{logical}_{letter}"
-                # positions are required by every writer (finite numbers), so they travel
-                # without a null flag: a third less data for a synapse row
-                cols.append(OutColumn(name, logical, ColKind.FLOAT, "a", name, nullable=False, axis=axis))
+                # required positions are finite numbers from every writer, so they travel
+                # without a null flag (a third less data for a synapse row); optional ones
+                # (``bb_start`` of a nucleus) may be null
+                cols.append(
+                    OutColumn(name, logical, ColKind.FLOAT, "a", name, nullable=not f.required, axis=axis)
+                )
             if f.kind is Kind.BOUND_POINT:
                 for suffix in ("supervoxel_id", "root_id"):
                     name = f"{f.name}_{suffix}"

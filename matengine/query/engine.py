@@ -24,9 +24,9 @@ from sqlalchemy import Engine
 
 from matengine import catalog
 from matengine.config import Settings, get_settings
+from matengine.db import bookkeeping
 from matengine.db.connection import driver_connection
-from matengine.db.identifiers import version_schema
-from matengine.errors import InvalidInput
+from matengine.errors import InvalidInput, MissingLookups
 from matengine.query import graphs, meta
 from matengine.query.columns import OutColumn, TableColumns, arrow_schema, table_columns
 from matengine.query.live import RootCorrector, post_filter_mask
@@ -116,7 +116,7 @@ class QueryResult:
         with self._lock:
             if self._primed is not None:
                 return
-            self._primed = _stream(self.plan, self.columns)
+            self._primed = self._batches()
             self._first = next(self._primed, None)
 
     def close(self) -> None:
@@ -139,9 +139,13 @@ class QueryResult:
             if first is not None:
                 yield to_record_batch(first, self.columns, schema)
         else:
-            batches = _stream(self.plan, self.columns)
+            batches = self._batches()
         for batch in batches:
             yield to_record_batch(batch, self.columns, schema)
+
+    def _batches(self) -> Iterator[Batch]:
+        """The rows, batch by batch (subclasses reading other sources override this)."""
+        return _stream(self.plan, self.columns)
 
     def to_table(self) -> pa.Table:
         return pa.Table.from_batches(list(self.record_batches()), schema=self.schema)
@@ -239,11 +243,7 @@ def _stream(plan: QueryPlan, wanted: list[OutColumn], stop_after: int | None = N
 
 
 def _corrector(conn: Any, live: LiveTarget) -> RootCorrector:
-    row = conn.execute(
-        "SELECT roots_last_updated, roots_updating_to FROM matengine.annotation_tables "
-        "WHERE datastack = %s AND table_name = %s",
-        (live.table.datastack, live.table.table_name),
-    ).fetchone()
+    row = bookkeeping.root_times(conn, live.table.datastack, live.table.table_name)
     # while an update-roots run is half-done, stored roots are at one of two times: treat
     # them as of unknown time (every root checked against T; exact, just slower)
     last = to_utc(row[0]) if row and row[0] is not None and row[1] is None else None
@@ -252,8 +252,8 @@ def _corrector(conn: Any, live: LiveTarget) -> RootCorrector:
     return RootCorrector.create(live.graph, live.timestamp, last)
 
 
-def _count(plan: QueryPlan, n: int) -> int:
-    """Rows of the result after the offset, counted up to ``n`` (ids only)."""
+def _count(plan: QueryPlan, n: int | None) -> int:
+    """Rows of the result after the offset, counted up to ``n`` (all if None; ids only)."""
     id_col = plan.cols.columns[0]  # the (first) table's id
     return sum(len(b) for b in _stream(plan, [id_col], stop_after=n))
 
@@ -322,7 +322,6 @@ def version_query(
     spec = parse_query(body, table, cols, random_sample=random_sample, limits=Limits.of(settings))
     resolution, scales = _scale(vt.voxel_resolution, spec.desired_resolution)
     limit, cap = cap_of(spec, settings)
-    schema_name = version_schema(datastack, version)
     pct = _sample_percent(spec.random_sample, vt.row_count)
     plan = QueryPlan(
         engine,
@@ -331,7 +330,7 @@ def version_query(
         spec,
         resolution,
         scales,
-        make_source=lambda b: version_source(schema_name, table, pct, b),
+        make_source=lambda b: version_source(datastack, version, table, vt.schema_type, pct, b),
         where=filters_sql(spec.filters),
         limit=limit,
     )
@@ -369,7 +368,7 @@ def live_query(
     random_sample: int | None = None,
     graph: RootGraph | None = None,
 ) -> QueryResult:
-    """Query the live table at ``timestamp``, exactly by the time rule (DESIGN §3)."""
+    """Query the live table at ``timestamp``, exactly by the time rule (docs/design.md §3)."""
     settings = settings or get_settings()
     try:
         ts = to_utc(timestamp)
@@ -427,10 +426,6 @@ def live_query(
     if notice:
         warnings.append(notice)
     return finish(plan, cap, warnings, settings)
-
-
-class MissingLookups(InvalidInput):
-    status_code = 406
 
 
 def _scalar(engine: Engine, sql: str, params: Mapping[str, Any], timeout: float | None = None) -> Any:

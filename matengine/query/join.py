@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from matengine.config import Settings, get_settings
-from matengine.db.identifiers import quote, validate_name, version_schema
+from matengine.db.identifiers import quote, validate_name
 from matengine.errors import InvalidInput
 from matengine.query import meta
 from matengine.query.columns import OutColumn, TableColumns, table_columns
@@ -39,6 +39,7 @@ from matengine.query.spec import (
 )
 from matengine.query.sqlbuild import Binder, Source
 from matengine.schemas import get_schema
+from matengine.version_store import version_relation
 
 
 def _tables(body: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -141,12 +142,11 @@ def join_query(
         desired_resolution=base.desired_resolution,
     )
     limit, cap = cap_of(spec, settings)
-    schema_name = version_schema(datastack, version)
+    r1, r2 = version_relation(datastack, version, t1), version_relation(datastack, version, t2)
 
     def source(binder: Binder) -> Source:
         return Source(
-            f"FROM {quote(schema_name, t1)} AS j0 JOIN {quote(schema_name, t2)} AS j1 "
-            f"ON j0.{quote(c1)} = j1.{quote(c2)}",
+            f"FROM {r1} AS j0 JOIN {r2} AS j1 ON j0.{quote(c1)} = j1.{quote(c2)}",
             live=False,
             order_by="j0.id",
         )

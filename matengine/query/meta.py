@@ -12,15 +12,11 @@ from typing import Any
 from sqlalchemy import Engine, or_, select
 
 from matengine.db import metadata as m
-from matengine.errors import MatengineError, NotFound
+from matengine.errors import Gone, NotFound
 from matengine.versions import Version
 
 AVAILABLE = "AVAILABLE"
 EXPIRED = "EXPIRED"
-
-
-class Gone(MatengineError):
-    status_code = 410
 
 
 # one notion of a version everywhere (listing, removal, queries)

@@ -59,11 +59,18 @@ class Source:
         return f"{alias}.{quote(col.db_column)}"
 
 
-def version_source(schema_name: str, table: str, sample_percent: float | None, binder: Binder) -> Source:
-    sample = ""
-    if sample_percent is not None:
-        sample = f" TABLESAMPLE BERNOULLI ({binder.bind(sample_percent, 'float8')})"
-    return Source(f"FROM {quote(schema_name, table)} AS a{sample}", live=False)
+def version_source(
+    datastack: str, version: int, table: str, schema_type: str, sample_percent: float | None, binder: Binder
+) -> Source:
+    """Rows of ``table`` at ``version``: its relation in the version store (a view), or a
+    sample of the store restricted to the version (``TABLESAMPLE`` needs a table)."""
+    from matengine import version_store
+
+    if sample_percent is None:
+        return Source(f"FROM {version_store.version_relation(datastack, version, table)} AS a", live=False)
+    sample = f" TABLESAMPLE BERNOULLI ({binder.bind(sample_percent, 'float8')})"
+    inner = version_store.version_sample_source(datastack, version, table, schema_type, sample)
+    return Source(f"FROM {inner} AS a", live=False)
 
 
 def live_source(
@@ -77,7 +84,7 @@ def live_source(
 
 
 def time_rule(binder: Binder, timestamp: Any) -> str:
-    """DESIGN §3: created <= T and (deleted is null or deleted > T)."""
+    """docs/design.md §3: created <= T and (deleted is null or deleted > T)."""
     t = binder.bind(timestamp, "timestamptz")
     return f"a.created <= {t} AND (a.deleted IS NULL OR a.deleted > {t})"
 

@@ -12,6 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from matengine.errors import (
+    GrapheneRequestError,
+    GrapheneUnavailable,
+    GraphFormatError,
+    SegmentationError,
+    SegmentationSourceError,
+)
 from matengine.segmentation.base import (
     LookupResult,
     RootGraph,
@@ -19,15 +26,10 @@ from matengine.segmentation.base import (
     SupervoxelSource,
     VolumeBounds,
 )
-from matengine.segmentation.errors import (
-    GrapheneRequestError,
-    GraphFormatError,
-    SegmentationError,
-    SegmentationSourceError,
-)
 
 __all__ = [
     "GrapheneRequestError",
+    "GrapheneUnavailable",
     "GraphFormatError",
     "LookupResult",
     "RootGraph",

@@ -5,7 +5,7 @@
 * :class:`RootGraph` answers "which root (neuron) contains this supervoxel at time T" and
   the time questions around it (what changed between two times, lineage).
 
-**The time rule** (DESIGN §3), obeyed by every backend: an edit with timestamp ``t`` is
+**The time rule** (docs/design.md §3), obeyed by every backend: an edit with timestamp ``t`` is
 part of the state at ``T`` iff ``t <= T``. A root created by an edit at ``t`` is therefore
 *valid* at ``T`` iff ``created <= T < expired`` (``expired`` = timestamp of the edit that
 retired it, or never). Timestamps are compared at microsecond resolution.

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from matengine.errors import SegmentationSourceError
 from matengine.segmentation.base import LookupResult, VolumeBounds
-from matengine.segmentation.errors import SegmentationSourceError
 
 
 def strip_precomputed(url: str) -> str:

@@ -26,8 +26,13 @@ from tenacity import (
     wait_exponential,
 )
 
+from matengine.errors import (
+    GrapheneRefused,
+    GrapheneRequestError,
+    GrapheneUnavailable,
+    SegmentationSourceError,
+)
 from matengine.segmentation.base import Segmentation
-from matengine.segmentation.errors import GrapheneRequestError, SegmentationSourceError
 from matengine.segmentation.timecodes import from_us, seconds_to_us, to_us, us_to_seconds
 
 _FAR_FUTURE = 253402300799.0  # 9999-12-31T23:59:59Z in POSIX seconds
@@ -108,11 +113,12 @@ class GrapheneClient:
             return self._retry(once)()
         except httpx.HTTPStatusError as exc:
             r = exc.response
-            raise GrapheneRequestError(
-                f"{method} {url} -> HTTP {r.status_code}: {r.text[:300]}", r.status_code
-            ) from exc
+            # still failing after our retries: a 5xx / 429 may pass later (the task retries),
+            # a 4xx will not
+            error = GrapheneUnavailable if _retryable(exc) else GrapheneRefused
+            raise error(f"{method} {url} -> HTTP {r.status_code}: {r.text[:300]}", r.status_code) from exc
         except httpx.TransportError as exc:
-            raise GrapheneRequestError(f"{method} {url}: {exc!r}") from exc
+            raise GrapheneUnavailable(f"{method} {url}: {exc!r}") from exc
 
     def _batched(self, ids: np.ndarray, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
         """Apply ``fn`` to batches of ``ids`` concurrently, results in input order."""
@@ -161,7 +167,7 @@ class GrapheneClient:
                     json={"node_ids": [int(v) for v in batch]},
                 )
             except GrapheneRequestError as exc:
-                if exc.status_code in (400, 404):
+                if exc.http_status in (400, 404):
                     raise KeyError(str(exc)) from exc
                 raise
             return np.array([seconds_to_us(s) for s in r.json()["timestamp"]], np.int64)

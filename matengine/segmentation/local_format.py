@@ -22,6 +22,11 @@ A graph is a directory with three files::
                                 supervoxels that leave the split root are
                                 split_svs[split_offsets[i]:split_offsets[i+1]] (empty
                                 for merges)
+                  optional (edits made through ``local_edits`` write them; older logs
+                  lack them and read as user 0 / unknown points):
+                  user_id       int64   who made the edit (the API token id; 0 unknown)
+                  coord_a, coord_b float64 (E, 3): the points of sv_a / sv_b in
+                                voxels of the supervoxel volume (NaN when unknown)
 
 Semantics: an edit at ``t`` belongs to the state at ``T`` iff ``t <= T``; it retires the
 roots it touches (at ``t``) and creates its new roots (at ``t``). Root ids are unique and
@@ -35,15 +40,17 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
-from matengine.segmentation.errors import GraphFormatError
+from matengine.errors import GraphFormatError
 from matengine.segmentation.timecodes import from_us, to_us
 
 FORMAT = "matengine-edit-log-graph"
 MERGE, SPLIT = 0, 1
 EDIT_COLUMNS = ("timestamp_us", "operation_id", "kind", "sv_a", "sv_b", "new_root_a", "new_root_b")
+OPTIONAL_COLUMNS = ("user_id", "coord_a", "coord_b")
 
 
 def make_root_id(n_layers: int, segment: np.ndarray | int) -> np.ndarray:
@@ -67,6 +74,18 @@ class EditLog:
     new_root_b: np.ndarray
     split_offsets: np.ndarray
     split_svs: np.ndarray
+    user_id: np.ndarray | None = None  # int64 (E,); None = unknown (0) for every edit
+    coord_a: np.ndarray | None = None  # float64 (E, 3); None = unknown (NaN)
+    coord_b: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.timestamp_us)
+        if self.user_id is None:
+            self.user_id = np.zeros(n, np.int64)
+        if self.coord_a is None:
+            self.coord_a = np.full((n, 3), np.nan)
+        if self.coord_b is None:
+            self.coord_b = np.full((n, 3), np.nan)
 
     def __len__(self) -> int:
         return len(self.timestamp_us)
@@ -127,8 +146,17 @@ def write_graph(
         "n_layers": int(n_layers),
     }
     np.save(directory / "initial.npy", np.ascontiguousarray(initial, dtype=np.uint64))
+    save_edits(directory / "edits.npz", edits)
+    # graph.json last: its presence marks a complete graph.
+    (directory / "graph.json").write_text(json.dumps(meta, indent=2))
+    return directory
+
+
+def save_edits(target: Path | BinaryIO, edits: EditLog) -> None:
+    """Write the columns of ``edits`` (an ``edits.npz``) to a path or an open file."""
+    assert edits.user_id is not None and edits.coord_a is not None and edits.coord_b is not None
     np.savez(
-        directory / "edits.npz",
+        target,
         timestamp_us=edits.timestamp_us.astype(np.int64),
         operation_id=edits.operation_id.astype(np.uint64),
         kind=edits.kind.astype(np.uint8),
@@ -138,10 +166,25 @@ def write_graph(
         new_root_b=edits.new_root_b.astype(np.uint64),
         split_offsets=edits.split_offsets.astype(np.int64),
         split_svs=edits.split_svs.astype(np.uint64),
+        user_id=edits.user_id.astype(np.int64),
+        coord_a=edits.coord_a.astype(np.float64),
+        coord_b=edits.coord_b.astype(np.float64),
     )
-    # graph.json last: its presence marks a complete graph.
-    (directory / "graph.json").write_text(json.dumps(meta, indent=2))
-    return directory
+
+
+def file_stamp(directory: str | Path) -> tuple:
+    """What identifies the content of a graph directory: (name, inode, mtime, size) of its
+    files. Edits replace ``edits.npz`` atomically with a larger file, so any edit changes
+    the stamp; a reader holding a graph with another stamp must reopen it."""
+    directory = Path(directory)
+    out: list[tuple] = []
+    for name in ("graph.json", "initial.npy", "edits.npz"):
+        try:
+            st = (directory / name).stat()
+            out.append((name, st.st_ino, st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append((name, None, None, None))
+    return tuple(out)
 
 
 def read_graph(directory: str | Path) -> GraphFiles:
@@ -186,6 +229,7 @@ def _read_edits(path: Path) -> EditLog:
         if missing:
             raise GraphFormatError(f"{path}: missing columns {missing}")
         cols = {c: z[c] for c in (*EDIT_COLUMNS, "split_offsets", "split_svs")}
+        optional = {c: z[c] for c in OPTIONAL_COLUMNS if c in z}
     n = len(cols["timestamp_us"])
     for c in EDIT_COLUMNS:
         if cols[c].shape != (n,):
@@ -195,6 +239,9 @@ def _read_edits(path: Path) -> EditLog:
     if n and np.any(np.diff(cols["timestamp_us"]) < 0):
         bad = int(np.argmax(np.diff(cols["timestamp_us"]) < 0)) + 1
         raise GraphFormatError(f"{path}: timestamp_us decreases at edit {bad}")
+    for c, shape in (("user_id", (n,)), ("coord_a", (n, 3)), ("coord_b", (n, 3))):
+        if c in optional and optional[c].shape != shape:
+            raise GraphFormatError(f"{path}: column {c!r} has shape {optional[c].shape}, want {shape}")
     return EditLog(
         timestamp_us=cols["timestamp_us"].astype(np.int64),
         operation_id=cols["operation_id"].astype(np.uint64),
@@ -205,4 +252,7 @@ def _read_edits(path: Path) -> EditLog:
         new_root_b=cols["new_root_b"].astype(np.uint64),
         split_offsets=cols["split_offsets"].astype(np.int64),
         split_svs=cols["split_svs"].astype(np.uint64),
+        user_id=optional["user_id"].astype(np.int64) if "user_id" in optional else None,
+        coord_a=optional["coord_a"].astype(np.float64) if "coord_a" in optional else None,
+        coord_b=optional["coord_b"].astype(np.float64) if "coord_b" in optional else None,
     )

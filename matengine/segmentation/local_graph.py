@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from matengine.segmentation.local_format import read_graph
+from matengine.segmentation.local_format import file_stamp, read_graph
 from matengine.segmentation.local_index import GraphIndex, build_index
 from matengine.segmentation.timecodes import NEVER, from_us, to_us, us_to_seconds
 
@@ -25,6 +25,9 @@ class LocalGraph:
     """Exact chunkedgraph answers from an initial assignment plus an edit log."""
 
     def __init__(self, directory: str | Path) -> None:
+        # Stamp before reading: if an edit lands in between, the stamp is older than the
+        # content and the next check reopens (never the reverse).
+        self.stamp = file_stamp(directory)
         self.files = read_graph(directory)
         self.index: GraphIndex = build_index(self.files)
         self.name = self.files.name

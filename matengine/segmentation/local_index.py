@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from matengine.segmentation.errors import GraphFormatError
+from matengine.errors import GraphFormatError
 from matengine.segmentation.local_format import MERGE, SPLIT, GraphFiles
 from matengine.segmentation.timecodes import NEVER
 

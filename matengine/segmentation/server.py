@@ -1,9 +1,9 @@
 """PyChunkedGraph-compatible HTTP routes over any served root graph.
 
 ``make_pcg_router(resolve)`` returns a FastAPI ``APIRouter`` with the routes caveclient's
-``ChunkedGraphClient`` and CloudVolume's ``graphene://`` reader use (see
-``caveclient_api.md`` §4). ``resolve(table_name)`` returns the :class:`Segmentation` to
-serve (raise ``KeyError`` for an unknown table -> 404). Its ``roots`` must implement the
+``ChunkedGraphClient`` and CloudVolume's ``graphene://`` reader use (PyChunkedGraph's
+own routes). ``resolve(table_name)`` returns the :class:`Segmentation` to serve (raise
+``KeyError`` for an unknown table -> 404). Its ``roots`` must implement the
 :class:`RootGraph` protocol plus ``root_intervals``, ``candidate_delta_roots`` and
 ``lineage_graph`` (as :class:`LocalGraph` and :class:`FlatGraph` do).
 
@@ -29,6 +29,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from matengine.segmentation.base import Segmentation
+from matengine.segmentation.local_edits import Merge, Split
 from matengine.segmentation.timecodes import from_us, seconds_to_us, us_to_seconds
 
 PCG_VERSION = "2.21.1"  # >= 2.18 satisfies every caveclient 8.2.1 version constraint
@@ -116,8 +117,79 @@ def graph_info(seg: Segmentation, data_dir: str) -> dict:
     return info
 
 
-def make_pcg_router(resolve: Callable[[str], Segmentation], *, serve_volumes: bool = True) -> APIRouter:
-    """Router with ``/segmentation/...`` PCG routes; mount with ``app.include_router``."""
+MAX_EDIT_BODY = 8 * 1024 * 1024  # a split of ~100k points; larger bodies are refused unread
+
+
+async def _bounded_body(request: Request, limit: int) -> bytes:
+    """The body, read (and un-gzipped) only up to ``limit`` bytes; more answers 413."""
+    too_big = HTTPException(413, f"an edit request is at most {limit} bytes")
+    try:
+        if int(request.headers.get("content-length") or 0) > limit:
+            raise too_big
+    except ValueError as exc:
+        raise HTTPException(400, "bad Content-Length") from exc
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            raise too_big
+    if "gzip" in request.headers.get("content-encoding", "").lower():
+        inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            out = inflate.decompress(bytes(data), limit + 1)
+        except zlib.error as exc:
+            raise HTTPException(400, "request body is not valid gzip") from exc
+        if len(out) > limit:
+            raise too_big
+        return out
+    return bytes(data)
+
+
+def _edit_points(value: object, what: str) -> list[tuple[int, np.ndarray]]:
+    """``[[id, x_nm, y_nm, z_nm], ...]`` -> [(id, point in nm)]; anything else is refused."""
+    if not isinstance(value, list) or not value:
+        raise HTTPException(400, f"{what}: expected a non-empty list of [id, x, y, z]")
+    out = []
+    for item in value:
+        if not (isinstance(item, list) and len(item) == 4):
+            raise HTTPException(400, f"{what}: every entry must be [id, x, y, z]")
+        try:
+            node = int(item[0])
+            point = np.asarray([float(v) for v in item[1:]], np.float64)
+        except (TypeError, ValueError) as exc:
+            raise HTTPException(400, f"{what}: ids must be integers and coordinates numbers") from exc
+        if not (0 <= node < 2**64) or not np.isfinite(point).all():
+            raise HTTPException(400, f"{what}: id out of range or coordinate not finite")
+        out.append((node, point))
+    return out
+
+
+def _resolve_supervoxels(
+    seg: Segmentation, points: list[tuple[int, np.ndarray]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Supervoxel ids (and points in voxels of the volume) of edit points. An id that is not
+    a supervoxel of the graph (caveclient sends the root id when it has none) is replaced by
+    the supervoxel under the point, as PyChunkedGraph does."""
+    ids = np.array([p[0] for p in points], np.uint64)
+    nm = np.stack([p[1] for p in points])
+    graph = seg.roots
+    _, known = graph.index.dense(ids)  # type: ignore[attr-defined]
+    if not known.all():
+        found = seg.supervoxels.lookup(nm[~known], points_resolution=(1.0, 1.0, 1.0)).supervoxel_ids
+        ids[~known] = found
+    return ids, nm / np.asarray(seg.supervoxels.resolution, np.float64)
+
+
+def make_pcg_router(
+    resolve: Callable[[str], Segmentation],
+    *,
+    serve_volumes: bool = True,
+    editor: Callable[[Request, str], int] | None = None,
+) -> APIRouter:
+    """Router with ``/segmentation/...`` PCG routes; mount with ``app.include_router``.
+
+    ``editor(request, table)`` authorises an edit (raise to refuse) and returns the user id
+    recorded with it; without one, ``merge``/``split`` answer 403."""
     router = APIRouter(tags=["chunkedgraph"])
     api = "/segmentation/api/v1/table/{name}"
 
@@ -251,6 +323,115 @@ def make_pcg_router(resolve: Callable[[str], Segmentation], *, serve_volumes: bo
         graph = roots_of(name)
         ids = await _json_ids(request, "node_ids")
         return {str(int(r)): _ids(graph.get_leaves(int(r))) for r in ids}
+
+    def local_graph_of(name: str):
+        from matengine.segmentation.local_graph import LocalGraph
+
+        graph = roots_of(name)
+        if not isinstance(graph, LocalGraph):
+            raise HTTPException(400, "this chunkedgraph table has no edit log (flat segmentation)")
+        return graph
+
+    async def edit(
+        name: str, request: Request, parse: Callable[[Segmentation, object], Merge | Split]
+    ) -> dict:
+        from matengine.segmentation.local_edits import EditRefused, apply_edit
+
+        if editor is None:
+            raise HTTPException(403, "edits are not enabled on this server")
+        user = editor(request, name)
+        seg = get(name)
+        graph = local_graph_of(name)
+        raw = await _bounded_body(request, MAX_EDIT_BODY)
+        try:
+            payload = json.loads(raw)
+        except ValueError as exc:
+            raise HTTPException(400, "request body must be JSON") from exc
+        change = await run_in_threadpool(parse, seg, payload)
+        try:
+            result = await run_in_threadpool(
+                apply_edit, graph.files.directory, change, user_id=user, open_graph=lambda _d: graph
+            )
+        except EditRefused as exc:
+            raise HTTPException(400, str(exc)) from exc
+        return {"operation_id": result.operation_id, "new_root_ids": list(result.new_root_ids)}
+
+    def parse_merge(seg: Segmentation, payload: object) -> Merge:
+        points = _edit_points(payload, "merge")
+        if len(points) != 2:
+            raise HTTPException(400, "merge: expected exactly two [id, x, y, z] entries")
+        ids, vox = _resolve_supervoxels(seg, points)
+        return Merge(int(ids[0]), int(ids[1]), tuple(vox[0]), tuple(vox[1]))
+
+    def parse_split(seg: Segmentation, payload: object) -> Split:
+        if not isinstance(payload, dict):
+            raise HTTPException(400, 'split: expected {"sources": [...], "sinks": [...]}')
+        sources = _edit_points(payload.get("sources"), "sources")
+        sinks = _edit_points(payload.get("sinks"), "sinks")
+        ids, vox = _resolve_supervoxels(seg, sources + sinks)
+        n = len(sources)
+        return Split(
+            tuple(int(i) for i in ids[:n]), tuple(int(i) for i in ids[n:]), None, tuple(vox[0]), tuple(vox[n])
+        )
+
+    @router.post(api + "/merge")
+    async def merge(name: str, request: Request) -> dict:
+        return await edit(name, request, parse_merge)
+
+    @router.post(api + "/split")
+    async def split(name: str, request: Request) -> dict:
+        return await edit(name, request, parse_split)
+
+    def history(fn, *args):
+        from matengine.segmentation.local_history import BadHistoryRequest
+
+        try:
+            return fn(*args)
+        except BadHistoryRequest as exc:
+            raise HTTPException(400, str(exc)) from exc
+
+    @router.get(api + "/root/{root_id}/change_log")
+    def change_log(name: str, root_id: int, request: Request) -> dict:
+        from matengine.segmentation.local_history import change_log_summary
+
+        filtered = _bool(request.query_params.get("filtered", "false"))
+        return history(change_log_summary, local_graph_of(name), root_id, filtered)
+
+    @router.get(api + "/root/{root_id}/tabular_change_log")
+    def tabular_change_log(name: str, root_id: int, request: Request) -> Response:
+        from matengine.segmentation.local_history import tabular_change_log_json
+
+        filtered = _bool(request.query_params.get("filtered", "true"))
+        out = history(tabular_change_log_json, local_graph_of(name), [root_id], filtered)
+        return Response(out[str(root_id)], media_type="application/json")
+
+    @router.get(api + "/tabular_change_log_many")
+    async def tabular_change_log_many(name: str, request: Request) -> dict:
+        from matengine.segmentation.local_history import tabular_change_log_json
+
+        graph = local_graph_of(name)
+        filtered = _bool(request.query_params.get("filtered", "true"))
+        ids = await _json_ids(request, "root_ids")
+        return await run_in_threadpool(history, tabular_change_log_json, graph, _ids(ids), filtered)
+
+    @router.get(api + "/root/{root_id}/merge_log")
+    def merge_log(name: str, root_id: int) -> dict:
+        from matengine.segmentation.local_history import merge_log
+
+        return history(merge_log, local_graph_of(name), root_id)
+
+    @router.get(api + "/operation_details")
+    def operation_details(name: str, request: Request) -> dict:
+        from matengine.segmentation.local_history import MAX_OPERATIONS, operation_details
+
+        raw = request.query_params.get("operation_ids", "[]")
+        try:
+            ops = [int(v) for v in json.loads(raw)]
+        except (ValueError, TypeError) as exc:
+            raise HTTPException(400, "operation_ids must be a JSON list of integers") from exc
+        if len(ops) > MAX_OPERATIONS:
+            raise HTTPException(400, f"at most {MAX_OPERATIONS} operation ids per request")
+        return operation_details(local_graph_of(name), ops)
 
     @router.get(api + "/oldest_timestamp")
     def oldest_timestamp(name: str) -> dict:

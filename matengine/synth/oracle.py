@@ -7,7 +7,7 @@ obvious slow ones: the root of a supervoxel at T is found by replaying every edi
 ``t <= T`` over a dense supervoxel->root array; a point's supervoxel by indexing the
 whole volume.
 
-The rule (DESIGN §3): a row is in the state at T iff ``created <= T`` and (``deleted`` is
+The rule (docs/design.md §3): a row is in the state at T iff ``created <= T`` and (``deleted`` is
 None or ``deleted > T``); its root ids are the roots of its supervoxels at T.
 """
 
@@ -131,6 +131,19 @@ class Oracle:
                         children.setdefault(o, []).append(n)
             self._lineage = (parents, children, created)
         return self._lineage
+
+    def past_operations(self, root: int) -> dict[int, list[int]]:
+        """Operation id -> sorted roots it retired, for every edit that retired an ancestor
+        of ``root`` (its change log, as PyChunkedGraph defines it)."""
+        ancestors = self.ancestors(root)
+        parents = self._lineage_tables()[0]
+        e = self.edits
+        out = {}
+        for i in range(len(e["timestamp_us"])):
+            olds = parents[int(e["new_root_a"][i])]
+            if ancestors & set(olds):
+                out[int(e["operation_id"][i])] = olds
+        return out
 
     def root_created_us(self, root: int) -> int:
         return self._lineage_tables()[2][int(root)]

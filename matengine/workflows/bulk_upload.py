@@ -9,16 +9,18 @@ indexes are dropped for large loads into an empty table and rebuilt in ``finish`
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from numbers import Integral
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from sqlalchemy import Connection, Engine, text
 
 from matengine import catalog
 from matengine.catalog import AnnotationTable
-from matengine.config import Settings
+from matengine.config import Settings, get_settings
+from matengine.db import bookkeeping
 from matengine.db.annotation_tables import build_indexes, drop_indexes
 from matengine.db.copy import copy_in, copy_in_rows, timestamptz_value
 from matengine.db.identifiers import validate_name
@@ -28,6 +30,7 @@ from matengine.schemas import get_schema
 from matengine.timeutil import to_utc
 from matengine.workflows.engine import Step, StepContext, workflow
 from matengine.workflows.npy_source import NpyFolder
+from matengine.workflows.params import WorkflowParams, parameters
 from matengine.workflows.runs import Run
 from matengine.workflows.upload_layout import (
     Target,
@@ -40,9 +43,13 @@ from matengine.workflows.upload_layout import (
 LARGE_LOAD = 1_000_000  # rows into an empty table above which indexes are built after the load
 
 
-def check_request(engine: Engine, params: dict[str, Any], settings: Settings | None = None) -> None:
+def check_request(
+    engine: Engine, params: dict[str, Any], settings: Settings | None = None, *, in_task: bool = False
+) -> None:
     """The cheap checks, done before a run is even recorded (so the caller hears at once).
-    The source must lie under a configured source root (``settings.source_roots``)."""
+    The source must lie under a configured source root (``settings.source_roots``).
+    ``in_task``: called by the upload's own step, where a transient fault of the store is
+    retried rather than refused."""
     catalog.get_datastack(engine, params["datastack"])
     validate_name(params["table"], "table name")
     schema = get_schema(params["schema"])
@@ -66,8 +73,12 @@ def check_request(engine: Engine, params: dict[str, Any], settings: Settings | N
         raise InvalidInput(
             f"table {table.table_name!r} has schema {table.schema_type!r}, not {schema.name!r}"
         )
-    targets, _ = resolve_targets(schema, params["column_mapping"], NpyFolder(params["source"], settings))
-    has_roots = any(t.column.endswith("_root_id") for t in targets)
+    if table is not None and params.get("created"):
+        _refuse_writes_into_published_past(engine, table, to_utc(params["created"]))
+    folder = NpyFolder(params["source"], settings, retry_transient=in_task)
+    targets, _ = resolve_targets(schema, params["column_mapping"], folder)
+    # root ids of bound points (not integer fields that happen to end so, like query_root_id)
+    has_roots = any(t.table == "segmentation" and t.column.endswith("_root_id") for t in targets)
     if has_roots and not params.get("roots_timestamp"):
         raise InvalidInput("root ids are mapped: say when they were valid (roots_timestamp)")
     if has_roots and table is not None and table.roots_last_updated is not None:
@@ -80,19 +91,79 @@ def check_request(engine: Engine, params: dict[str, Any], settings: Settings | N
             )
 
 
+@parameters("bulk_upload")
+@dataclass(frozen=True)
+class UploadParams(WorkflowParams):
+    """Bulk upload of ``.npy`` column files into one table (created from ``schema`` if new)."""
+
+    KIND: ClassVar[str] = "bulk_upload"
+    table: str
+    schema: str
+    source: str
+    column_mapping: dict[str, Any]
+    chunk_rows: int
+    roots_timestamp: str | None = None
+    voxel_resolution: tuple[float, float, float] | None = None
+    created: str | None = None
+    description: str = ""  # of a table the upload creates
+
+    @property
+    def lock_table(self) -> str | None:
+        return self.table
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> UploadParams:
+        data = dict(data)
+        res = data.get("voxel_resolution")
+        data["voxel_resolution"] = tuple(res) if res is not None else None
+        if data.get("description") is None:
+            data["description"] = ""
+        if data.get("chunk_rows") is None:  # runs recorded without it take the default
+            data["chunk_rows"] = get_settings().chunk_rows
+        return super().from_json(data)
+
+    @classmethod
+    def build(cls, engine: Engine, settings: Settings | None = None, **given: Any) -> UploadParams:
+        """Defaults filled, then every check :func:`bulk_upload.check_request` makes (schema,
+        names, source root, mapping against the file headers) before a run is recorded."""
+        settings = settings or get_settings()
+        if given.get("chunk_rows") is None:
+            given["chunk_rows"] = settings.chunk_rows
+        params = cls.from_json(given)
+        check_request(engine, params.to_json(), settings)
+        return params
+
+
+def _refuse_writes_into_published_past(engine: Engine, table: catalog.AnnotationTable, created: Any) -> None:
+    """Rows stamped at or before a published version's T would change what that version
+    should hold after it was frozen, and the next version is built from the change since
+    then (docs/versions.md): such an upload is refused."""
+    from matengine.version_store import store_state
+
+    with engine.connect() as conn:
+        state = store_state(conn, table.datastack, table.table_name)
+    if state is not None and state.head_time is not None and created <= state.head_time:
+        raise InvalidInput(
+            f"table {table.table_name!r} has version {state.head_version} at "
+            f"{state.head_time.isoformat()}; rows created at or before it would change a published "
+            "version: give a later 'created'",
+            field="created",
+        )
+
+
 class UploadStep(Step):
     key = "upload"
 
     def _folder_targets(self, ctx: StepContext) -> tuple[NpyFolder, list[Target], int]:
-        folder = NpyFolder(ctx.params["source"])
-        targets, rows = resolve_targets(
-            get_schema(ctx.params["schema"]), ctx.params["column_mapping"], folder
-        )
+        p = ctx.parameters
+        assert isinstance(p, UploadParams)
+        folder = NpyFolder(p.source, retry_transient=True)
+        targets, rows = resolve_targets(get_schema(p.schema), p.column_mapping, folder)
         return folder, targets, rows
 
     def plan(self, ctx: StepContext) -> list[Any]:
         p = ctx.params
-        check_request(ctx.engine, p)
+        check_request(ctx.engine, p, in_task=True)
         folder, targets, rows = self._folder_targets(ctx)
         facts = scan_files(folder, targets, rows)
         try:
@@ -192,13 +263,7 @@ class UploadStep(Step):
         names = table.names
         with ctx.engine.connect() as conn:
             info = _result_of(conn, ctx.run.id)
-            done = conn.execute(
-                text(
-                    "SELECT coalesce(sum(rows), 0) FROM matengine.run_chunks "
-                    "WHERE run_id = :r AND step_index = :i"
-                ),
-                {"r": ctx.run.id, "i": ctx.step_index},
-            ).scalar_one()
+            done = bookkeeping.chunk_rows(conn, ctx.run.id, step_index=ctx.step_index)
             count = conn.execute(text(f"SELECT count(*) FROM {names.live_q}")).scalar_one()
         if done != info["rows_in_source"] or count < info["rows_before"] + done:
             raise InvalidInput(
@@ -227,9 +292,7 @@ class UploadStep(Step):
 
 
 def _result_of(conn: Connection, run_id: int) -> dict[str, Any]:
-    return conn.execute(
-        text("SELECT result -> 'upload' FROM matengine.workflow_runs WHERE id = :r"), {"r": run_id}
-    ).scalar_one()
+    return bookkeeping.run_result(conn, run_id, "upload")
 
 
 def _copy_rows(

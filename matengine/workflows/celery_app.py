@@ -2,8 +2,11 @@
 
 Broker and result backend come from settings (Redis or RabbitMQ in production). Tasks are
 ``acks_late`` with ``reject_on_worker_lost``: a worker killed mid-chunk leaves its message
-unacknowledged, the broker hands it to another worker, and the chunk's transaction (rolled back
-with the dead connection) is simply redone. Transient errors (database or broker restarts,
+unacknowledged, and the chunk's transaction (rolled back with the dead connection) is simply
+redone. The broker alone would hand the message back late on Redis (after the visibility
+timeout), so each worker also leases the run tasks it receives in PostgreSQL and heartbeats;
+a reaper in every worker sends a dead worker's tasks again within seconds
+(:mod:`matengine.workflows.leases`). Transient errors (database or broker restarts,
 segmentation server timeouts) retry with exponential backoff.
 """
 
@@ -11,82 +14,118 @@ from __future__ import annotations
 
 import logging
 
-import httpx
-import psycopg
-import sqlalchemy.exc
 from celery import Celery, Task
-from celery.signals import worker_process_init
+from celery.signals import (
+    beat_init,
+    task_postrun,
+    task_received,
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+)
 
 from matengine.config import Settings, get_settings
+from matengine.errors import TransientError, translated
+from matengine.workflows import broker
+from matengine.workflows.broker import client, send  # noqa: F401  (their old home)
 
 log = logging.getLogger(__name__)
 
-TRANSIENT = (
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    sqlalchemy.exc.PendingRollbackError,  # a connection lost mid-transaction
-    sqlalchemy.exc.DisconnectionError,
-    psycopg.OperationalError,
-    httpx.TransportError,
-    ConnectionError,
-    TimeoutError,
-)
+# whether a task retries is decided by the error tree alone (docs/design.md §11): each task
+# body runs under ``translated``, which turns lost database connections and network faults
+# into TransientError at the edge
+TRANSIENT = (TransientError,)
 
 app = Celery("matengine")
 
 
 def configure(settings: Settings | None = None, target: Celery | None = None) -> Celery:
     """Apply settings to the worker-side ``app`` (or to ``target``)."""
-    settings = settings or get_settings()
-    target = target or app
-    target.conf.update(
-        broker_url=settings.broker_url,
-        result_backend=settings.result_backend,
-        task_default_queue=settings.queue,
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        task_track_started=True,
-        broker_connection_retry_on_startup=True,
-        # a chunk takes seconds to minutes; redelivery of an unacked message (Redis) waits this long
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
-        result_expires=3600,
-        timezone="UTC",
-        enable_utc=True,
-        worker_hijack_root_logger=False,
-        beat_schedule={
-            "matengine-scheduler-tick": {"task": "matengine.tick", "schedule": 60.0},
-        },
-    )
-    return target
-
-
-_clients: dict[tuple[str | None, str | None, str], Celery] = {}
-
-
-def client(settings: Settings | None = None) -> Celery:
-    """An app for sending tasks and control messages with these settings. Kept apart from the
-    worker-side ``app``, whose connection pool is fixed at first use, so one process can talk
-    to several brokers (tests, tools)."""
-    settings = settings or get_settings()
-    key = (settings.broker_url, settings.result_backend, settings.queue)
-    if key not in _clients:
-        _clients[key] = configure(settings, Celery("matengine-client", set_as_current=False))
-    return _clients[key]
-
-
-def send(name: str, *args: object, settings: Settings | None = None) -> None:
-    """Enqueue task ``name`` (``matengine.start_step`` …) from outside a worker."""
-    settings = settings or get_settings()
-    client(settings).send_task(name, args=args, queue=settings.queue)
+    return broker.configure(settings, target or app)
 
 
 @worker_process_init.connect
 def _fresh_connections(**_: object) -> None:
-    # a forked pool process must not share the parent's pooled connections
+    # a forked pool process must not share the parent's pooled connections (nor close them:
+    # the main process's heartbeat uses them)
     from matengine.db.connection import dispose_engines
 
-    dispose_engines()
+    dispose_engines(close=False)
+
+
+_heartbeat: list = []  # the main worker process's heartbeat thread (at most one)
+
+
+@worker_ready.connect
+def _start_heartbeat(sender: object = None, **_: object) -> None:
+    """In the worker's main process: beat for this node and reap dead workers' leases."""
+    from matengine.db.connection import get_engine
+    from matengine.workflows.leases import Heartbeat
+
+    settings = get_settings()
+    name = getattr(sender, "hostname", None) or "unknown"
+
+    def resend(task: str, args: list) -> None:
+        send(task, *args, settings=settings)
+
+    _heartbeat.append(Heartbeat(get_engine(), name, queue=settings.queue, send=resend).start())
+
+
+@beat_init.connect
+def _start_reaper(**_: object) -> None:
+    """celery beat reaps too (it is no worker: it writes no heartbeat and leases nothing), so
+    a deployment whose workers all died gets their tasks sent again before a new one starts."""
+    from matengine.db.connection import get_engine
+    from matengine.workflows.leases import Heartbeat
+
+    settings = get_settings()
+
+    def resend(task: str, args: list) -> None:
+        send(task, *args, settings=settings)
+
+    _heartbeat.append(Heartbeat(get_engine(), None, queue=settings.queue, send=resend).start())
+
+
+@worker_shutdown.connect
+def _stop_heartbeat(**_: object) -> None:
+    while _heartbeat:
+        _heartbeat.pop().stop()
+
+
+@task_received.connect
+def _lease(request: object = None, **_: object) -> None:
+    """In the main process, as a run task's message arrives (reserved, not yet run)."""
+    from matengine.db.connection import get_engine
+    from matengine.workflows import leases
+
+    name = getattr(request, "name", None)
+    if name not in leases.RUN_TASKS:
+        return
+    try:
+        leases.take(
+            get_engine(),
+            task_id=request.id,  # type: ignore[attr-defined]
+            attempt=int((request.request_dict or {}).get("retries") or 0),  # type: ignore[attr-defined]
+            worker=request.hostname,  # type: ignore[attr-defined]
+            queue=get_settings().queue,
+            task=name,
+            args=list(request.args or ()),  # type: ignore[attr-defined]
+        )
+    except Exception as exc:  # without a lease the broker's own redelivery still applies
+        log.warning("could not lease %s %s: %s", name, getattr(request, "id", "?"), exc)
+
+
+@task_postrun.connect
+def _release(task_id: str | None = None, task: Task | None = None, **_: object) -> None:
+    from matengine.db.connection import get_engine
+    from matengine.workflows import leases
+
+    if task is None or task.name not in leases.RUN_TASKS or task_id is None:
+        return
+    try:
+        leases.release(get_engine(), task_id, int(task.request.retries or 0))
+    except Exception as exc:  # the lease then outlives the task: a harmless second delivery
+        log.warning("could not release lease of %s: %s", task_id, exc)
 
 
 class RunTask(Task):
@@ -118,6 +157,7 @@ class RunTask(Task):
 
 
 @app.task(base=RunTask, name="matengine.start_step")
+@translated
 def start_step(run_id: int, index: int) -> int:
     from matengine.db.connection import get_engine
     from matengine.workflows import engine as wf
@@ -135,6 +175,7 @@ def start_step(run_id: int, index: int) -> int:
 
 
 @app.task(base=RunTask, name="matengine.run_chunk")
+@translated
 def run_chunk(run_id: int, index: int, chunk: int) -> None:
     from matengine.db.connection import get_engine
     from matengine.workflows import engine as wf
@@ -144,6 +185,7 @@ def run_chunk(run_id: int, index: int, chunk: int) -> None:
 
 
 @app.task(base=RunTask, name="matengine.finish_step")
+@translated
 def finish_step(run_id: int, index: int) -> None:
     from matengine.db.connection import get_engine
     from matengine.workflows import engine as wf

@@ -6,22 +6,27 @@ The same step code runs two ways:
 * on Celery workers (a broker URL is set): ``start_step`` plans and enqueues one task per chunk;
   the chunk that completes the step (decided by an atomic UPDATE, not by a chord) enqueues
   ``finish_step``, which starts the next step. No result backend is needed, and a chunk lost
-  with a killed worker is redelivered (``acks_late``) or re-enqueued by ``resume``.
+  with a killed worker is sent again by the reaper (:mod:`matengine.workflows.leases`),
+  redelivered by the broker (``acks_late``) or re-enqueued by ``resume``.
 * in-process (the embedded default, no broker): :func:`execute_inline` walks the same steps.
 
 A chunk's data and its marker in ``run_chunks`` commit in one transaction, so a chunk runs
-exactly once in effect however often it is delivered.
+exactly once in effect however often it is delivered. A chunk reads only its own spec (one
+row per chunk in ``run_chunk_specs``) and a process reads a run's parameters once, so the
+bookkeeping per chunk is three statements whatever the size of the plan.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, insert, select, text, update
 
@@ -29,6 +34,9 @@ from matengine.db import metadata as m
 from matengine.errors import MatengineError, NotFound
 from matengine.workflows import runs
 from matengine.workflows.runs import Run
+
+if TYPE_CHECKING:
+    from matengine.workflows.params import WorkflowParams
 
 
 @dataclass
@@ -40,6 +48,13 @@ class StepContext:
     @property
     def params(self) -> dict[str, Any]:
         return self.run.parameters
+
+    @cached_property
+    def parameters(self) -> WorkflowParams:
+        """The run's typed, frozen parameter object (docs/design.md §12)."""
+        from matengine.workflows.params import parameters_of
+
+        return parameters_of(self.run)
 
     @cached_property
     def segmentation(self):
@@ -87,10 +102,38 @@ def steps_of(run: Run) -> list[Step]:
     return builder(run)
 
 
+# A run's kind, datastack and parameters never change once it is recorded (and run ids are
+# never reused), so a process reads them once per run, not once per chunk; whether the run is
+# still active is checked in the chunk's own transaction (see :func:`_run_chunk_once`).
+_RUNS: OrderedDict[tuple[str, int], Run] = OrderedDict()
+_RUNS_KEPT = 64
+_runs_lock = threading.Lock()
+
+
+def _run_of(engine: Engine, run_id: int) -> Run:
+    key = (str(engine.url), run_id)
+    with _runs_lock:
+        run = _RUNS.get(key)
+        if run is not None:
+            _RUNS.move_to_end(key)
+            return run
+    run = runs.get_run_header(engine, run_id)
+    with _runs_lock:
+        _RUNS[key] = run
+        while len(_RUNS) > _RUNS_KEPT:
+            _RUNS.popitem(last=False)
+    return run
+
+
 def _context(engine: Engine, run_id: int, index: int) -> tuple[StepContext, Step]:
-    run = runs.get_run(engine, run_id)
+    run = _run_of(engine, run_id)
     steps = steps_of(run)
     return StepContext(engine, run, index), steps[index]
+
+
+# one planner per run at a time: two deliveries of one start_step must not both plan (a plan
+# can create tables), the second waits and then reuses the stored plan
+_PLAN_LOCK = 7106
 
 
 def plan_step(engine: Engine, run_id: int, index: int) -> list[int]:
@@ -99,26 +142,19 @@ def plan_step(engine: Engine, run_id: int, index: int) -> list[int]:
     An empty list with the step claimed for finishing means: call :func:`finish_step` now.
     """
     ctx, step = _context(engine, run_id, index)
-    if ctx.run.done:
+    if runs.get_state(engine, run_id) not in runs.ACTIVE:
         return []
     with engine.begin() as conn:
         runs.mark_running(conn, run_id, step.key)
-    row = _step_row(engine, run_id, index)
-    if row is None:
-        plan = step.plan(ctx)
-        with engine.begin() as conn:
-            conn.execute(
-                insert(m.run_steps).values(
-                    run_id=run_id,
-                    step_index=index,
-                    key=step.key,
-                    state="PLANNED",
-                    chunks_total=len(plan),
-                    plan=text("CAST(:p AS jsonb)"),
-                ),
-                {"p": json.dumps(plan)},
-            )
-        row = _step_row(engine, run_id, index)
+    total = _chunks_total(engine, run_id, index)
+    if total is None:
+        with engine.begin() as lock:
+            lock.execute(text("SELECT pg_advisory_xact_lock(:k, :r)"), {"k": _PLAN_LOCK, "r": run_id})
+            total = _chunks_total(lock, run_id, index)
+            if total is None:
+                plan = step.plan(ctx)
+                _store_plan(lock, run_id, index, step.key, plan)
+                total = len(plan)
     with engine.connect() as conn:
         done = set(
             conn.execute(
@@ -127,14 +163,58 @@ def plan_step(engine: Engine, run_id: int, index: int) -> list[int]:
                 )
             ).scalars()
         )
-    return [i for i in range(row.chunks_total) if i not in done]
+    return [i for i in range(total) if i not in done]
+
+
+def _store_plan(conn: Connection, run_id: int, index: int, key: str, plan: list[Any]) -> None:
+    """The step row, and one row per chunk spec (so that a chunk reads only its own)."""
+    conn.execute(
+        insert(m.run_steps).values(
+            run_id=run_id, step_index=index, key=key, state="PLANNED", chunks_total=len(plan), plan=[]
+        )
+    )
+    conn.execute(
+        text(
+            "INSERT INTO matengine.run_chunk_specs (run_id, step_index, chunk, spec) "
+            "SELECT :r, :i, (e.n - 1)::int, e.spec "
+            "FROM jsonb_array_elements(CAST(:p AS jsonb)) WITH ORDINALITY AS e(spec, n)"
+        ),
+        {"r": run_id, "i": index, "p": json.dumps(plan)},
+    )
+
+
+def _chunks_total(engine_or_conn: Engine | Connection, run_id: int, index: int) -> int | None:
+    stmt = select(m.run_steps.c.chunks_total).where(
+        m.run_steps.c.run_id == run_id, m.run_steps.c.step_index == index
+    )
+    if isinstance(engine_or_conn, Engine):
+        with engine_or_conn.connect() as conn:
+            return conn.execute(stmt).scalar()
+    return engine_or_conn.execute(stmt).scalar()
 
 
 def _step_row(engine: Engine, run_id: int, index: int) -> Any:
+    s = m.run_steps
     with engine.connect() as conn:
         return conn.execute(
-            select(m.run_steps).where(m.run_steps.c.run_id == run_id, m.run_steps.c.step_index == index)
+            select(s.c.state, s.c.chunks_total).where(s.c.run_id == run_id, s.c.step_index == index)
         ).first()
+
+
+def _plan_of(conn: Connection, run_id: int, index: int) -> list[Any]:
+    """The whole plan (for ``Step.finish``): the spec rows, or the plan a run stored before
+    specs had rows of their own."""
+    c = m.run_chunk_specs.c
+    specs = conn.execute(
+        select(c.spec).where(c.run_id == run_id, c.step_index == index).order_by(c.chunk)
+    ).scalars()
+    plan = list(specs)
+    if plan:
+        return plan
+    stored = conn.execute(
+        select(m.run_steps.c.plan).where(m.run_steps.c.run_id == run_id, m.run_steps.c.step_index == index)
+    ).scalar()
+    return list(stored or [])
 
 
 def claim_finish(engine: Engine, run_id: int, index: int) -> bool:
@@ -161,7 +241,8 @@ def _is_conflict(exc: BaseException) -> bool:
 
 
 def run_chunk(engine: Engine, run_id: int, index: int, chunk: int) -> bool:
-    """Run one chunk if not yet done; True if this call completed the step (finish it next).
+    """Run one chunk if not yet done; True if the step should be finished next (this call
+    completed it, or found it claimed for finishing by a caller that may have died since).
 
     Chunks of one step may touch the same rows (two root columns of one row expiring in two
     slices); PostgreSQL then aborts one as a deadlock, and it is simply run again."""
@@ -175,54 +256,67 @@ def run_chunk(engine: Engine, run_id: int, index: int, chunk: int) -> bool:
     raise AssertionError("unreachable")
 
 
+# The marker row is the lock: a second delivery of this chunk waits here, then skips. A run
+# that has ended (cancelled, failed) gets no marker, so its leftover chunks do nothing.
+_MARK = text(
+    "INSERT INTO matengine.run_chunks (run_id, step_index, chunk, rows) "
+    "SELECT :r, :i, :c, 0 WHERE EXISTS (SELECT 1 FROM matengine.workflow_runs "
+    " WHERE id = :r AND state IN ('PENDING', 'RUNNING')) "
+    "ON CONFLICT DO NOTHING "
+    "RETURNING (SELECT s.spec FROM matengine.run_chunk_specs s "
+    " WHERE s.run_id = :r AND s.step_index = :i AND s.chunk = :c) AS spec"
+)
+# counts and progress in one statement
+_DONE = text(
+    "WITH counted AS (UPDATE matengine.run_chunks SET rows = :n "
+    " WHERE run_id = :r AND step_index = :i AND chunk = :c) "
+    "UPDATE matengine.workflow_runs SET heartbeat = now() WHERE id = :r"
+)
+
+
 def _run_chunk_once(engine: Engine, run_id: int, index: int, chunk: int) -> bool:
     ctx, step = _context(engine, run_id, index)
-    if ctx.run.done:
-        return False
-    row = _step_row(engine, run_id, index)
-    spec = row.plan[chunk]
     with engine.begin() as conn:
-        # the marker row is the lock: a second delivery of this chunk waits here, then skips
-        fresh = conn.execute(
-            text(
-                "INSERT INTO matengine.run_chunks (run_id, step_index, chunk, rows) "
-                "VALUES (:r, :i, :c, 0) ON CONFLICT DO NOTHING RETURNING 1"
-            ),
-            {"r": run_id, "i": index, "c": chunk},
-        ).first()
-        if fresh is not None:
+        marked = conn.execute(_MARK, {"r": run_id, "i": index, "c": chunk}).first()
+        if marked is not None:
+            spec = marked.spec
+            if spec is None:  # planned before specs had rows of their own
+                spec = conn.execute(
+                    text("SELECT plan -> :c FROM matengine.run_steps WHERE run_id = :r AND step_index = :i"),
+                    {"r": run_id, "i": index, "c": chunk},
+                ).scalar_one()
             rows = step.run_chunk(ctx, conn, spec)
-            conn.execute(
-                update(m.run_chunks)
-                .where(
-                    m.run_chunks.c.run_id == run_id,
-                    m.run_chunks.c.step_index == index,
-                    m.run_chunks.c.chunk == chunk,
-                )
-                .values(rows=int(rows))
-            )
-            conn.execute(
-                text("UPDATE matengine.workflow_runs SET heartbeat = now() WHERE id = :r"), {"r": run_id}
-            )
-    return claim_finish(engine, run_id, index)
+            conn.execute(_DONE, {"r": run_id, "i": index, "c": chunk, "n": int(rows)})
+    if claim_finish(engine, run_id, index):
+        return True
+    # a redelivered chunk of a step claimed for finishing: the claimer may have died before it
+    # sent finish_step; finishing twice is harmless (finish_step takes the step row's lock)
+    return marked is None and step_state(engine, run_id, index) == "FINISHING"
 
 
 def finish_step(engine: Engine, run_id: int, index: int) -> int | None:
-    """Finish step ``index``; return the next step's index, or None when the run is complete."""
+    """Finish step ``index``; return the next step's index, or None when the run is complete.
+
+    Holds the step row's lock while the step finishes, so a second delivery waits and then
+    finds it DONE (it still returns the next index: the first may have died before starting it).
+    """
     ctx, step = _context(engine, run_id, index)
     n_steps = len(steps_of(ctx.run))
-    row = _step_row(engine, run_id, index)
-    if row.state != "DONE":
-        result = step.finish(ctx, row.plan) or {}
-        with engine.begin() as conn:
-            conn.execute(
-                update(m.run_steps)
-                .where(m.run_steps.c.run_id == run_id, m.run_steps.c.step_index == index)
+    s = m.run_steps
+    with engine.begin() as lock:
+        state = lock.execute(
+            select(s.c.state).where(s.c.run_id == run_id, s.c.step_index == index).with_for_update()
+        ).scalar_one()
+        if state != "DONE":
+            result = step.finish(ctx, _plan_of(lock, run_id, index)) or {}
+            lock.execute(
+                update(s)
+                .where(s.c.run_id == run_id, s.c.step_index == index)
                 .values(state="DONE", result=text("CAST(:res AS jsonb)"), finished=text("now()")),
                 {"res": json.dumps(result, default=str)},
             )
             if result:
-                runs.merge_result(conn, run_id, result)
+                runs.merge_result(lock, run_id, result)
     if index + 1 < n_steps:
         return index + 1
     runs.finish_run(engine, run_id, "SUCCESS")
@@ -230,12 +324,16 @@ def finish_step(engine: Engine, run_id: int, index: int) -> int | None:
 
 
 def execute_inline(engine: Engine, run_id: int) -> Run:
-    """Run (or resume) a whole run in this process: the embedded default's worker."""
+    """Run (or resume) a whole run in this process: the embedded default's worker. It
+    heartbeats as a worker of its own while it runs, so a run whose process died shows as
+    stalled (:func:`matengine.workflows.leases.stalls`)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from matengine.config import get_settings
+    from matengine.workflows.leases import Heartbeat, inline_worker_name
+
+    beat = Heartbeat(engine, inline_worker_name(run_id), run_id=run_id).start()
     try:
-        from concurrent.futures import ThreadPoolExecutor
-
-        from matengine.config import get_settings
-
         index: int | None = _first_unfinished(engine, run_id)
         with ThreadPoolExecutor(
             max(1, get_settings().inline_workers), thread_name_prefix=f"matengine-run-{run_id}"
@@ -251,6 +349,8 @@ def execute_inline(engine: Engine, run_id: int) -> Run:
     except Exception as exc:  # the run record must say what went wrong, whatever it was
         runs.finish_run(engine, run_id, "FAILED", f"{type(exc).__name__}: {exc}")
         raise
+    finally:
+        beat.stop()
     return runs.get_run(engine, run_id)
 
 
@@ -267,7 +367,7 @@ def _first_unfinished(engine: Engine, run_id: int) -> int | None:
 
 def run_is_over(engine: Engine, run_id: int) -> bool:
     """A cancelled or failed run's leftover tasks do nothing."""
-    return runs.get_run(engine, run_id).done
+    return runs.get_state(engine, run_id) not in runs.ACTIVE
 
 
 def step_state(engine: Engine, run_id: int, index: int) -> str | None:

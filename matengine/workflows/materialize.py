@@ -2,31 +2,34 @@
 
 Steps: ``prepare`` (pass the write barrier so every write stamped at or before T_N has
 committed, and record version N as RUNNING) → ingest and update-roots to T_N for every table →
-``merge`` per table (``INSERT … SELECT`` of live ⋈ segmentation under the time rule, in id-range
-chunks, into schema ``<ds>__mat<N>``) → ``index`` per table (one chunk per index, built side by
-side) → ``publish`` (one transaction marks
-the version AVAILABLE and valid). Nobody is disconnected and the live tables are never locked:
+``merge`` per table into the version store (:mod:`matengine.version_store`: the first version
+in full, in id-range chunks; later ones only the rows that changed since the store's head) →
+``index`` per table (only after a full build: one chunk per index, built side by side) →
+``publish`` (one transaction makes the views ``<ds>__mat<N>.<table>``, moves the store heads and
+marks the version AVAILABLE and valid). Nobody is disconnected and the live tables are never locked:
 rows stamped after T_N are simply outside the time rule.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Connection, insert, select, text, update
 
 from matengine import catalog
+from matengine import version_store as store
 from matengine.config import get_settings
 from matengine.db import metadata as m
-from matengine.db.annotation_tables import point_index
-from matengine.db.identifiers import quote, validate_name, version_schema
-from matengine.db.locks import pass_write_barrier
+from matengine.db.identifiers import quote, version_schema
+from matengine.db.locks import LockKind, hold_exclusive, pass_write_barrier
 from matengine.errors import InvalidInput
 from matengine.timeutil import to_utc
 from matengine.workflows.engine import Step, StepContext, workflow
 from matengine.workflows.runs import Run, merge_result
-from matengine.workflows.sync_steps import IngestStep, UpdateRootsStep
+from matengine.workflows.sync_steps import ROOT_SLICE, IngestStep, UpdateRootsStep
+from matengine.workflows.version_warnings import UploadWarningsStep
 
 
 def _version_of(ctx: StepContext) -> int:
@@ -38,9 +41,14 @@ def _version_of(ctx: StepContext) -> int:
         ).scalar_one()
 
 
-def _version_table(ctx: StepContext, datastack: str, table: str) -> str:
-    """The quoted name of ``table`` in the version this run is building."""
-    return quote(version_schema(datastack, _version_of(ctx)), table)
+def _days_to_expire(ctx: StepContext) -> int | None:
+    """The run's days to expiry, else the datastack's, else the default (None/0: never)."""
+    days = ctx.params.get("days_to_expire")
+    if days is None:
+        days = catalog.get_datastack(ctx.engine, ctx.run.datastack).days_to_expire
+    if days is None:
+        days = get_settings().default_days_to_expire
+    return int(days) if days else None
 
 
 class PrepareVersionStep(Step):
@@ -55,11 +63,6 @@ class PrepareVersionStep(Step):
             conn.commit()
         if when > now:
             raise InvalidInput(f"cannot materialize at {when.isoformat()}: it is in the future")
-        days = ctx.params.get("days_to_expire")
-        if days is None:
-            days = catalog.get_datastack(ctx.engine, ds).days_to_expire
-        if days is None:
-            days = get_settings().default_days_to_expire
         with ctx.engine.begin() as conn:
             existing = conn.execute(
                 select(m.versions.c.version).where(
@@ -67,7 +70,7 @@ class PrepareVersionStep(Step):
                 )
             ).scalar()
             if existing is None:
-                conn.execute(text("SELECT pg_advisory_xact_lock(7105, hashtext(:d))"), {"d": ds})
+                hold_exclusive(conn, LockKind.VERSION_NUMBER, ds)
                 number = conn.execute(
                     select(text("coalesce(max(version), 0) + 1"))
                     .select_from(m.versions)
@@ -80,13 +83,13 @@ class PrepareVersionStep(Step):
                         time_stamp=when,
                         status="RUNNING",
                         valid=False,
-                        expires_on=when + timedelta(days=int(days)) if days else None,
+                        expires_on=None,  # set when published: expiry counts from the build
                         run_id=ctx.run.id,
                     )
                 )
                 existing = number
+            # views of this number are made when it is published; none may be left over
             conn.execute(text(f"DROP SCHEMA IF EXISTS {quote(version_schema(ds, existing))} CASCADE"))
-            conn.execute(text(f"CREATE SCHEMA {quote(version_schema(ds, existing))}"))
             merge_result(conn, ctx.run.id, {"version": existing, "timestamp": when.isoformat()})
         return []
 
@@ -95,134 +98,116 @@ class PrepareVersionStep(Step):
 
 
 class MergeStep(Step):
-    """Copy one table's state at T_N (rows by the time rule, with their ids) into version N."""
+    """Write one table's state at T_N into the version store as version N.
+
+    The first version of a table (or one whose store has no published version) is a full
+    build: every row at T_N, in id-range chunks. Every later version writes only the rows
+    that differ from the head version H: those created or deleted between T_H and T_N, and
+    those holding a root id valid at T_H but not at T_N (docs/versions.md)."""
 
     def __init__(self, datastack: str, table: str):
         self.datastack, self.table = datastack, table
         self.key = f"merge:{table}"
 
-    def _select(self, table: catalog.AnnotationTable, ranged: bool = False) -> str:
-        """Rows by the time rule (at ``:t``), optionally only ids in ``[:lo, :hi]``."""
-        crud = [
-            "a.id",
-            "a.created",
-            "NULL::timestamptz AS deleted",
-            "NULL::bigint AS superceded_id",
-            "true AS valid",
-        ]
-        cols = [f"a.{quote(c.name)}" for c in table.schema.annotation_columns()]
-        seg = [f"s.{quote(c.name)}" for c in table.schema.segmentation_columns()]
-        # the range is stated on both sides so both primary-key scans start at :lo
-        in_range = " AND {}.id BETWEEN :lo AND :hi" if ranged else ""
-        join = f"LEFT JOIN {table.names.segmentation_q} s ON s.id = a.id{in_range.format('s')}" if seg else ""
-        return (
-            f"SELECT {', '.join(crud + cols + seg)} FROM {table.names.live_q} a {join} "
-            f"WHERE a.created <= :t AND (a.deleted IS NULL OR a.deleted > :t)"
-            f"{in_range.format('a')}"
-        )
-
     def plan(self, ctx: StepContext) -> list[Any]:
         table = catalog.get_table(ctx.engine, self.datastack, self.table)
-        target = _version_table(ctx, self.datastack, self.table)
+        number, when = _version_of(ctx), to_utc(ctx.params["timestamp"])
         with ctx.engine.begin() as conn:
-            conn.execute(text(f"DROP TABLE IF EXISTS {target}"))
-            conn.execute(
-                text(f"CREATE TABLE {target} AS {self._select(table)} WITH NO DATA"),
-                {"t": to_utc(ctx.params["timestamp"])},
-            )
-            lo, hi = conn.execute(text(f"SELECT min(id), max(id) FROM {table.names.live_q}")).one()
-        if lo is None:
-            return []
+            state = store.store_state(conn, self.datastack, self.table)
+            if state is None or state.head_version is None:
+                store.create_store(conn, self.datastack, self.table, table.schema)
+                store.start_build(conn, self.datastack, self.table, number)
+                lo, hi = conn.execute(text(f"SELECT min(id), max(id) FROM {table.names.live_q}")).one()
+                if lo is None:
+                    return []
+                size = int(ctx.params.get("chunk_rows") or get_settings().chunk_rows)
+                return [{"full": [a, min(hi, a + size - 1)]} for a in range(lo, hi + 1, size)]
+            if state.head_version >= number:
+                raise InvalidInput(
+                    f"table {self.table!r} already has version {state.head_version}; cannot build {number}"
+                )
+            assert state.head_time is not None  # set with head_version, at publish
+            # a build that died before publishing left rows no published version sees
+            store.discard_unpublished(conn, state, number)
+            store.start_build(conn, self.datastack, self.table, number)
+            ids = store.changed_ids(conn, table, state.head_time, when)
+        roots = self._changed_roots(ctx, table, state.head_time, when)
         size = int(ctx.params.get("chunk_rows") or get_settings().chunk_rows)
-        return [[a, min(hi, a + size - 1)] for a in range(lo, hi + 1, size)]
+        per = int(ctx.params.get("roots_per_chunk") or ROOT_SLICE)
+        return [{"ids": ids[i : i + size]} for i in range(0, len(ids), size)] + [
+            {"roots": roots[i : i + per]} for i in range(0, len(roots), per)
+        ]
+
+    @staticmethod
+    def _changed_roots(
+        ctx: StepContext, table: catalog.AnnotationTable, head: datetime, when: datetime
+    ) -> list[int]:
+        """Roots valid at the head's T and not at T_N (versions may also go back in time)."""
+        if not table.schema.bound_points or head == when:
+            return []
+        if head < when:
+            gone, _ = ctx.segmentation.roots.get_delta_roots(head, when)
+        else:
+            _, gone = ctx.segmentation.roots.get_delta_roots(when, head)
+        return np.unique(np.asarray(gone, np.uint64)).astype(np.int64).tolist()
 
     def run_chunk(self, ctx: StepContext, conn: Connection, spec: Any) -> int:
         table = catalog.get_table(conn, self.datastack, self.table)
-        target = _version_table(ctx, self.datastack, self.table)
-        lo, hi = spec
-        return conn.execute(
-            text(f"INSERT INTO {target} {self._select(table, ranged=True)}"),
-            {"t": to_utc(ctx.params["timestamp"]), "lo": lo, "hi": hi},
-        ).rowcount
-
-
-def version_indexes(table: catalog.AnnotationTable, target: str) -> list[str]:
-    """DDL of a version table's indexes: a bbox GiST per point, each root id, id. Plain
-    CREATE INDEX (SHARE lock), so several can be built at once on one table; the slow GiST
-    builds come first so that workers taking them in order finish close together."""
-    t = table.table_name
-    out = [
-        point_index(validate_name(f"ix_{t}_{f.name}_bbox"[:63]), target, f.name)[1]
-        for f in table.schema.points
-    ]
-    for pt in table.schema.bound_points:
-        name = validate_name(f"ix_{t}_{pt}_root_id"[:63])
-        out.append(f"CREATE INDEX IF NOT EXISTS {quote(name)} ON {target} ({quote(pt + '_root_id')})")
-    out.append(
-        f"CREATE UNIQUE INDEX IF NOT EXISTS {quote(validate_name(f'ix_{t}_id'[:63]))} ON {target} (id)"
-    )
-    return out
+        number, when = _version_of(ctx), to_utc(ctx.params["timestamp"])
+        if "full" in spec:
+            lo, hi = spec["full"]
+            closed, written = 0, store.insert_full_range(conn, table, number, when, lo, hi)
+        else:
+            ids = spec.get("ids") or store.head_ids_holding_roots(conn, table, number, spec["roots"])
+            closed, written = store.replace_ids(conn, table, number, when, ids)
+        store.count_build(conn, self.datastack, self.table, closed, written)
+        return written
 
 
 class IndexStep(Step):
-    """Index one version table: one chunk per index, so workers build them side by side."""
+    """Index a store built in full by this run: one chunk per index, side by side. A store
+    already indexed gets its few new rows through the indexes, so there is nothing to do."""
 
     def __init__(self, datastack: str, table: str):
         self.datastack, self.table = datastack, table
         self.key = f"index:{table}"
 
+    def _ddl(self, table: catalog.AnnotationTable) -> list[str]:
+        return store.store_indexes(table.schema, self.table, store.store_q(self.datastack, self.table))
+
     def plan(self, ctx: StepContext) -> list[Any]:
         table = catalog.get_table(ctx.engine, self.datastack, self.table)
-        return list(range(len(version_indexes(table, _version_table(ctx, self.datastack, self.table)))))
+        with ctx.engine.connect() as conn:
+            state = store.store_state(conn, self.datastack, self.table)
+        if state is not None and state.indexed:
+            return []
+        return list(range(len(self._ddl(table))))
 
     def run_chunk(self, ctx: StepContext, conn: Connection, spec: Any) -> int:
         table = catalog.get_table(conn, self.datastack, self.table)
         conn.execute(
             text("SELECT set_config('maintenance_work_mem', :m, true)"), {"m": get_settings().index_memory}
         )
-        conn.execute(text(version_indexes(table, _version_table(ctx, self.datastack, self.table))[spec]))
+        conn.execute(text(self._ddl(table)[spec]))
         return 0
 
     def finish(self, ctx: StepContext, plan: list[Any]) -> dict[str, Any]:
-        table = catalog.get_table(ctx.engine, self.datastack, self.table)
-        number = _version_of(ctx)
-        target, t = _version_table(ctx, self.datastack, self.table), self.table
-        with ctx.engine.begin() as conn:
-            # the merge chunks counted the rows they inserted; no need to scan the table again
-            count = conn.execute(
-                text(
-                    "SELECT coalesce(sum(c.rows), 0) FROM matengine.run_chunks c "
-                    "JOIN matengine.run_steps s USING (run_id, step_index) "
-                    "WHERE c.run_id = :r AND s.key = :k"
-                ),
-                {"r": ctx.run.id, "k": f"merge:{t}"},
-            ).scalar_one()
-            conn.execute(
-                m.version_tables.delete().where(
-                    m.version_tables.c.datastack == self.datastack,
-                    m.version_tables.c.version == number,
-                    m.version_tables.c.table_name == self.table,
-                )
-            )
-            conn.execute(
-                insert(m.version_tables).values(
-                    datastack=self.datastack,
-                    version=number,
-                    table_name=self.table,
-                    schema_type=table.schema_type,
-                    row_count=count,
-                    voxel_resolution=list(table.voxel_resolution),
-                    reference_table=table.reference_table,
-                    description=table.description,
-                )
-            )
-        with ctx.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text(f"ANALYZE {target}"))
-        return {f"merge:{self.table}": {"rows": int(count)}}
+        if plan:
+            with ctx.engine.begin() as conn:
+                store.mark_indexed(conn, self.datastack, self.table)
+            with ctx.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(text(f"ANALYZE {store.store_q(self.datastack, self.table)}"))
+        return {}
 
 
 class PublishStep(Step):
+    """One transaction: each table's view and metadata, the store heads, the version
+    AVAILABLE and valid. Expiry counts from now, when the version was built."""
+
     key = "publish"
+
+    def __init__(self, tables: list[str]):
+        self.tables = tables
 
     def plan(self, ctx: StepContext) -> list[Any]:
         return []
@@ -231,14 +216,55 @@ class PublishStep(Step):
         return 0
 
     def finish(self, ctx: StepContext, plan: list[Any]) -> dict[str, Any]:
-        number = _version_of(ctx)
+        ds, number = ctx.run.datastack, _version_of(ctx)
+        assert ds is not None  # a materialize run always names its datastack
+        when = to_utc(ctx.params["timestamp"])
+        days = _days_to_expire(ctx)
+        result: dict[str, Any] = {"version": number}
         with ctx.engine.begin() as conn:
+            for name in self.tables:
+                table = catalog.get_table(conn, ds, name)
+                state = store.store_state(conn, ds, name)
+                assert state is not None, f"no store for {name!r}"
+                if state.head_version == number:  # a repeated finish: already published
+                    count = state.head_rows
+                else:
+                    closed, new = state.building_closed, state.building_written
+                    count = state.head_rows - closed + new
+                    store.publish_table(conn, table, number, when, count)
+                    result[f"merge:{name}"] = {"rows": count, "closed": closed, "written": new}
+                conn.execute(
+                    m.version_tables.delete().where(
+                        m.version_tables.c.datastack == ds,
+                        m.version_tables.c.version == number,
+                        m.version_tables.c.table_name == name,
+                    )
+                )
+                conn.execute(
+                    insert(m.version_tables).values(
+                        datastack=ds,
+                        version=number,
+                        table_name=name,
+                        schema_type=table.schema_type,
+                        row_count=count,
+                        voxel_resolution=list(table.voxel_resolution),
+                        reference_table=table.reference_table,
+                        description=table.description,
+                    )
+                )
             conn.execute(
                 update(m.versions)
-                .where(m.versions.c.datastack == ctx.run.datastack, m.versions.c.version == number)
-                .values(status="AVAILABLE", valid=True, finished=text("now()"))
+                .where(m.versions.c.datastack == ds, m.versions.c.version == number)
+                .values(
+                    status="AVAILABLE",
+                    valid=True,
+                    finished=text("now()"),
+                    expires_on=text("now() + make_interval(days => :days)").bindparams(days=days)
+                    if days
+                    else None,
+                )
             )
-        return {"version": number}
+        return result
 
 
 def _tables(run: Run) -> list[str]:
@@ -273,5 +299,6 @@ def _materialize(run: Run) -> list[Step]:
         + _sync_steps(run)
         + [MergeStep(run.datastack, t) for t in tables]
         + [IndexStep(run.datastack, t) for t in tables]
-        + [PublishStep()]
+        + [UploadWarningsStep(str(run.datastack), tables, run.parameters["timestamp"])]
+        + [PublishStep(tables)]
     )

@@ -13,7 +13,7 @@ import numpy as np
 from cloudfiles import CloudFiles, paths
 
 from matengine.config import Settings
-from matengine.errors import InvalidInput
+from matengine.errors import BucketUnavailable, InvalidInput, bucket_errors
 from matengine.sources import check_source_url
 
 log = logging.getLogger("matengine.upload")
@@ -45,7 +45,11 @@ class NpyFolder:
     learn the content of a URL, nor tell a closed port from a missing file.
     """
 
-    def __init__(self, url: str, settings: Settings | None = None):
+    def __init__(self, url: str, settings: Settings | None = None, *, retry_transient: bool = False):
+        """``retry_transient``: a running upload's task passes True, so that a transient
+        fault of the store raises :class:`BucketUnavailable` (the task retries); checking a
+        request leaves it False, and then such a fault reads as a missing file."""
+        self.retry_transient = retry_transient
         if not isinstance(url, str) or not url.strip():
             raise InvalidInput(
                 "source must be a folder URL (file://, gs://, s3://, http(s)://)", field="source"
@@ -82,11 +86,18 @@ class NpyFolder:
         if name in self._headers:
             return self._headers[name]
         path = f"{name}.npy"
+        # a transient fault (timeout, 5xx, throttling) is retried by a running upload's task;
+        # any other failure reads as "missing" (a caller must not learn which ports are closed)
         try:
-            head = self._get(path, 0, _HEADER_PROBE)
-        except Exception as exc:
-            log.info("reading %s in %s failed: %r", path, self.url, exc)  # for the operator only
+            with bucket_errors(f"cannot read {path} in {self.url}", field=name):
+                head = self._get(path, 0, _HEADER_PROBE)
+        except InvalidInput:
             head = None
+        except BucketUnavailable:
+            if not self.retry_transient:
+                head = None
+            else:
+                raise
         if head is None:
             raise InvalidInput(
                 f"missing file {path} in {self.url} (absent, or the store could not be read)", field=name
@@ -133,11 +144,8 @@ class NpyFolder:
             return np.empty((0, *h.shape[1:]), dtype=h.dtype)
         first = h.offset + start * h.row_bytes
         last = h.offset + stop * h.row_bytes
-        try:
+        with bucket_errors(f"cannot read rows of {name}.npy in {self.url}", field=name):
             data = self._get(f"{name}.npy", first, last)
-        except Exception as exc:
-            log.info("reading rows of %s.npy in %s failed: %r", name, self.url, exc)
-            raise InvalidInput(f"cannot read rows of {name}.npy in {self.url}", field=name) from None
         if data is None or len(data) != last - first:
             raise InvalidInput(f"{name}.npy is shorter than its header says", field=name)
         return np.frombuffer(data, dtype=h.dtype).reshape((stop - start, *h.shape[1:]))

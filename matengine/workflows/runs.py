@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, func, insert, select, text, update
 
 from matengine.db import metadata as m
+from matengine.db.locks import LockKind, hold_exclusive
 from matengine.errors import Conflict, NotFound
 from matengine.timeutil import utcnow
 
@@ -39,6 +40,8 @@ class Run:
     chunks_done: int = 0
     rows_done: int = 0
     steps: list[dict[str, Any]] = field(default_factory=list)
+    # why an active run makes no progress (no live worker for it), else None
+    stalled: str | None = None
 
     @property
     def done(self) -> bool:
@@ -76,28 +79,79 @@ def create_run(
     *,
     datastack: str,
     table_name: str | None = None,
+    queue: str | None = None,
 ) -> int:
-    """Record a new run and take its locks; refuse with :class:`Conflict` if they are held."""
+    """Record a new run and take its locks; refuse with :class:`Conflict` if they are held.
+
+    ``queue``: the Celery queue whose workers run it (None: an in-process runner)."""
     with engine.begin() as conn:
         # serialise lock checks per datastack so two starts cannot both see "free"
-        conn.execute(text("SELECT pg_advisory_xact_lock(7104, hashtext(:d))"), {"d": datastack})
+        hold_exclusive(conn, LockKind.RUN_LOCKS, datastack)
         for key in lock_keys(datastack, table_name):
             holder = _conflicting(conn, key)
             if holder is not None:
-                raise Conflict(
-                    f"{kind} on {key.replace(':*', '')!r} refused: run {holder} is still active "
-                    f"on it (wait for it, or `matengine runs cancel {holder}`)"
+                from matengine.workflows.leases import stalls
+
+                stall = stalls(conn, [holder]).get(holder)
+                what = (
+                    f"stalled, {stall.message}" if stall else f"wait for it, or `matengine cancel {holder}`"
                 )
+                where = key.replace(":*", "")
+                raise Conflict(f"{kind} on {where!r} refused: run {holder} is still active on it ({what})")
         run_id = conn.execute(
             insert(m.workflow_runs)
             .values(
-                kind=kind, datastack=datastack, table_name=table_name, parameters=parameters, state="PENDING"
+                kind=kind,
+                datastack=datastack,
+                table_name=table_name,
+                parameters=parameters,
+                state="PENDING",
+                queue=queue,
             )
             .returning(m.workflow_runs.c.id)
         ).scalar_one()
         for key in lock_keys(datastack, table_name):
             conn.execute(insert(m.run_locks).values(lock_key=key, run_id=run_id))
     return run_id
+
+
+def get_state(engine: Engine, run_id: int) -> str:
+    """Only the state (PENDING / RUNNING / SUCCESS / FAILED / CANCELLED): one small query."""
+    with engine.connect() as conn:
+        state = conn.execute(select(m.workflow_runs.c.state).where(m.workflow_runs.c.id == run_id)).scalar()
+    if state is None:
+        raise NotFound(f"no run {run_id}")
+    return state
+
+
+def get_run_header(engine: Engine, run_id: int) -> Run:
+    """The run's row without progress, steps or stall check (what a step needs: its kind,
+    datastack and parameters, which never change)."""
+    with engine.connect() as conn:
+        r = conn.execute(select(m.workflow_runs).where(m.workflow_runs.c.id == run_id)).first()
+    if r is None:
+        raise NotFound(f"no run {run_id}")
+    return _from_row(r)
+
+
+def _from_row(r: Any) -> Run:
+    return Run(
+        id=r.id,
+        kind=r.kind,
+        datastack=r.datastack,
+        table_name=r.table_name,
+        parameters=r.parameters,
+        state=r.state,
+        step=r.step,
+        errors=r.errors,
+        result=r.result,
+        created=r.created,
+        started=r.started,
+        finished=r.finished,
+        chunks_total=r.chunks_total,
+        chunks_done=r.chunks_done,
+        rows_done=r.rows_done,
+    )
 
 
 def get_run(engine_or_conn: Engine | Connection, run_id: int) -> Run:
@@ -121,6 +175,12 @@ def get_run(engine_or_conn: Engine | Connection, run_id: int) -> Run:
     rows_done = conn.execute(
         select(func.coalesce(func.sum(m.run_chunks.c.rows), 0)).where(m.run_chunks.c.run_id == run_id)
     ).scalar_one()
+    stall = None
+    if r.state in ACTIVE:
+        from matengine.workflows.leases import stalls
+
+        found = stalls(conn, [run_id]).get(run_id)
+        stall = found.message if found else None
     return Run(
         id=r.id,
         kind=r.kind,
@@ -148,6 +208,7 @@ def get_run(engine_or_conn: Engine | Connection, run_id: int) -> Run:
             }
             for s in steps
         ],
+        stalled=stall,
     )
 
 

@@ -2,8 +2,9 @@
 
 Schedules live in the database (``datastacks.schedule``, a crontab ``m h dom mon dow``), so a
 schedule set by CLI or API takes effect without restarting beat. A due datastack gets a
-``complete`` run; if its previous run is still going, the new one is refused by the run
-locks, so runs are never doubled. Expired versions are removed on every tick.
+``complete`` run; a due live schedule (``datastacks.live_schedule``) gets a ``sync_live`` run
+(ingest + update-roots, no version). If a previous run is still going, the new one is refused
+by the run locks, so runs are never doubled. Expired versions are removed on every tick.
 """
 
 from __future__ import annotations
@@ -49,34 +50,44 @@ def is_due(expr: str, last_start: datetime | None, now: datetime) -> bool:
 
 
 def run_due(engine: Engine, now: datetime | None = None) -> list[int]:
-    """Start ``complete`` for every due datastack; remove expired versions. Returns run ids."""
+    """Start ``complete`` for every datastack whose schedule is due, and ``sync_live``
+    (ingest + update-roots, no version) for every one whose live schedule is due; remove
+    expired versions. Returns run ids."""
     from matengine.versions import remove_expired
-    from matengine.workflows.submit import submit, sync_parameters
 
     now = now or utcnow()
     started = []
     for ds in catalog.list_datastacks(engine):
-        if not ds.schedule:
-            continue
-        with engine.connect() as conn:
-            last = conn.execute(
-                select(m.workflow_runs.c.created)
-                .where(
-                    m.workflow_runs.c.datastack == ds.name,
-                    m.workflow_runs.c.kind == "complete",
-                    m.workflow_runs.c.parameters["scheduled"].astext == "true",
-                )
-                .order_by(m.workflow_runs.c.created.desc())
-                .limit(1)
-            ).scalar()
-        if not is_due(ds.schedule, last, now):
-            continue
-        params = sync_parameters(engine, "complete", ds.name)
-        params["scheduled"] = True
-        try:
-            started.append(submit(engine, "complete", params, datastack=ds.name))
-        except Conflict as exc:
-            log.info("scheduled complete of %s skipped: %s", ds.name, exc)
+        for kind, expr in (("complete", ds.schedule), ("sync_live", ds.live_schedule)):
+            if expr:
+                run_id = _start_if_due(engine, ds.name, kind, expr, now)
+                if run_id is not None:
+                    started.append(run_id)
     for r in remove_expired(engine):
         log.info("removed version %s of %s: %s", r.version, r.datastack, r.reason)
     return started
+
+
+def _start_if_due(engine: Engine, datastack: str, kind: str, expr: str, now: datetime) -> int | None:
+    from matengine.workflows.params import SyncParams
+    from matengine.workflows.submit import submit_params
+
+    with engine.connect() as conn:
+        last = conn.execute(
+            select(m.workflow_runs.c.created)
+            .where(
+                m.workflow_runs.c.datastack == datastack,
+                m.workflow_runs.c.kind == kind,
+                m.workflow_runs.c.parameters["scheduled"].astext == "true",
+            )
+            .order_by(m.workflow_runs.c.created.desc())
+            .limit(1)
+        ).scalar()
+    if not is_due(expr, last, now):
+        return None
+    params = SyncParams.build(engine, kind, datastack, scheduled=True)
+    try:
+        return submit_params(engine, params)
+    except Conflict as exc:
+        log.info("scheduled %s of %s skipped: %s", kind, datastack, exc)
+        return None

@@ -1,8 +1,12 @@
 """Starting runs: on Celery workers when a broker is configured, else on an in-process worker
-thread (the embedded default), and following them until they end."""
+(the embedded default: a thread of this process, or with ``detach`` a child process of its own
+that outlives the command), and following them until they end."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -11,14 +15,11 @@ from typing import Any
 from sqlalchemy import Engine
 
 from matengine.config import Settings, get_settings
-from matengine.errors import InvalidInput, MatengineError
+from matengine.errors import Conflict, NoWorkerOnline
 from matengine.workflows import runs
 from matengine.workflows.engine import execute_inline
+from matengine.workflows.params import SYNC_KINDS, SyncParams, WorkflowParams
 from matengine.workflows.runs import Run
-
-
-class NoWorkerOnline(MatengineError):
-    status_code = 503
 
 
 def submit(
@@ -29,21 +30,70 @@ def submit(
     datastack: str,
     table: str | None = None,
     settings: Settings | None = None,
+    detach: bool = False,
 ) -> int:
-    """Record a run (taking its locks) and start it; returns the run id at once."""
+    """Record a run (taking its locks) and start it; returns the run id at once.
+
+    Without a broker the run goes to an in-process worker: a thread of this process, or with
+    ``detach`` a child process that outlives this one (a command that exits at once)."""
     import matengine.workflows.registry  # noqa: F401  (registers the workflow kinds)
 
     settings = settings or get_settings()
-    run_id = runs.create_run(engine, kind, parameters, datastack=datastack, table_name=table)
+    queue = settings.queue if settings.broker_url else None
+    run_id = runs.create_run(engine, kind, parameters, datastack=datastack, table_name=table, queue=queue)
     if settings.broker_url:
-        from matengine.workflows.celery_app import send
+        from matengine.workflows.broker import send
 
         send("matengine.start_step", run_id, 0, settings=settings)
+    elif detach:
+        start_detached(run_id, settings)
     else:
         threading.Thread(
             target=_inline, args=(engine, run_id), daemon=True, name=f"matengine-run-{run_id}"
         ).start()
     return run_id
+
+
+def submit_params(
+    engine: Engine, params: WorkflowParams, settings: Settings | None = None, *, detach: bool = False
+) -> int:
+    """Record and start a run of ``params`` (built and checked by its ``build``), locking
+    what its parameter object says."""
+    return submit(
+        engine,
+        params.kind,
+        params.to_json(),
+        datastack=params.datastack,
+        table=params.lock_table,
+        settings=settings,
+        detach=detach,
+    )
+
+
+def start_detached(run_id: int, settings: Settings | None = None) -> subprocess.Popen[bytes]:
+    """Run ``run_id`` in a new session's process (:mod:`matengine.workflows.detached`), with
+    this process's settings; its output goes to ``MATENGINE_HOME/runs/<id>.log``."""
+    from matengine.config import _overrides
+    from matengine.db.connection import resolve_database_url
+
+    settings = settings or get_settings()
+    env = dict(os.environ)
+    for key, value in _overrides.items():  # CLI flags win over the environment, there too
+        env[f"MATENGINE_{key.upper()}"] = str(value)
+    env["MATENGINE_DATABASE_URL"] = resolve_database_url(settings)
+    env["MATENGINE_HOME"] = str(settings.home)
+    logs = settings.home / "runs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / f"{run_id}.log", "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "matengine.workflows.detached", str(run_id)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C or hang-up of the command does not reach it
+            close_fds=True,
+        )
 
 
 def _inline(engine: Engine, run_id: int) -> None:
@@ -56,7 +106,7 @@ def _inline(engine: Engine, run_id: int) -> None:
 def workers_online(settings: Settings | None = None, wait: float | None = None) -> list[str]:
     """Names of Celery workers that answer a ping within ``wait`` seconds ([] if none)."""
     settings = settings or get_settings()
-    from matengine.workflows.celery_app import client
+    from matengine.workflows.broker import client
 
     app = client(settings)
     deadline = time.monotonic() + (settings.worker_wait if wait is None else wait)
@@ -104,9 +154,9 @@ def resume(engine: Engine, run_id: int, settings: Settings | None = None) -> Non
     settings = settings or get_settings()
     run = runs.get_run(engine, run_id)
     if run.done:
-        raise MatengineError(f"run {run_id} already ended ({run.state})")
+        raise Conflict(f"run {run_id} already ended ({run.state})")
     if settings.broker_url:
-        from matengine.workflows.celery_app import send
+        from matengine.workflows.broker import send
         from matengine.workflows.engine import _first_unfinished
 
         index = _first_unfinished(engine, run_id)
@@ -114,9 +164,6 @@ def resume(engine: Engine, run_id: int, settings: Settings | None = None) -> Non
             send("matengine.start_step", run_id, index, settings=settings)
     else:
         threading.Thread(target=_inline, args=(engine, run_id), daemon=True).start()
-
-
-SYNC_KINDS = ("ingest", "update_roots", "materialize", "complete")
 
 
 def sync_parameters(
@@ -129,30 +176,17 @@ def sync_parameters(
     days_to_expire: int | None = None,
     chunk_rows: int | None = None,
 ) -> dict[str, Any]:
-    """Parameters of an ingest / update-roots / materialize / complete run, checked."""
-    from matengine import catalog
-    from matengine.timeutil import to_utc, utcnow
+    """Stored parameters of an ingest / update-roots / materialize / complete run, checked
+    (:meth:`SyncParams.build`; kept for callers that submit by kind and dict)."""
+    return SyncParams.build(
+        engine,
+        kind,
+        datastack,
+        table=table,
+        timestamp=timestamp,
+        days_to_expire=days_to_expire,
+        chunk_rows=chunk_rows,
+    ).to_json()
 
-    if kind not in SYNC_KINDS:
-        raise MatengineError(f"unknown workflow {kind!r}")
-    catalog.get_datastack(engine, datastack)
-    if chunk_rows is not None and (
-        isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1
-    ):
-        raise InvalidInput(f"chunk_rows must be a positive integer, not {chunk_rows!r}", field="chunk_rows")
-    if table is not None:
-        tables = [catalog.get_table(engine, datastack, table).table_name]
-    else:
-        tables = [t.table_name for t in catalog.list_tables(engine, datastack)]
-    try:
-        when = to_utc(timestamp) if timestamp else utcnow()
-    except (TypeError, ValueError, OverflowError):
-        raise InvalidInput(f"expected an ISO timestamp, got {timestamp!r}", field="timestamp") from None
-    params: dict[str, Any] = {
-        "tables": tables,
-        "timestamp": when.isoformat(),
-        "chunk_rows": chunk_rows or get_settings().chunk_rows,
-    }
-    if days_to_expire is not None:
-        params["days_to_expire"] = days_to_expire
-    return params
+
+__all__ = ["SYNC_KINDS", "submit", "submit_params", "sync_parameters", "wait_for", "resume"]

@@ -1,6 +1,6 @@
 """Keeping segmentation tables in sync: ingest new annotations, update expired root ids.
 
-Invariant (DESIGN §3): every root id in a segmentation table is the root of its supervoxel at
+Invariant (docs/design.md §3): every root id in a segmentation table is the root of its supervoxel at
 the table's ``roots_last_updated`` (L). Ingest looks roots up *at L* (not now), so the table
 stays valid at one time; update-roots moves L forward to T by touching only the rows whose
 roots expired between L and T.

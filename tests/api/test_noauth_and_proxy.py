@@ -135,3 +135,35 @@ def test_unreadable_segmentation_is_a_clean_error(engine, server):
         assert r.status_code == 502 and "segmentation source" in r.json()["message"]
     finally:
         catalog.drop_datastack(engine, name)
+
+
+def test_graphene_change_logs_are_proxied_and_edits_need_edit(engine, server, loaded, remote_graphene):
+    from caveclient import CAVEclient
+
+    from matengine.segmentation.local_graph import LocalGraph
+    from matengine.segmentation.local_history import change_log_summary, tabular_change_log
+
+    name = f"gph_{uuid.uuid4().hex[:8]}"
+    source = f"graphene://{remote_graphene}/segmentation/table/remote_pcg"
+    catalog.add_datastack(
+        engine, name, segmentation_source=source, voxel_resolution=loaded.info.annotation_resolution
+    )
+    try:
+        token = auth.create_token(engine, name, "view")[1]
+        client = CAVEclient(name, server_address=server.url, auth_token=token, write_server_cache=False)
+        graph = LocalGraph(loaded.info.graph_url[len("local://") :])
+        t_end = loaded.start + days(40)
+        root = max(
+            np.unique(loaded.oracle.roots_at(loaded.oracle.svids, t_end)).tolist(),
+            key=lambda r: len(loaded.oracle.past_operations(int(r))),
+        )
+        got = client.chunkedgraph.get_tabular_change_log([root], filtered=False)[root]
+        assert got["operation_id"].tolist() == sorted(loaded.oracle.past_operations(root))
+        assert got["operation_id"].tolist() == tabular_change_log(graph, root, False)["operation_id"].tolist()
+        assert client.chunkedgraph.get_change_log(root) == change_log_summary(graph, root, True)
+        # an edit through the proxy needs ``edit``: refused here, in our error shape
+        url = f"{server.url}/segmentation/api/v1/table/remote_pcg/merge"
+        r = httpx.post(url, json=[[1, 0, 0, 0], [2, 0, 0, 0]], headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 403 and "edit" in r.json()["message"]
+    finally:
+        catalog.drop_datastack(engine, name)

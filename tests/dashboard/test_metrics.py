@@ -44,7 +44,7 @@ def test_metrics_report_runs_versions_tables_and_requests(served, stacks):
     assert _samples(requests, route="/dashboard/api/state", method="GET", status="200")
     # labelled by route template, never by the raw path (no run ids, no datastack names)
     assert _samples(requests, route="/admin/api/v1/runs/{run_id}", status="403")
-    assert not [s for s in requests.samples if str(stacks.runs["a"]) in s.labels.get("route", "")]
+    assert not [s for s in requests.samples if f"/runs/{stacks.runs['a']}" in s.labels.get("route", "")]
     latency = fam["matengine_http_request_duration_seconds"]
     assert _samples(latency, route="/dashboard/api/state", le="+Inf")[0].value >= 1
     assert "process_resident_memory_bytes" in r.text

@@ -13,7 +13,8 @@ import pytest
 from fastapi import FastAPI, Request, Response
 from seg_suites import TOKEN, OracleExpect, RootGraphSuite
 
-from matengine.segmentation import GrapheneRequestError, SegmentationSourceError
+from matengine.errors import TransientError
+from matengine.segmentation import GrapheneRequestError, GrapheneUnavailable, SegmentationSourceError
 from matengine.segmentation.graphene import GrapheneClient, parse_graphene_url
 from matengine.segmentation.serving import ThreadedServer
 
@@ -109,12 +110,12 @@ def test_4xx_is_not_retried(flaky_server):
     client = GrapheneClient(srv.url, "flaky", backoff=0.01)
     with pytest.raises(GrapheneRequestError, match="HTTP 403") as info:
         client.is_latest_roots(np.array([4], np.uint64), datetime.now(UTC))
-    assert info.value.status_code == 403
+    assert info.value.http_status == 403 and not isinstance(info.value, TransientError)
 
 
 def test_unreachable_server_raises_after_retries():
     client = GrapheneClient("http://127.0.0.1:9", "x", retries=2, backoff=0.01, timeout=1)
-    with pytest.raises(GrapheneRequestError, match="roots_binary"):
+    with pytest.raises(GrapheneUnavailable, match="roots_binary"):
         client.get_roots(np.array([1], np.uint64), datetime.now(UTC))
 
 

@@ -1,4 +1,4 @@
-"""The oracle: the DESIGN §3 time rule on rows, replayed roots, and its independence."""
+"""The oracle: the docs/design.md §3 time rule on rows, replayed roots, and its independence."""
 
 from __future__ import annotations
 

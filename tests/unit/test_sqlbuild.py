@@ -27,23 +27,27 @@ def _filter(body):
     return f
 
 
-def test_version_source_reads_one_quoted_table():
+def test_version_source_reads_the_versions_quoted_relation():
     b = Binder()
-    src = version_source("ds__mat3", "syn", None, b)
+    src = version_source("ds", 3, "syn", "synapse", None, b)
     assert src.from_sql == 'FROM "ds__mat3"."syn" AS a' and not src.live
     assert src.ref(BY["pre_pt_root_id"]) == 'a."pre_pt_root_id"'
 
 
-def test_a_sample_is_a_bound_percentage():
+def test_a_sample_is_a_bound_percentage_of_the_store_restricted_to_the_version():
     b = Binder()
-    src = version_source("ds__mat3", "syn", 2.5, b)
-    assert src.from_sql == 'FROM "ds__mat3"."syn" AS a TABLESAMPLE BERNOULLI (CAST(%(p0)s AS float8))'
+    src = version_source("ds", 3, "syn", "synapse", 2.5, b)
+    assert src.from_sql.startswith("FROM (SELECT id, created, NULL::timestamptz AS deleted")
+    assert src.from_sql.endswith(
+        'FROM "ds__store"."syn" TABLESAMPLE BERNOULLI (CAST(%(p0)s AS float8)) '
+        "WHERE v_from <= 3 AND v_to > 3) AS a"
+    )
     assert b.params == {"p0": 2.5}
 
 
-def test_a_hostile_schema_name_never_reaches_sql():
+def test_a_hostile_datastack_name_never_reaches_sql():
     with pytest.raises(InvalidName):
-        version_source('x"; drop table y; --', "syn", None, Binder())
+        version_source('x"; drop table y; --', 3, "syn", "synapse", None, Binder())
 
 
 def test_live_source_joins_the_segmentation_table_and_valid_is_true_at_t():
@@ -76,7 +80,7 @@ def test_live_source_joins_the_segmentation_table_and_valid_is_true_at_t():
 )
 def test_each_filter_compares_the_stored_column(body, sql, params):
     b = Binder()
-    src = version_source("ds__mat1", "syn", None, b)
+    src = version_source("ds", 1, "syn", "synapse", None, b)
     assert filter_sql(_filter(body), src, b) == sql
     assert list(b.params.values()) == params
 
@@ -95,7 +99,7 @@ def test_root_candidates_let_unlooked_up_rows_through():
 
 def test_select_tail_orders_limits_and_offsets_with_parameters():
     b = Binder()
-    src = version_source("ds__mat1", "syn", None, b)
+    src = version_source("ds", 1, "syn", "synapse", None, b)
     tail = select_tail(src, ["x", "y"], b, limit=10, offset=20)
     assert tail == (
         'FROM "ds__mat1"."syn" AS a WHERE (x) AND (y) ORDER BY a.id '
@@ -107,7 +111,7 @@ def test_select_tail_orders_limits_and_offsets_with_parameters():
 
 def test_a_rescaled_position_is_multiplied_by_a_bound_factor():
     b = Binder()
-    src = version_source("ds__mat1", "syn", None, b)
+    src = version_source("ds", 1, "syn", "synapse", None, b)
     scaled = output_fetch(BY["pre_pt_position_y"], src, {"a": (1.0, 0.5, 1.0)}, b)
     assert scaled.expr == '(a."pre_pt_position_y" * CAST(%(p0)s AS float8))' and b.params == {"p0": 0.5}
     plain = output_fetch(BY["pre_pt_position_x"], src, {"a": (1.0, 0.5, 1.0)}, b)

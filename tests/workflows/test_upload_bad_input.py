@@ -1,4 +1,4 @@
-"""Bulk upload refuses every bad input before anything is written (DESIGN §5, §9).
+"""Bulk upload refuses every bad input before anything is written (docs/design.md §5, §9).
 
 Each case asserts the message names the file / column / row at fault, and that the database is
 as it was: the table absent (or its rows, id sequence and catalog entry unchanged), and no

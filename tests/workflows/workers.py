@@ -16,21 +16,21 @@ BROKERS = {
 }
 
 
-def worker_env(database_url: str, broker: str, queue: str) -> dict[str, str]:
+def worker_env(database_url: str, broker: str, queue: str, **settings: object) -> dict[str, str]:
+    """The environment of a worker; ``settings`` (e.g. ``visibility_timeout=5``) become
+    ``MATENGINE_*`` variables, anything not named keeps its default."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MATENGINE_")}
-    env.update(
-        MATENGINE_DATABASE_URL=database_url,
-        MATENGINE_BROKER_URL=broker,
-        MATENGINE_QUEUE=queue,
-        MATENGINE_VISIBILITY_TIMEOUT="5",
-        # uploads read only under the source roots: the tests' one, configured explicitly
-        MATENGINE_SOURCE_ROOTS=os.environ.get("MATENGINE_SOURCE_ROOTS", ""),
-    )
+    env.update(MATENGINE_DATABASE_URL=database_url, MATENGINE_BROKER_URL=broker, MATENGINE_QUEUE=queue)
+    env.update({f"MATENGINE_{k.upper()}": str(v) for k, v in settings.items()})
+    # uploads read only under the source roots: the tests' one, configured explicitly
+    env["MATENGINE_SOURCE_ROOTS"] = os.environ.get("MATENGINE_SOURCE_ROOTS", "")
     return env
 
 
 class Worker:
     def __init__(self, env: dict[str, str], concurrency: int = 2):
+        # the default node name, QUEUE.PID@HOST, names the leases this worker takes
+        self.queue = env["MATENGINE_QUEUE"]
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -48,6 +48,12 @@ class Worker:
             stderr=subprocess.PIPE,
         )
 
+    @property
+    def node(self) -> str:
+        import socket
+
+        return f"{self.queue}.{self.proc.pid}@{socket.gethostname()}"
+
     def kill(self) -> None:
         """SIGKILL the worker and its pool processes: no chance to ack or clean up."""
         try:
@@ -64,16 +70,22 @@ class Worker:
             self.kill()
 
 
+FAST_REDELIVERY = {"visibility_timeout": 5}
+
+
 @contextmanager
-def broker_settings(database_url: str, broker: str):
-    """Point this process's settings at ``broker`` with a queue of its own."""
+def broker_settings(database_url: str, broker: str, settings: dict[str, object] | None = None):
+    """Point this process's settings at ``broker`` with a queue of its own. ``settings`` go
+    to this process and the workers alike (default: a 5 s visibility timeout; pass ``{}``
+    for the defaults a user gets)."""
     from matengine.config import _overrides, configure, get_settings
 
+    settings = FAST_REDELIVERY if settings is None else settings
     queue = f"matengine_test_{uuid.uuid4().hex[:8]}"
     saved = dict(_overrides)
-    configure(broker_url=broker, queue=queue, database_url=database_url, visibility_timeout=5)
+    configure(broker_url=broker, queue=queue, database_url=database_url, **settings)
     try:
-        yield worker_env(database_url, broker, queue)
+        yield worker_env(database_url, broker, queue, **settings)
     finally:
         _overrides.clear()
         _overrides.update(saved)

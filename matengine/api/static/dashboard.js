@@ -105,7 +105,8 @@
         h("td", { text: r.id }),
         h("td", { text: r.kind }),
         h("td", { text: where }),
-        h("td", {}, badge(r.state)),
+        h("td", {}, badge(r.state), r.stalled ? h("span", { class: "badge state-stalled",
+          "data-testid": "stalled-" + r.id, title: r.stalled, text: "STALLED" }) : null),
         h("td", { text: r.step || "–" }),
         h("td", {}, progressBar(r)),
         h("td", { class: "num", "data-testid": "rows-" + r.id, text: fmtInt(r.rows_done) }),
@@ -113,6 +114,10 @@
         h("td", { class: "num", text: fmtSeconds(r.seconds) }),
         h("td", { class: "num", text: active ? fmtSeconds(r.eta_seconds) : "–" }),
         h("td", { class: r.error_count ? "errors" : null, text: r.error_count ? String(r.error_count) : "" })));
+      if (r.stalled) {
+        rows.push(h("tr", { class: "error-row" }, h("td", { colspan: "11" },
+          h("span", { class: "message", text: "stalled: " + r.stalled }))));
+      }
       if (r.errors && r.errors.length) {
         rows.push(h("tr", { class: "error-row" }, h("td", { colspan: "11" },
           h("ul", {}, r.errors.map((e) => h("li", {},
@@ -157,12 +162,26 @@
     });
   }
 
+  // each table of a queryable version opens in Neuroglancer (links made by the server)
+  function tableLinks(v) {
+    const links = v.neuroglancer || {};
+    return Object.entries(v.tables).map(([t, n], i) => [
+      i ? ", " : "",
+      links[t]
+        ? h("a", { href: links[t], target: "_blank", rel: "noopener", "data-neuroglancer": t, text: t })
+        : t,
+      ": " + fmtInt(n),
+    ]);
+  }
+
   function renderVersions(versions) {
     if (!versions.length) return empty("No versions yet.");
     const rows = versions.map((v) => {
       const tables = Object.entries(v.tables).map(([t, n]) => t + ": " + fmtInt(n)).join(", ");
       let expiry = "never";
-      if (v.expires_on) {
+      if (v.pinned) {
+        expiry = "never (pinned)";
+      } else if (v.expires_on) {
         expiry = fmtTime(v.expires_on) + (v.expires_in_seconds > 0
           ? " (in " + fmtSeconds(v.expires_in_seconds) + ")" : " (past)");
       }
@@ -173,7 +192,7 @@
         h("td", {}, badge(v.status)),
         h("td", { text: expiry }),
         h("td", { class: "num", title: tables, text: fmtInt(v.rows) }),
-        h("td", { text: tables }),
+        h("td", {}, tableLinks(v)),
         h("td", { class: "num", text: fmtSeconds(v.build_seconds) }));
     });
     return table(["datastack", "version", "timestamp", "status", "expires", "rows", "tables",

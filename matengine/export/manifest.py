@@ -1,0 +1,75 @@
+"""``manifest.json`` of an export: what a reader needs to trust the files without PostgreSQL.
+
+It holds the version and its time T, and per table the row count, the Arrow schema, the sort
+key and every file with its rows, bytes and sha256 (read back from the destination, so the
+manifest describes what is there). No clock or run id goes in: the same version exported
+twice, or resumed after a crash, gives the same manifest, byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import Engine
+
+from matengine.export.destination import Destination
+from matengine.export.parquet_files import COMPRESSION, file_facts
+from matengine.export.source import ROW_GROUP_ROWS, layout_of
+from matengine.query import meta
+from matengine.schemas import get_schema
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+def _schema_fields(layout) -> list[dict[str, Any]]:
+    return [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in layout.schema]
+
+
+def build_manifest(
+    engine: Engine, datastack: str, params: dict[str, Any], dest: Destination
+) -> dict[str, Any]:
+    version = meta.get_version(engine, datastack, params["version"])
+    fs = dest.filesystem()
+    tables: dict[str, Any] = {}
+    for table in params["tables"]:
+        vt = meta.version_table(engine, datastack, params["version"], table)
+        layout = layout_of(get_schema(vt.schema_type))
+        files = []
+        for path in sorted(fs.glob(dest.path(table, "part-*.parquet"))):
+            facts = file_facts(fs, path)
+            files.append({"path": f"{table}/{path.rsplit('/', 1)[-1]}", **facts})
+        rows = sum(f["rows"] for f in files)
+        if rows != vt.row_count:
+            raise RuntimeError(f"table {table}: {rows} rows exported, the version holds {vt.row_count}")
+        entry: dict[str, Any] = {
+            "rows": rows,
+            "schema_type": vt.schema_type,
+            "voxel_resolution": list(vt.voxel_resolution),
+            "sorted_by": [layout.sort_column, "id"] if layout.sort_column != "id" else ["id"],
+            "root_id_columns": layout.root_columns,
+            "schema": _schema_fields(layout),
+            "files": files,
+        }
+        if params["format"] == "delta":
+            entry["delta_table"] = table
+        if params.get("neuroglancer"):
+            entry["neuroglancer"] = f"{table}.neuroglancer"
+        tables[table] = entry
+    return {
+        "format_version": FORMAT_VERSION,
+        "datastack": datastack,
+        "version": version.version,
+        "timestamp": version.time_stamp.isoformat(),
+        "format": params["format"],
+        "compression": COMPRESSION,
+        "row_group_rows": ROW_GROUP_ROWS,
+        "tables": tables,
+    }
+
+
+def write_manifest(dest: Destination, manifest: dict[str, Any]) -> None:
+    body = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    with dest.filesystem().open(dest.path(MANIFEST), "wb") as f:
+        f.write(body.encode())

@@ -1,0 +1,245 @@
+"""Export a version's tables as Parquet or Delta Lake datasets (and, on request, Neuroglancer
+precomputed annotations) to file://, gs:// or s3://.
+
+Steps: ``prepare`` (check the version, the tables and the destination; claim the destination
+with a marker file) → ``export:<table>`` per table (plan: clear the table's folder and cut its
+rows into root-id ranges; each chunk writes one Parquet file, named by its chunk number, so a
+rerun of a chunk rewrites the same bytes; finish: the Delta log, for ``delta``) →
+``neuroglancer:<table>`` per table when asked → ``manifest`` (row counts, schema and sha256 of
+every file, read back from the destination).
+
+Chunks only read PostgreSQL and write files whose names and bytes depend on the version alone,
+so a chunk run twice (a redelivery, or a resume after SIGKILL) leaves what one run leaves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from numbers import Integral
+from typing import Any, ClassVar
+
+from sqlalchemy import Connection, Engine
+
+from matengine import catalog
+from matengine.config import get_settings
+from matengine.errors import InvalidInput
+from matengine.export import parquet_files
+from matengine.export.destination import MARKER, Destination
+from matengine.export.manifest import build_manifest, write_manifest
+from matengine.export.source import layout_of, plan_ranges, version_relation
+from matengine.query import meta
+from matengine.schemas import get_schema
+from matengine.workflows.engine import Step, StepContext, workflow
+from matengine.workflows.params import WorkflowParams, parameters
+from matengine.workflows.runs import Run
+
+FORMATS = ("parquet", "delta")
+
+
+def export_parameters(
+    engine: Engine,
+    datastack: str,
+    version: int,
+    *,
+    to: str,
+    fmt: str = "parquet",
+    tables: list[str] | None = None,
+    chunk_rows: int | None = None,
+    neuroglancer: bool = False,
+) -> dict[str, Any]:
+    """The checked parameters of an export run (refused here, before a run is recorded)."""
+    catalog.get_datastack(engine, datastack)
+    if isinstance(version, bool) or not isinstance(version, Integral):
+        raise InvalidInput("version must be an integer", field="version")
+    meta.get_version(engine, datastack, int(version))
+    if fmt not in FORMATS:
+        raise InvalidInput(f"format must be one of {', '.join(FORMATS)}", field="format")
+    size = chunk_rows if chunk_rows is not None else get_settings().chunk_rows
+    if isinstance(size, bool) or not isinstance(size, Integral) or size < 1:
+        raise InvalidInput("chunk_rows must be a positive integer", field="chunk_rows")
+    available = [t.table_name for t in meta.version_tables(engine, datastack, int(version))]
+    chosen = list(tables) if tables else available
+    for t in chosen:
+        if t not in available:
+            meta.version_table(engine, datastack, int(version), t)  # raises NotFound, names the table
+    if len(set(chosen)) != len(chosen):
+        raise InvalidInput("a table is named twice", field="tables")
+    if neuroglancer:
+        from matengine.export.neuroglancer import MAX_ROWS
+
+        for t in chosen:
+            rows = meta.version_table(engine, datastack, int(version), t).row_count
+            if rows > MAX_ROWS:
+                raise InvalidInput(
+                    f"table {t!r} has {rows} rows; Neuroglancer annotations are written for at most "
+                    f"{MAX_ROWS} (leave out --neuroglancer, or that table)",
+                    field="neuroglancer",
+                )
+    dest = Destination.parse(to)
+    return {
+        "version": int(version),
+        "tables": chosen,
+        "format": fmt,
+        "to": dest.url,
+        "chunk_rows": int(size),
+        "neuroglancer": bool(neuroglancer),
+    }
+
+
+def export_lock(version: int) -> str:
+    """What an export run locks: its version (not the datastack: syncs and new versions go on
+    meanwhile; a second export of the same version waits)."""
+    return f"export:v{int(version)}"
+
+
+def _destination(ctx: StepContext) -> Destination:
+    return Destination.parse(ctx.params["to"])
+
+
+class PrepareExportStep(Step):
+    """Claim the destination: it must be empty or hold an earlier matengine export."""
+
+    key = "prepare"
+
+    def plan(self, ctx: StepContext) -> list[Any]:
+        p = ctx.params
+        version = meta.get_version(ctx.engine, ctx.run.datastack, p["version"])
+        dest = _destination(ctx)
+        fs = dest.filesystem()
+        marker = dest.path(MARKER)
+        if fs.exists(dest.root) and not fs.exists(marker) and fs.ls(dest.root):
+            raise InvalidInput(
+                "destination is not empty and holds no matengine export: choose an empty folder",
+                field="to",
+            )
+        with fs.open(marker, "wb") as f:
+            f.write(f"{ctx.run.datastack} version {version.version}\n".encode())
+        return []
+
+    def run_chunk(self, ctx: StepContext, conn: Connection, spec: Any) -> int:
+        return 0
+
+
+class ExportTableStep(Step):
+    """One table: one Parquet file per root-id range; the Delta log on top for ``delta``."""
+
+    def __init__(self, datastack: str, table: str):
+        self.datastack, self.table = datastack, table
+        self.key = f"export:{table}"
+
+    def _layout(self, ctx: StepContext):
+        vt = meta.version_table(ctx.engine, self.datastack, ctx.params["version"], self.table)
+        return layout_of(get_schema(vt.schema_type))
+
+    def plan(self, ctx: StepContext) -> list[Any]:
+        dest = _destination(ctx)
+        fs = dest.filesystem()
+        folder = dest.path(self.table)
+        if fs.exists(folder):  # an earlier export's files: this run writes the table afresh
+            fs.rm(folder, recursive=True)
+        relation = version_relation(self.datastack, ctx.params["version"], self.table)
+        with ctx.engine.connect() as conn:
+            ranges = plan_ranges(conn, relation, self._layout(ctx), int(ctx.params["chunk_rows"]))
+        ranges = ranges or [[0, -1]]  # an empty table still gets one (empty) file with its schema
+        return [[i, lo, hi] for i, (lo, hi) in enumerate(ranges)]
+
+    def run_chunk(self, ctx: StepContext, conn: Connection, spec: Any) -> int:
+        index, lo, hi = spec
+        dest = _destination(ctx)
+        relation = version_relation(self.datastack, ctx.params["version"], self.table)
+        return parquet_files.write_part(
+            dest, self.table, parquet_files.part_name(index), self._layout(ctx), conn, relation, lo, hi
+        )
+
+    def finish(self, ctx: StepContext, plan: list[Any]) -> dict[str, Any]:
+        dest = _destination(ctx)
+        names = [parquet_files.part_name(index) for index, _, _ in plan]
+        if ctx.params["format"] == "delta":
+            from matengine.export.delta import commit_delta_log
+
+            commit_delta_log(dest, self.table, names, self._layout(ctx).schema)
+        return {}
+
+
+class NeuroglancerStep(Step):
+    """The table as Neuroglancer precomputed annotations under ``<table>.neuroglancer/``."""
+
+    def __init__(self, datastack: str, table: str):
+        self.datastack, self.table = datastack, table
+        self.key = f"neuroglancer:{table}"
+
+    def plan(self, ctx: StepContext) -> list[Any]:
+        return [0]
+
+    def run_chunk(self, ctx: StepContext, conn: Connection, spec: Any) -> int:
+        from matengine.export.neuroglancer import upload_annotations
+
+        return upload_annotations(
+            ctx.engine, self.datastack, ctx.params["version"], self.table, _destination(ctx)
+        )
+
+
+class ManifestStep(Step):
+    key = "manifest"
+
+    def plan(self, ctx: StepContext) -> list[Any]:
+        return []
+
+    def run_chunk(self, ctx: StepContext, conn: Connection, spec: Any) -> int:
+        return 0
+
+    def finish(self, ctx: StepContext, plan: list[Any]) -> dict[str, Any]:
+        dest = _destination(ctx)
+        manifest = build_manifest(ctx.engine, ctx.run.datastack, ctx.params, dest)
+        write_manifest(dest, manifest)
+        return {
+            "export": {
+                "to": dest.url,
+                "manifest": dest.url_of("manifest.json"),
+                "rows": {t: info["rows"] for t, info in manifest["tables"].items()},
+            }
+        }
+
+
+@workflow("export")
+def _export(run: Run) -> list[Step]:
+    ds, tables = run.datastack, list(run.parameters["tables"])
+    steps: list[Step] = [PrepareExportStep()]
+    steps += [ExportTableStep(ds, t) for t in tables]
+    if run.parameters.get("neuroglancer"):
+        steps += [NeuroglancerStep(ds, t) for t in tables]
+    return steps + [ManifestStep()]
+
+
+@parameters("export")
+@dataclass(frozen=True)
+class ExportParams(WorkflowParams):
+    """The typed parameters of an export run (docs/design.md §12), checked by
+    :func:`export_parameters`; stored as the same JSON the steps read."""
+
+    KIND: ClassVar[str] = "export"
+    version: int
+    tables: tuple[str, ...]
+    format: str
+    to: str
+    chunk_rows: int
+    neuroglancer: bool = False
+
+    @property
+    def lock_table(self) -> str | None:
+        return export_lock(self.version)
+
+    def to_json(self) -> dict[str, Any]:
+        out = super().to_json()
+        out.pop("datastack")  # a column of the run
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ExportParams:
+        return super().from_json({**data, "tables": tuple(data.get("tables", ()))})
+
+    @classmethod
+    def build(cls, engine: Engine, datastack: str, version: int, **options: Any) -> ExportParams:
+        return cls.from_json(
+            {**export_parameters(engine, datastack, version, **options), "datastack": datastack}
+        )
