@@ -397,14 +397,18 @@ def ingest_pending_rows(
             Fetch(f"{pt}_sv", f"s.{quote(pt + '_supervoxel_id')}", ColKind.INT),
             Fetch(f"{pt}_root", f"s.{quote(pt + '_root_id')}", ColKind.INT),
         ]
-    data = _read(
-        conn,
-        f"FROM {table.names.segmentation_q} s "
-        f"JOIN {table.names.live_q} a ON a.id = s.id "
-        f"WHERE {where} AND {pending_condition(schema, 's')}",
-        params,
-        fetches,
-    )
+    # pending rows (partial index, or a box of the live table) joined by primary key: the
+    # statistics after a large ingest still count most rows pending, and the planner would
+    # then hash the whole live table to find a few new rows
+    with _primary_key_probes(conn):
+        data = _read(
+            conn,
+            f"FROM {table.names.segmentation_q} s "
+            f"JOIN {table.names.live_q} a ON a.id = s.id "
+            f"WHERE {where} AND {pending_condition(schema, 's')}",
+            params,
+            fetches,
+        )
     ids = data["id"]
     if len(ids) == 0:
         return 0
