@@ -14,10 +14,11 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, func, select, text
 
 from matengine import catalog
 from matengine.catalog import AnnotationTable
+from matengine.db import metadata as m
 from matengine.db.annotation_tables import no_segmentation_condition, pending_condition
 from matengine.db.connection import driver_connection
 from matengine.db.copy import copy_in
@@ -117,6 +118,20 @@ def lock_roots_time(conn: Connection, table: AnnotationTable) -> None:
     )
 
 
+def first_roots_time(conn: Connection, datastack: str) -> datetime:
+    """L for a table that has none yet: the time of the datastack's latest version (running
+    ones included), else now. Roots may be looked up at any L; choosing the latest version's
+    keeps a version being made (or made next, at a later time) able to bring the table's
+    roots forward to its T, where an L of "now" could lie past a running version's T."""
+    v = m.versions
+    latest = conn.execute(
+        select(func.max(v.c.time_stamp)).where(
+            v.c.datastack == datastack, v.c.status.in_(("RUNNING", "AVAILABLE"))
+        )
+    ).scalar()
+    return latest or conn.execute(text("SELECT clock_timestamp()")).scalar_one()
+
+
 def ingest_rows_by_id(
     engine: Engine,
     datastack: str,
@@ -126,11 +141,14 @@ def ingest_rows_by_id(
     segmentation: Segmentation | None = None,
 ) -> int:
     """Ingest just these rows, now, in one transaction: no run, no plan (annotation posts that
-    want their ids at once). Rows already ingested are skipped; returns the rows ingested.
+    want their ids at once, :mod:`matengine.immediate_lookup`). Rows already ingested are
+    skipped; returns the rows ingested.
 
     Roots are looked up at the table's root time L, or at the time an update-roots run is
     moving it to (those rows are then already right at that time and the run leaves them
-    alone); see :func:`lock_roots_time` for why that read cannot race the run."""
+    alone); see :func:`lock_roots_time` for why that read cannot race the run. A table with
+    no L yet gets :func:`first_roots_time`. Without ``segmentation`` the datastack's is opened
+    (once per process, :mod:`matengine.workflows.segmentation_cache`)."""
     table = catalog.get_table(engine, datastack, table_name)
     if not table.schema.bound_points or not ids:
         return 0
@@ -150,14 +168,16 @@ def ingest_rows_by_id(
             where,
         ).one()
         when = moving_to or last
-        if when is None:  # a table with no roots yet: now becomes its root time
+        if when is None:
+            # a table with no roots yet; coalesce: a concurrent caller may have set it first
+            # (its UPDATE of this row holds ours back until it commits)
             when = conn.execute(
                 text(
                     "UPDATE matengine.annotation_tables SET roots_last_updated = "
-                    "coalesce(roots_last_updated, clock_timestamp()) "
+                    "coalesce(roots_last_updated, :first) "
                     "WHERE datastack = :d AND table_name = :t RETURNING roots_last_updated"
                 ),
-                where,
+                {**where, "first": first_roots_time(conn, datastack)},
             ).scalar_one()
         return ingest_pending_rows(
             conn, table, segmentation, "s.id = ANY(%(ids)s)", {"ids": [int(i) for i in ids]}, when
