@@ -92,9 +92,11 @@ def labelled(engine, server):
     )
     catalog.create_table(engine, name, "cells", schema="cell_type_local")
     labels = ["pyramidal", "basket", "chandelier", "pyramidal", "martinotti", "basket"]
-    systems = ["morph", None, "morph", "molecular", None, "morph"]
+    # classification_system is required (as in the field's schema); "gone" is only on the row
+    # deleted below, so it must not be listed
+    systems = ["morph", "molecular", "morph", "molecular", "gone", "morph"]
     rows = [
-        {"pt": {"position": [i, i, i]}, "cell_type": c, **({"classification_system": s} if s else {})}
+        {"pt": {"position": [i, i, i]}, "cell_type": c, "classification_system": s}
         for i, (c, s) in enumerate(zip(labels, systems, strict=True))
     ]
     ids = ann.insert_annotations(engine, name, "cells", rows)
