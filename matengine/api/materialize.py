@@ -102,6 +102,21 @@ def _may_read(request: Request, datastack: str, table: str) -> bool:
     )
 
 
+def _answer(
+    result: QueryResult,
+    request: Request,
+    count: str | None,
+    return_pyarrow: str | None,
+    ipc_compress: str | None,
+) -> StreamingResponse:
+    """The one way a query route answers: its row count (``count=true``) or its rows."""
+    if flag(count):
+        return count_response(count_result(result), result)
+    return query_response(
+        result, request, arrow=flag(return_pyarrow, True), ipc_compress=flag(ipc_compress, True)
+    )
+
+
 def _live_join_tables(body: dict[str, Any], reference: str | None) -> list[str]:
     """Table names of a live join (``join_tables: [[t1, c1, t2, c2]]``) and of a merged reference."""
     out = [reference] if reference else []
@@ -235,11 +250,7 @@ def add_routes(prefix: str) -> None:
             settings=settings_of(request),
             random_sample=random_sample,
         )
-        if flag(count):
-            return count_response(count_result(result), result)
-        return query_response(
-            result, request, arrow=flag(return_pyarrow, True), ipc_compress=flag(ipc_compress, True)
-        )
+        return _answer(result, request, count, return_pyarrow, ipc_compress)
 
     @router.get(base + "/table/{table_name}/unique_string_values", dependencies=[view])
     def unique_values(datastack_name: str, table_name: str, request: Request) -> dict[str, list[str]]:
@@ -306,11 +317,7 @@ def add_routes(prefix: str) -> None:
 
         found = _view_at(request, datastack_name, version, view_name)
         result = view_query(engine_of(request), found, body, version=version, settings=settings_of(request))
-        if flag(count):
-            return count_response(count_result(result), result)
-        return query_response(
-            result, request, arrow=flag(return_pyarrow, True), ipc_compress=flag(ipc_compress, True)
-        )
+        return _answer(result, request, count, return_pyarrow, ipc_compress)
 
     @router.post(base + "/views/{view_name}/query", dependencies=[view])
     def view_live_query_route(
@@ -343,11 +350,7 @@ def add_routes(prefix: str) -> None:
             allow_missing_lookups=flag(allow_missing_lookups),
             allow_invalid_root_ids=flag(allow_invalid_root_ids),
         )
-        if flag(count):
-            return count_response(count_result(result), result)
-        return query_response(
-            result, request, arrow=flag(return_pyarrow, True), ipc_compress=flag(ipc_compress, True)
-        )
+        return _answer(result, request, count, return_pyarrow, ipc_compress)
 
     @router.get(base + "/table/{table_name}/root_counts", dependencies=[view])
     def root_counts_route(
@@ -458,11 +461,7 @@ def add_routes(prefix: str) -> None:
                 allow_missing_lookups=flag(allow_missing_lookups),
                 allow_invalid_root_ids=flag(allow_invalid_root_ids),
             )
-            if flag(count):
-                return count_response(count_result(result), result)
-            return query_response(
-                result, request, arrow=flag(return_pyarrow, True), ipc_compress=flag(ipc_compress, True)
-            )
+            return _answer(result, request, count, return_pyarrow, ipc_compress)
         result = live_query(
             engine_of(request),
             datastack_name,
@@ -474,11 +473,7 @@ def add_routes(prefix: str) -> None:
             allow_missing_lookups=flag(allow_missing_lookups),
             allow_invalid_root_ids=flag(allow_invalid_root_ids),
         )
-        if flag(count):
-            return count_response(count_result(result), result)
-        return query_response(
-            result, request, arrow=flag(return_pyarrow, True), ipc_compress=flag(ipc_compress, True)
-        )
+        return _answer(result, request, count, return_pyarrow, ipc_compress)
 
 
 @router.get("/materialize/version")
