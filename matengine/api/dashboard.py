@@ -150,23 +150,7 @@ def _runs(
         if r.state in runs_mod.ACTIVE:  # progress lives in the chunk markers
             run = runs_mod.get_run(conn, r.id)
         else:  # finish_run stored the final counts on the row
-            run = runs_mod.Run(
-                id=r.id,
-                kind=r.kind,
-                datastack=r.datastack,
-                table_name=r.table_name,
-                parameters=r.parameters,
-                state=r.state,
-                step=r.step,
-                errors=r.errors,
-                result=r.result,
-                created=r.created,
-                started=r.started,
-                finished=r.finished,
-                chunks_total=r.chunks_total,
-                chunks_done=r.chunks_done,
-                rows_done=r.rows_done,
-            )
+            run = runs_mod.run_from_row(r)
         out.append(_run_dict(run, principal, now))
     return out
 

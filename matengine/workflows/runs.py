@@ -131,27 +131,30 @@ def get_run_header(engine: Engine, run_id: int) -> Run:
         r = conn.execute(select(m.workflow_runs).where(m.workflow_runs.c.id == run_id)).first()
     if r is None:
         raise NotFound(f"no run {run_id}")
-    return _from_row(r)
+    return run_from_row(r)
 
 
-def _from_row(r: Any) -> Run:
-    return Run(
-        id=r.id,
-        kind=r.kind,
-        datastack=r.datastack,
-        table_name=r.table_name,
-        parameters=r.parameters,
-        state=r.state,
-        step=r.step,
-        errors=r.errors,
-        result=r.result,
-        created=r.created,
-        started=r.started,
-        finished=r.finished,
-        chunks_total=r.chunks_total,
-        chunks_done=r.chunks_done,
-        rows_done=r.rows_done,
-    )
+def run_from_row(r: Any, **computed: Any) -> Run:
+    """A :class:`Run` from its ``workflow_runs`` row; ``computed`` replaces the progress fields
+    (an active run's progress lives in the chunk markers, not on the row)."""
+    fields: dict[str, Any] = {
+        "id": r.id,
+        "kind": r.kind,
+        "datastack": r.datastack,
+        "table_name": r.table_name,
+        "parameters": r.parameters,
+        "state": r.state,
+        "step": r.step,
+        "errors": r.errors,
+        "result": r.result,
+        "created": r.created,
+        "started": r.started,
+        "finished": r.finished,
+        "chunks_total": r.chunks_total,
+        "chunks_done": r.chunks_done,
+        "rows_done": r.rows_done,
+    }
+    return Run(**{**fields, **computed})
 
 
 def get_run(engine_or_conn: Engine | Connection, run_id: int) -> Run:
@@ -181,19 +184,8 @@ def get_run(engine_or_conn: Engine | Connection, run_id: int) -> Run:
 
         found = stalls(conn, [run_id]).get(run_id)
         stall = found.message if found else None
-    return Run(
-        id=r.id,
-        kind=r.kind,
-        datastack=r.datastack,
-        table_name=r.table_name,
-        parameters=r.parameters,
-        state=r.state,
-        step=r.step,
-        errors=r.errors,
-        result=r.result,
-        created=r.created,
-        started=r.started,
-        finished=r.finished,
+    return run_from_row(
+        r,
         chunks_total=sum(s.chunks_total for s in steps),
         chunks_done=sum(done.values()),
         rows_done=int(rows_done),
