@@ -121,3 +121,9 @@ def table_columns(schema: AnnotationSchema) -> TableColumns:
 
 def arrow_schema(columns: list[OutColumn]) -> pa.Schema:
     return pa.schema([pa.field(c.name, c.arrow_type, nullable=c.nullable) for c in columns])
+
+
+def duplicate_names(names: list[str]) -> list[str]:
+    """Output names that appear more than once (sorted): a joined or renamed result may not
+    carry two columns of one name, so its caller refuses them, naming its own parameter."""
+    return sorted({n for n in names if names.count(n) > 1})

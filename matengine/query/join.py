@@ -20,7 +20,7 @@ from matengine.config import Settings, get_settings
 from matengine.db.identifiers import quote, validate_name
 from matengine.errors import InvalidInput
 from matengine.query import meta
-from matengine.query.columns import OutColumn, TableColumns, table_columns
+from matengine.query.columns import OutColumn, TableColumns, duplicate_names, table_columns
 from matengine.query.engine import (
     QueryPlan,
     QueryResult,
@@ -129,7 +129,7 @@ def join_query(
         for f in parse_filters(body, t, tc, tables=names, limits=limits):
             filters.append(replace(f, columns=tuple(rename[c.name] for c in f.columns)))
     wire = [c.name for c in all_cols]
-    dupes = sorted({n for n in wire if wire.count(n) > 1})
+    dupes = duplicate_names(wire)
     if dupes:
         raise InvalidInput(f"columns {dupes[:5]} appear in both tables: give suffix_map", field="suffix_map")
     resolution = base.desired_resolution or vts[0].voxel_resolution

@@ -30,7 +30,7 @@ from matengine.db.connection import driver_connection
 from matengine.db.identifiers import quote, validate_name
 from matengine.errors import InvalidInput
 from matengine.query import graphs
-from matengine.query.columns import OutColumn, TableColumns, table_columns
+from matengine.query.columns import OutColumn, TableColumns, duplicate_names, table_columns
 from matengine.query.engine import (
     FUTURE_SLACK,
     LiveTarget,
@@ -181,7 +181,7 @@ def live_join_query(
             else:
                 plain.append(moved)
     wire = [c.name for c in all_cols]
-    dupes = sorted({n for n in wire if wire.count(n) > 1})
+    dupes = duplicate_names(wire)
     if dupes:
         raise InvalidInput(f"columns {dupes[:5]} appear in both tables: give suffixes", field="suffixes")
     resolution = base.desired_resolution or tables[0].voxel_resolution

@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 from matengine import catalog
 from matengine.config import Settings
 from matengine.errors import InvalidInput
-from matengine.query.columns import ColKind, OutColumn, table_columns
+from matengine.query.columns import ColKind, OutColumn, duplicate_names, table_columns
 from matengine.query.engine import QueryResult
 from matengine.query.spec import FILTER_KEYS, parse_select
 
@@ -74,7 +74,7 @@ def view_columns(engine: Engine, view: View) -> list[ViewColumn]:
             logical = rename.get(out_logical, out_logical)
             out.append(ViewColumn(logical + tail, logical, t, c.logical, out_logical + tail, c.kind, c.axis))
     wire = [c.name for c in out]
-    dupes = sorted({n for n in wire if wire.count(n) > 1})
+    dupes = duplicate_names(wire)
     if dupes:
         raise InvalidInput(f"view columns {dupes[:5]} appear twice: rename them", field="rename")
     unused = set(rename) - selected
