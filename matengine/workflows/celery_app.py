@@ -13,6 +13,7 @@ segmentation server timeouts) retry with exponential backoff.
 from __future__ import annotations
 
 import logging
+import threading
 
 from celery import Celery, Task
 from celery.signals import (
@@ -68,7 +69,11 @@ def _start_heartbeat(sender: object = None, **_: object) -> None:
     def resend(task: str, args: list) -> None:
         send(task, *args, settings=settings)
 
-    _heartbeat.append(Heartbeat(get_engine(), name, queue=settings.queue, send=resend).start())
+    _heartbeat.append(
+        Heartbeat(
+            get_engine(), name, queue=settings.queue, send=resend, on_beat=record_unrecorded_leases
+        ).start()
+    )
 
 
 @beat_init.connect
@@ -92,27 +97,69 @@ def _stop_heartbeat(**_: object) -> None:
         _heartbeat.pop().stop()
 
 
+# Leases whose write failed (PostgreSQL down or restarting as the message arrived): the
+# heartbeat thread writes them once the database answers again, for the tasks this worker
+# still holds (docs/recovery.md, "Dead workers")
+_unrecorded: dict[str, dict] = {}  # by task id: a retry's lease replaces its first attempt's
+_unrecorded_lock = threading.Lock()
+
+
+def _take_lease(lease: dict) -> None:
+    from matengine.db.connection import get_engine
+    from matengine.workflows import leases
+
+    leases.take(get_engine(), **lease)
+
+
 @task_received.connect
 def _lease(request: object = None, **_: object) -> None:
     """In the main process, as a run task's message arrives (reserved, not yet run)."""
-    from matengine.db.connection import get_engine
     from matengine.workflows import leases
 
     name = getattr(request, "name", None)
     if name not in leases.RUN_TASKS:
         return
+    lease = {
+        "task_id": request.id,  # type: ignore[attr-defined]
+        "attempt": int((request.request_dict or {}).get("retries") or 0),  # type: ignore[attr-defined]
+        "worker": request.hostname,  # type: ignore[attr-defined]
+        "queue": get_settings().queue,
+        "task": name,
+        "args": list(request.args or ()),  # type: ignore[attr-defined]
+    }
     try:
-        leases.take(
-            get_engine(),
-            task_id=request.id,  # type: ignore[attr-defined]
-            attempt=int((request.request_dict or {}).get("retries") or 0),  # type: ignore[attr-defined]
-            worker=request.hostname,  # type: ignore[attr-defined]
-            queue=get_settings().queue,
-            task=name,
-            args=list(request.args or ()),  # type: ignore[attr-defined]
-        )
-    except Exception as exc:  # without a lease the broker's own redelivery still applies
-        log.warning("could not lease %s %s: %s", name, getattr(request, "id", "?"), exc)
+        _take_lease(lease)
+    except Exception as exc:  # kept, and written by the heartbeat when the database is back
+        log.warning("could not lease %s %s yet: %s", name, lease["task_id"], type(exc).__name__)
+        with _unrecorded_lock:
+            _unrecorded[lease["task_id"]] = lease
+
+
+def record_unrecorded_leases() -> int:
+    """Write the leases that failed to record, for the tasks this worker still holds
+    (reserved or running); a task that has run since needs none. Returns how many were
+    written; those that fail again stay for the next beat."""
+    from celery.worker import state
+
+    with _unrecorded_lock:
+        pending = list(_unrecorded.values())
+        _unrecorded.clear()
+    if not pending:
+        return 0
+    held = set(state.requests)  # reserved, scheduled (a retry's countdown) or running
+    written, left = 0, []
+    for lease in pending:
+        if lease["task_id"] not in held:
+            continue
+        try:
+            _take_lease(lease)
+            written += 1
+        except Exception:
+            left.append(lease)
+    with _unrecorded_lock:
+        for lease in left:
+            _unrecorded.setdefault(lease["task_id"], lease)
+    return written
 
 
 @task_postrun.connect

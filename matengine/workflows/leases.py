@@ -160,8 +160,10 @@ class Heartbeat:
         run_id: int | None = None,
         send: Callable[[str, list[Any]], None] | None = None,
         settings: Settings | None = None,
+        on_beat: Callable[[], object] | None = None,
     ) -> None:
         self.engine, self.name, self.queue, self.run_id, self.send = engine, name, queue, run_id, send
+        self.on_beat = on_beat  # more work of the worker's own on each beat (late leases)
         self.settings = settings or get_settings()
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -195,6 +197,8 @@ class Heartbeat:
                     next_beat = now + beat_every
                     if self.name is not None:
                         heartbeat(self.engine, self.name)
+                    if self.on_beat is not None:
+                        self.on_beat()
                 if self.send is not None and self.queue is not None and now >= next_reap:
                     next_reap = now + reap_every
                     reap(self.engine, self.queue, self.send, self.settings)

@@ -18,6 +18,8 @@ from matengine.workflows.engine import execute_inline
 
 from .helpers import export
 
+CHUNK_ROWS = 20
+
 
 def _files(root: Path) -> dict[str, bytes]:
     """Every file but the Delta commit (its commitInfo holds delta-rs's clock)."""
@@ -36,11 +38,15 @@ def _export_run_after(engine, datastack: str, earlier: int) -> runs.Run | None:
 def test_sigkill_mid_export_then_resume_equals_an_uninterrupted_export(engine, versioned, tmp_path):
     ds, _ = versioned
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    first = export(engine, ds, f"file://{whole}", fmt="delta", chunk_rows=100)
+    # small chunks (~150 for 3,000 rows), so that the kill after 3 of them lands mid-step even
+    # when the machine is loaded and the polling below is slow
+    first = export(engine, ds, f"file://{whole}", fmt="delta", chunk_rows=CHUNK_ROWS)
 
     cmd = [sys.executable, "-m", "matengine", "export", ds, "--version", "1", "--format", "delta"]
-    cmd += ["--to", f"file://{killed}", "--chunk-rows", "100", "--json"]
-    proc = subprocess.Popen(cmd, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    cmd += ["--to", f"file://{killed}", "--chunk-rows", str(CHUNK_ROWS), "--json"]
+    log = tmp_path / "export.log"  # a file, not a pipe nobody drains (a full pipe blocks the CLI)
+    with log.open("wb") as err:
+        proc = subprocess.Popen(cmd, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=err)
     deadline = time.monotonic() + 60
     run = None
     while time.monotonic() < deadline:
@@ -48,7 +54,7 @@ def test_sigkill_mid_export_then_resume_equals_an_uninterrupted_export(engine, v
         step = next((s for s in (run.steps if run else []) if s["key"] == "export:synapses"), None)
         if step and step["chunks_done"] >= 3:
             break
-        assert proc.poll() is None, proc.stderr.read().decode()
+        assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

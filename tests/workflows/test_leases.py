@@ -276,3 +276,54 @@ def test_celery_beat_reaps_the_leases_of_dead_workers(engine, database_url, acti
     finally:
         os.killpg(beat.pid, signal.SIGTERM)
         beat.wait(15)
+
+
+def test_a_lease_that_could_not_be_written_is_written_by_the_next_beat_while_the_task_is_held(
+    engine, active_run, monkeypatch
+):
+    """PostgreSQL unreachable as a run task arrives: the lease is kept in the worker and the
+    heartbeat writes it once the database answers, for tasks the worker still holds only."""
+    from types import SimpleNamespace
+
+    from celery.worker import state
+
+    from matengine import config
+    from matengine.workflows import celery_app
+
+    q = _queue()
+    held, done = f"{q}-held", f"{q}-done"
+
+    def request(task_id: str, chunk: int):
+        return SimpleNamespace(
+            id=task_id,
+            name="matengine.run_chunk",
+            request_dict={"retries": 0},
+            hostname=f"{q}.worker",
+            args=[active_run, 0, chunk],
+        )
+
+    up = dict(config._overrides, queue=q)
+    monkeypatch.setattr(config, "_overrides", dict(up, database_url="postgresql://postgres@127.0.0.1:1/x"))
+    config.get_settings.cache_clear()  # the database is now a closed port
+    try:
+        for task_id, chunk in ((held, 1), (done, 2)):
+            state.requests[task_id] = request(task_id, chunk)
+            celery_app._lease(request=request(task_id, chunk))
+        assert celery_app.record_unrecorded_leases() == 0  # still down: kept for later
+    finally:
+        monkeypatch.setattr(config, "_overrides", up)  # back up (undone after the test)
+        config.get_settings.cache_clear()
+    state.requests.pop(done)  # this one ran meanwhile: it needs no lease
+    try:
+        assert celery_app.record_unrecorded_leases() == 1
+        assert celery_app.record_unrecorded_leases() == 0  # written once
+    finally:
+        state.requests.pop(held)
+    monkeypatch.undo()
+    config.get_settings.cache_clear()
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT task_id, worker, queue, args FROM matengine.task_leases WHERE task_id LIKE :p"),
+            {"p": f"{q}-%"},
+        ).all()
+    assert [tuple(r) for r in rows] == [(held, f"{q}.worker", q, [active_run, 0, 1])]

@@ -6,9 +6,11 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from contextlib import contextmanager
+from pathlib import Path
 
 BROKERS = {
     "redis": "redis://127.0.0.1:6379/9",
@@ -31,6 +33,10 @@ class Worker:
     def __init__(self, env: dict[str, str], concurrency: int = 2):
         # the default node name, QUEUE.PID@HOST, names the leases this worker takes
         self.queue = env["MATENGINE_QUEUE"]
+        # the worker's log goes to a file, never to a pipe nobody reads: a worker that logs
+        # more than a pipe holds (64 KiB of retries while PostgreSQL restarts) would block in
+        # its logging call, heartbeat thread included, and look dead or stuck
+        self.log = tempfile.NamedTemporaryFile(prefix="matengine-worker-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -45,8 +51,14 @@ class Worker:
             env=env,
             start_new_session=True,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=self.log,
         )
+
+    def log_tail(self, size: int = 20_000) -> str:
+        """The last ``size`` bytes of the worker's log (for a failing test's message)."""
+        path = Path(self.log.name)
+        data = path.read_bytes() if path.exists() else b""
+        return data[-size:].decode(errors="replace")
 
     @property
     def node(self) -> str:
