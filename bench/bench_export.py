@@ -66,6 +66,10 @@ def child(mode: str, url: str, version: int, to: str) -> dict[str, Any]:
         run = execute_inline(engine, run_id)
         assert run.state == "SUCCESS", run.errors
         rows = run.result["export"]["rows"][TABLE]
+    elif mode == "neuroglancer":
+        from matengine.export.neuroglancer import write_table_annotations
+
+        rows = write_table_annotations(engine, DATASTACK, version, TABLE, Path(to))
     else:
         import pandas as pd
         from sqlalchemy import text
@@ -137,7 +141,9 @@ def _count_times(folder: Path, server: Server, token: str, roots: list[int]) -> 
     return {"duckdb_p50_ms": ms(duck), "api_p50_ms": ms(api)}
 
 
-def run(rows: int, workdir: str | None = None, info: Any = None) -> dict[str, Any]:
+def run(
+    rows: int, workdir: str | None = None, info: Any = None, neuroglancer: bool = False
+) -> dict[str, Any]:
     from matengine import auth, catalog
 
     small = max(1, rows // 4)
@@ -152,6 +158,10 @@ def run(rows: int, workdir: str | None = None, info: Any = None) -> dict[str, An
         big = _run_child("ours", url, 1, Path(tmp) / "v1")
         little = _run_child("ours", url, 2, Path(tmp) / "v2")
         base = _run_child("pandas", url, 1, Path(tmp) / "pandas")
+        ng = ng_small = None
+        if neuroglancer:  # opt-in: one file per annotation, so slow at 1M rows
+            ng = _run_child("neuroglancer", url, 1, Path(tmp) / "ng1")
+            ng_small = _run_child("neuroglancer", url, 2, Path(tmp) / "ng2")
         folder = Path(tmp) / "v1" / TABLE
         rng = random.Random(0)
         roots = [ROOT_BASE + rng.randrange(n_roots) for _ in range(ROOT_QUERIES)]
@@ -214,8 +224,24 @@ def run(rows: int, workdir: str | None = None, info: Any = None) -> dict[str, An
             target="report",
         ),
     ]
+    if ng is not None and ng_small is not None:
+        ng_flat = ng["peak_rss_mb"] / max(ng_small["peak_rss_mb"], 1)
+        report.append(
+            result_row(
+                f"neuroglancer annotations: peak RSS, {n} rows vs {human(small)} rows",
+                ng["peak_rss_mb"],
+                ng_small["peak_rss_mb"],
+                "MB",
+                ratio_value=round(ng_flat, 2),
+                target="flat: < 1.3x",
+                met=ng_flat < 1.3,
+                note=f"{ng['seconds']} s for {n} rows, {ng_small['seconds']} s for {human(small)}",
+            )
+        )
     return {
         "rows_in_table": rows,
+        "neuroglancer": ng,
+        "neuroglancer_quarter": ng_small,
         "roots": n_roots,
         "rows_per_root": ROWS_PER_ROOT,
         "ours": big,
@@ -232,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", default="1M")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--child", choices=("ours", "pandas"), help=argparse.SUPPRESS)
+    p.add_argument("--neuroglancer", action="store_true", help="Also time Neuroglancer annotations.")
+    p.add_argument("--child", choices=("ours", "pandas", "neuroglancer"), help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
     p.add_argument("--version", type=int, help=argparse.SUPPRESS)
     p.add_argument("--to", help=argparse.SUPPRESS)
@@ -240,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(json.dumps(child(args.child, args.url, args.version, args.to)))
         return 0
-    result = run(parse_rows(args.rows))
+    result = run(parse_rows(args.rows), neuroglancer=args.neuroglancer)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:

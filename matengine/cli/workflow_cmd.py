@@ -256,7 +256,7 @@ def export(
     version: int = typer.Option(..., "--version", help="The version to export."),
     to: str = typer.Option(..., "--to", help="Destination folder: file:///…, gs://bucket/…, s3://bucket/…"),
     fmt: str = typer.Option("parquet", "--format", help="parquet or delta."),
-    tables: list[str] = typer.Option(None, "--tables", help="Only these tables (repeat, or a,b)."),
+    tables: list[str] = typer.Option(None, "--tables", help="Only these tables or views (repeat, or a,b)."),
     chunk_rows: int = typer.Option(None, help="Rows per file (default: the chunk_rows setting)."),
     neuroglancer: bool = typer.Option(
         False, "--neuroglancer", help="Also write Neuroglancer precomputed annotations of each table."
@@ -264,7 +264,7 @@ def export(
     json_out: bool = JSON,
     detach: bool = DETACH,
 ) -> None:
-    """Export a version's tables as Parquet or Delta Lake datasets, with a manifest."""
+    """Export a version's tables and views as Parquet or Delta Lake datasets, with a manifest."""
     from matengine.db.connection import get_engine
     from matengine.workflows.export import ExportParams
 

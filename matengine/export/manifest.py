@@ -36,10 +36,7 @@ def build_manifest(
     for table in params["tables"]:
         vt = meta.version_table(engine, datastack, params["version"], table)
         layout = layout_of(get_schema(vt.schema_type))
-        files = []
-        for path in sorted(fs.glob(dest.path(table, "part-*.parquet"))):
-            facts = file_facts(fs, path)
-            files.append({"path": f"{table}/{path.rsplit('/', 1)[-1]}", **facts})
+        files = _files(fs, dest, table)
         rows = sum(f["rows"] for f in files)
         if rows != vt.row_count:
             raise RuntimeError(f"table {table}: {rows} rows exported, the version holds {vt.row_count}")
@@ -57,7 +54,10 @@ def build_manifest(
         if params.get("neuroglancer"):
             entry["neuroglancer"] = f"{table}.neuroglancer"
         tables[table] = entry
-    return {
+    views: dict[str, Any] = {}
+    for name in params.get("views") or []:
+        views[name] = _view_entry(engine, datastack, params, dest, name)
+    out = {
         "format_version": FORMAT_VERSION,
         "datastack": datastack,
         "version": version.version,
@@ -67,6 +67,43 @@ def build_manifest(
         "row_group_rows": ROW_GROUP_ROWS,
         "tables": tables,
     }
+    if views:  # no key for an export without views: earlier manifests stay byte for byte
+        out["views"] = views
+    return out
+
+
+def _files(fs: Any, dest: Destination, folder: str) -> list[dict[str, Any]]:
+    files = []
+    for path in sorted(fs.glob(dest.path(folder, "part-*.parquet"))):
+        facts = file_facts(fs, path)
+        files.append({"path": f"{folder}/{path.rsplit('/', 1)[-1]}", **facts})
+    return files
+
+
+def _view_entry(
+    engine: Engine, datastack: str, params: dict[str, Any], dest: Destination, name: str
+) -> dict[str, Any]:
+    from matengine.export.views import view_at, view_entry, view_rows, view_schema
+
+    version = params["version"]
+    view = view_at(engine, datastack, version, name)
+    files = _files(dest.filesystem(), dest, name)
+    rows = sum(f["rows"] for f in files)
+    expected = view_rows(engine, view, version)
+    if rows != expected:
+        raise RuntimeError(f"view {name}: {rows} rows exported, querying it answers {expected}")
+    entry: dict[str, Any] = {
+        "rows": rows,
+        **view_entry(engine, view, version),
+        "schema": [
+            {"name": f.name, "type": str(f.type), "nullable": f.nullable}
+            for f in view_schema(engine, view, version)
+        ],
+        "files": files,
+    }
+    if params["format"] == "delta":
+        entry["delta_table"] = name
+    return entry
 
 
 def write_manifest(dest: Destination, manifest: dict[str, Any]) -> None:

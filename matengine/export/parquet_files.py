@@ -4,8 +4,10 @@ filesystem: zstd, statistics on every column, one row group per read batch."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import Connection
 
@@ -33,11 +35,18 @@ def write_part(
 
     Same rows, same bytes: pyarrow writes no clock or host into a file, so a rerun after a
     crash leaves exactly the file an uninterrupted run leaves."""
+    return write_batches(dest, table, name, layout.schema, chunk_batches(conn, relation, layout, lo, hi))
+
+
+def write_batches(
+    dest: Destination, folder: str, name: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch]
+) -> int:
+    """Write ``batches`` (one row group each) to ``<folder>/<name>``; return the row count."""
     fs = dest.filesystem()
     rows = 0
-    with fs.open(dest.path(table, name), "wb") as f:
-        with pq.ParquetWriter(f, layout.schema, compression=COMPRESSION, write_statistics=True) as writer:
-            for batch in chunk_batches(conn, relation, layout, lo, hi):
+    with fs.open(dest.path(folder, name), "wb") as f:
+        with pq.ParquetWriter(f, schema, compression=COMPRESSION, write_statistics=True) as writer:
+            for batch in batches:
                 writer.write_batch(batch)
                 rows += batch.num_rows
     return rows

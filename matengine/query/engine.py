@@ -337,6 +337,19 @@ def version_query(
     return finish(plan, cap, [notice(table, notice_text)] if notice_text else [], settings)
 
 
+def restrict_ids(result: QueryResult, lo: int, hi: int) -> QueryResult:
+    """``result`` cut to the rows whose ordering id (the id of its first table, what rows are
+    ordered by) lies in ``[lo, hi]``: how an export reads a view's rows one chunk at a time.
+    A view's result is cut through the query it stands for."""
+    inner = getattr(result, "inner", None) or result
+
+    def where(src: Source, b: Binder) -> str:
+        return f"{src.first_id} BETWEEN {b.bind(int(lo), 'bigint')} AND {b.bind(int(hi), 'bigint')}"
+
+    inner.plan.where.append(where)
+    return result
+
+
 def notice_of(engine: Engine, datastack: str, table: str) -> str | None:
     from sqlalchemy import select
 

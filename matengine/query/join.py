@@ -1,6 +1,6 @@
 """Join queries of two tables of one version (what caveclient's ``join_query`` and
 ``query_table`` of a reference table send): ``tables = [[t1, col1], [t2, col2]]`` means
-``t1.col1 = t2.col2``, an inner join, ordered by ``t1.id``.
+``t1.col1 = t2.col2``, an inner join, ordered by ``t1.id`` (then ``t2.id``).
 
 Each table's columns come back with its suffix (``suffix_map`` ``{table: suffix}`` or
 ``suffixes`` ``[s1, s2]``; default ``""`` and ``"_<t2>"``), placed before the axis of a split
@@ -148,7 +148,8 @@ def join_query(
         return Source(
             f"FROM {r1} AS j0 JOIN {r2} AS j1 ON j0.{quote(c1)} = j1.{quote(c2)}",
             live=False,
-            order_by="j0.id",
+            order_by="j0.id, j1.id",  # one order, also for a row of t1 joined to several of t2
+            first_id="j0.id",
         )
 
     plan = QueryPlan(

@@ -204,7 +204,7 @@ def live_join_query(
         sql += f" JOIN {tables[1].names.live_q} AS j1 ON j0.{quote(c1)} = j1.{quote(c2)}"
         if segs[1]:
             sql += f" LEFT JOIN {segs[1]} AS j1s ON j1s.id = j1.id"
-        return JoinSource(sql, live=True, order_by="j0.id")
+        return JoinSource(sql, live=True, order_by="j0.id", first_id="j0.id")
 
     def time_rules(src: Source, b: Binder) -> str:
         t = b.bind(ts, "timestamptz")

@@ -46,6 +46,7 @@ class Source:
     from_sql: str
     live: bool
     order_by: str = "a.id"
+    first_id: str = "a.id"  # the id of the first table: what rows are ordered by first
 
     def ref(self, col: OutColumn) -> str:
         if self.live and col.name == "valid":

@@ -27,6 +27,13 @@ from matengine.export import parquet_files
 from matengine.export.destination import MARKER, Destination
 from matengine.export.manifest import build_manifest, write_manifest
 from matengine.export.source import layout_of, plan_ranges, version_relation
+from matengine.export.views import (
+    plan_view_ranges,
+    version_views,
+    view_at,
+    view_batches,
+    view_schema,
+)
 from matengine.query import meta
 from matengine.schemas import get_schema
 from matengine.workflows.engine import Step, StepContext, workflow
@@ -58,12 +65,21 @@ def export_parameters(
     if isinstance(size, bool) or not isinstance(size, Integral) or size < 1:
         raise InvalidInput("chunk_rows must be a positive integer", field="chunk_rows")
     available = [t.table_name for t in meta.version_tables(engine, datastack, int(version))]
-    chosen = list(tables) if tables else available
-    for t in chosen:
-        if t not in available:
-            meta.version_table(engine, datastack, int(version), t)  # raises NotFound, names the table
-    if len(set(chosen)) != len(chosen):
+    in_version = [v.name for v in version_views(engine, datastack, int(version))]
+    named = list(tables) if tables else available + in_version
+    if len(set(named)) != len(named):
         raise InvalidInput("a table is named twice", field="tables")
+    chosen = [t for t in named if t in available]
+    chosen_views = [t for t in named if t not in available]
+    for t in chosen_views:
+        if t not in in_version:
+            meta.version_table(engine, datastack, int(version), t)  # raises NotFound, names the table
+    for t in chosen:
+        if t in in_version:  # one dataset folder per name
+            raise InvalidInput(
+                f"view {t!r} has the name of a table: name the tables to export without it",
+                field="tables",
+            )
     if neuroglancer:
         from matengine.export.neuroglancer import MAX_ROWS
 
@@ -79,6 +95,7 @@ def export_parameters(
     return {
         "version": int(version),
         "tables": chosen,
+        "views": chosen_views,
         "format": fmt,
         "to": dest.url,
         "chunk_rows": int(size),
@@ -161,6 +178,49 @@ class ExportTableStep(Step):
         return {}
 
 
+class ExportViewStep(Step):
+    """One view: its rows at the version, as querying it answers, one Parquet file per range
+    of its first table's id; the Delta log on top for ``delta``."""
+
+    def __init__(self, datastack: str, view: str):
+        self.datastack, self.view = datastack, view
+        self.key = f"export-view:{view}"
+
+    def plan(self, ctx: StepContext) -> list[Any]:
+        dest = _destination(ctx)
+        fs = dest.filesystem()
+        folder = dest.path(self.view)
+        if fs.exists(folder):
+            fs.rm(folder, recursive=True)
+        view = view_at(ctx.engine, self.datastack, ctx.params["version"], self.view)
+        with ctx.engine.connect() as conn:
+            ranges = plan_view_ranges(conn, view, ctx.params["version"], int(ctx.params["chunk_rows"]))
+        ranges = ranges or [[0, -1]]
+        return [[i, lo, hi] for i, (lo, hi) in enumerate(ranges)]
+
+    def run_chunk(self, ctx: StepContext, conn: Connection, spec: Any) -> int:
+        index, lo, hi = spec
+        version = ctx.params["version"]
+        view = view_at(ctx.engine, self.datastack, version, self.view)
+        return parquet_files.write_batches(
+            _destination(ctx),
+            self.view,
+            parquet_files.part_name(index),
+            view_schema(ctx.engine, view, version),
+            view_batches(ctx.engine, view, version, lo, hi),
+        )
+
+    def finish(self, ctx: StepContext, plan: list[Any]) -> dict[str, Any]:
+        if ctx.params["format"] == "delta":
+            from matengine.export.delta import commit_delta_log
+
+            version = ctx.params["version"]
+            view = view_at(ctx.engine, self.datastack, version, self.view)
+            names = [parquet_files.part_name(index) for index, _, _ in plan]
+            commit_delta_log(_destination(ctx), self.view, names, view_schema(ctx.engine, view, version))
+        return {}
+
+
 class NeuroglancerStep(Step):
     """The table as Neuroglancer precomputed annotations under ``<table>.neuroglancer/``."""
 
@@ -196,7 +256,10 @@ class ManifestStep(Step):
             "export": {
                 "to": dest.url,
                 "manifest": dest.url_of("manifest.json"),
-                "rows": {t: info["rows"] for t, info in manifest["tables"].items()},
+                "rows": {
+                    t: info["rows"]
+                    for t, info in [*manifest["tables"].items(), *manifest.get("views", {}).items()]
+                },
             }
         }
 
@@ -206,6 +269,7 @@ def _export(run: Run) -> list[Step]:
     ds, tables = run.datastack, list(run.parameters["tables"])
     steps: list[Step] = [PrepareExportStep()]
     steps += [ExportTableStep(ds, t) for t in tables]
+    steps += [ExportViewStep(ds, v) for v in run.parameters.get("views") or []]
     if run.parameters.get("neuroglancer"):
         steps += [NeuroglancerStep(ds, t) for t in tables]
     return steps + [ManifestStep()]
@@ -224,6 +288,7 @@ class ExportParams(WorkflowParams):
     to: str
     chunk_rows: int
     neuroglancer: bool = False
+    views: tuple[str, ...] = ()
 
     @property
     def lock_table(self) -> str | None:
@@ -236,7 +301,9 @@ class ExportParams(WorkflowParams):
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ExportParams:
-        return super().from_json({**data, "tables": tuple(data.get("tables", ()))})
+        return super().from_json(
+            {**data, "tables": tuple(data.get("tables", ())), "views": tuple(data.get("views", ()))}
+        )
 
     @classmethod
     def build(cls, engine: Engine, datastack: str, version: int, **options: Any) -> ExportParams:
