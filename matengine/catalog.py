@@ -268,11 +268,6 @@ def create_table(
     if not isinstance(description, str) or len(description) > 65_536 or "\x00" in description:
         raise InvalidInput("a string of at most 65536 characters without NUL", field="description")
     schema_obj = get_schema(schema)
-    if schema_obj.is_point_class:
-        raise InvalidInput(
-            f"schema {schema!r} is a point class of the registry, not a table schema; "
-            "use derived_tag or derived_numeric_value for derived points"
-        )
     res = _resolution(voxel_resolution) if voxel_resolution is not None else ds.voxel_resolution
     if schema_obj.is_reference:
         if not reference_table:
