@@ -274,15 +274,17 @@ def run(
     med_w, med_sync = statistics.median(writes), statistics.median(syncs)
     out_rows = [
         result_row(
-            f"version N+1 written (its prepare, merge, publish steps), {statistics.median(fractions) * 100:.2g}% roots "
-            f"changed, {human(rows)} rows (median of {len(builds)})",
+            f"version N+1 written (its prepare, merge, publish steps), "
+            f"{statistics.median(fractions) * 100:.2g}% roots changed, {human(rows)} rows "
+            f"(median of {len(builds)})",
             round(med_w, 3),
             baseline_s,
             "s",
             ratio_value=round(med_w / baseline_s, 4),
             target=f"<= {BUILD_RATIO_TARGET * 100:.0f}% of full copy",
             met=med_w / baseline_s <= BUILD_RATIO_TARGET,
-            note=f"max {round(max(writes), 3)} s; rows written per build median {int(statistics.median(written))}; "
+            note=f"max {round(max(writes), 3)} s; "
+            f"rows written per build median {int(statistics.median(written))}; "
             f"baseline = min(full copy {round(full_s, 2)} s, first store build {first['seconds']} s)",
         ),
         result_row(
