@@ -9,6 +9,7 @@ twice, or resumed after a crash, gives the same manifest, byte for byte.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Engine
@@ -28,13 +29,21 @@ def _schema_fields(layout) -> list[dict[str, Any]]:
 
 
 def build_manifest(
-    engine: Engine, datastack: str, params: dict[str, Any], dest: Destination
+    engine: Engine,
+    datastack: str,
+    dest: Destination,
+    *,
+    version: int,
+    tables: Sequence[str],
+    fmt: str,
+    neuroglancer: bool = False,
 ) -> dict[str, Any]:
-    version = meta.get_version(engine, datastack, params["version"])
+    """The manifest of an export of ``tables`` of ``version`` (read back from ``dest``)."""
+    version_row = meta.get_version(engine, datastack, version)
     fs = dest.filesystem()
-    tables: dict[str, Any] = {}
-    for table in params["tables"]:
-        vt = meta.version_table(engine, datastack, params["version"], table)
+    entries: dict[str, Any] = {}
+    for table in tables:
+        vt = meta.version_table(engine, datastack, version, table)
         layout = layout_of(get_schema(vt.schema_type))
         files = []
         for path in sorted(fs.glob(dest.path(table, "part-*.parquet"))):
@@ -52,20 +61,20 @@ def build_manifest(
             "schema": _schema_fields(layout),
             "files": files,
         }
-        if params["format"] == "delta":
+        if fmt == "delta":
             entry["delta_table"] = table
-        if params.get("neuroglancer"):
+        if neuroglancer:
             entry["neuroglancer"] = f"{table}.neuroglancer"
-        tables[table] = entry
+        entries[table] = entry
     return {
         "format_version": FORMAT_VERSION,
         "datastack": datastack,
-        "version": version.version,
-        "timestamp": version.time_stamp.isoformat(),
-        "format": params["format"],
+        "version": version_row.version,
+        "timestamp": version_row.time_stamp.isoformat(),
+        "format": fmt,
         "compression": COMPRESSION,
         "row_group_rows": ROW_GROUP_ROWS,
-        "tables": tables,
+        "tables": entries,
     }
 
 

@@ -45,10 +45,6 @@ class StepContext:
     run: Run
     step_index: int
 
-    @property
-    def params(self) -> dict[str, Any]:
-        return self.run.parameters
-
     @cached_property
     def parameters(self) -> WorkflowParams:
         """The run's typed, frozen parameter object (docs/design.md §12)."""

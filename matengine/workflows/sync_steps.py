@@ -29,6 +29,7 @@ from matengine.query.reader import Fetch, copy_batches
 from matengine.segmentation import Segmentation
 from matengine.timeutil import to_utc
 from matengine.workflows.engine import Step, StepContext
+from matengine.workflows.params import SyncParams
 from matengine.workflows.roots_rewrite import RootsPlan, choose_roots_plan, count_for_plan, rewrite_roots
 
 ROOT_SLICE = 20_000  # expired roots per update-roots chunk
@@ -229,7 +230,7 @@ class IngestStep(Step):
             ).scalar_one()
         if not pending:
             return []
-        size = int(ctx.params.get("chunk_rows") or 200_000)
+        size = SyncParams.of(ctx.parameters).chunk_rows
         boxes = -(-pending // size)
         if boxes == 1:
             return [{"x": [None, None], "y": [None, None]}]
@@ -334,16 +335,14 @@ class UpdateRootsStep(Step):
             return []
         if self._plan_kind(ctx, table, expired) == "rewrite":
             return [{"rewrite": expired.tolist()}]
-        size = int(ctx.params.get("roots_per_chunk") or ROOT_SLICE)
+        size = SyncParams.of(ctx.parameters).roots_per_chunk or ROOT_SLICE
         return [expired[i : i + size].tolist() for i in range(0, len(expired), size)]
 
     def _plan_kind(self, ctx: StepContext, table: AnnotationTable, expired: np.ndarray) -> RootsPlan:
         """The run's ``roots_plan`` parameter if it names one, else the cheaper by counts."""
-        forced = ctx.params.get("roots_plan") or "auto"
-        if forced == "in_place" or forced == "rewrite":
-            return "in_place" if forced == "in_place" else "rewrite"
+        forced = SyncParams.of(ctx.parameters).roots_plan
         if forced != "auto":
-            raise InvalidInput(f"roots_plan must be auto, in_place or rewrite, not {forced!r}")
+            return forced
         with ctx.engine.connect() as conn:
             counts = count_for_plan(conn, table, expired)
         return choose_roots_plan(counts)
@@ -461,3 +460,10 @@ def ingest_pending_rows(
         out[f"{pt}_root_id"] = root[pt]
     _write_columns(conn, table, ids, out)
     return len(ids)
+
+
+def ingest_and_update_steps(params: SyncParams) -> list[Step]:
+    """Ingest, then update-roots, of every table of a sync run, to the run's timestamp."""
+    ds, ts = params.datastack, params.timestamp
+    ingest: list[Step] = [IngestStep(ds, t, ts) for t in params.tables]
+    return ingest + [UpdateRootsStep(ds, t, ts) for t in params.tables]
