@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, insert, select, text, update
 
+from matengine.db import bookkeeping
 from matengine.db import metadata as m
 from matengine.errors import MatengineError, NotFound, TransientError, io_errors
 from matengine.workflows import runs
@@ -177,14 +178,7 @@ def _store_plan(conn: Connection, run_id: int, index: int, key: str, plan: list[
             run_id=run_id, step_index=index, key=key, state="PLANNED", chunks_total=len(plan), plan=[]
         )
     )
-    conn.execute(
-        text(
-            "INSERT INTO matengine.run_chunk_specs (run_id, step_index, chunk, spec) "
-            "SELECT :r, :i, (e.n - 1)::int, e.spec "
-            "FROM jsonb_array_elements(CAST(:p AS jsonb)) WITH ORDINALITY AS e(spec, n)"
-        ),
-        {"r": run_id, "i": index, "p": json.dumps(plan)},
-    )
+    bookkeeping.store_chunk_specs(conn, run_id, index, plan)
 
 
 def _chunks_total(engine_or_conn: Engine | Connection, run_id: int, index: int) -> int | None:
@@ -224,16 +218,7 @@ def _plan_of(conn: Connection, run_id: int, index: int) -> list[Any]:
 def claim_finish(engine: Engine, run_id: int, index: int) -> bool:
     """True for exactly one caller once every chunk of the step is done."""
     with engine.begin() as conn:
-        claimed = conn.execute(
-            text(
-                "UPDATE matengine.run_steps s SET state = 'FINISHING' "
-                "WHERE s.run_id = :r AND s.step_index = :i AND s.state = 'PLANNED' AND "
-                "(SELECT count(*) FROM matengine.run_chunks c "
-                " WHERE c.run_id = :r AND c.step_index = :i) >= s.chunks_total RETURNING 1"
-            ),
-            {"r": run_id, "i": index},
-        ).first()
-    return claimed is not None
+        return bookkeeping.claim_finish(conn, run_id, index)
 
 
 def _is_conflict(exc: BaseException) -> bool:
@@ -260,37 +245,18 @@ def run_chunk(engine: Engine, run_id: int, index: int, chunk: int) -> bool:
     raise AssertionError("unreachable")
 
 
-# The marker row is the lock: a second delivery of this chunk waits here, then skips. A run
-# that has ended (cancelled, failed) gets no marker, so its leftover chunks do nothing.
-_MARK = text(
-    "INSERT INTO matengine.run_chunks (run_id, step_index, chunk, rows) "
-    "SELECT :r, :i, :c, 0 WHERE EXISTS (SELECT 1 FROM matengine.workflow_runs "
-    " WHERE id = :r AND state IN ('PENDING', 'RUNNING')) "
-    "ON CONFLICT DO NOTHING "
-    "RETURNING (SELECT s.spec FROM matengine.run_chunk_specs s "
-    " WHERE s.run_id = :r AND s.step_index = :i AND s.chunk = :c) AS spec"
-)
-# counts and progress in one statement
-_DONE = text(
-    "WITH counted AS (UPDATE matengine.run_chunks SET rows = :n "
-    " WHERE run_id = :r AND step_index = :i AND chunk = :c) "
-    "UPDATE matengine.workflow_runs SET heartbeat = now() WHERE id = :r"
-)
-
-
 def _run_chunk_once(engine: Engine, run_id: int, index: int, chunk: int) -> bool:
     ctx, step = _context(engine, run_id, index)
     with engine.begin() as conn:
-        marked = conn.execute(_MARK, {"r": run_id, "i": index, "c": chunk}).first()
+        # the marker row is the lock: a second delivery of this chunk waits here, then skips;
+        # a run that has ended (cancelled, failed) gets no marker, so its leftovers do nothing
+        marked = bookkeeping.mark_chunk(conn, run_id, index, chunk)
         if marked is not None:
             spec = marked.spec
             if spec is None:  # planned before specs had rows of their own
-                spec = conn.execute(
-                    text("SELECT plan -> :c FROM matengine.run_steps WHERE run_id = :r AND step_index = :i"),
-                    {"r": run_id, "i": index, "c": chunk},
-                ).scalar_one()
+                spec = bookkeeping.stored_chunk_spec(conn, run_id, index, chunk)
             rows = step.run_chunk(ctx, conn, spec)
-            conn.execute(_DONE, {"r": run_id, "i": index, "c": chunk, "n": int(rows)})
+            bookkeeping.chunk_done(conn, run_id, index, chunk, int(rows))
     if claim_finish(engine, run_id, index):
         return True
     # a redelivered chunk of a step claimed for finishing: the claimer may have died before it

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, func, select, text
 
 from matengine import catalog
 from matengine.catalog import AnnotationTable
+from matengine.db import bookkeeping
 from matengine.db import metadata as m
 from matengine.db.annotation_tables import no_segmentation_condition, pending_condition
 from matengine.db.connection import driver_connection
@@ -113,10 +114,7 @@ def lock_roots_time(conn: Connection, table: AnnotationTable) -> None:
     it in the same transaction; this ``FOR UPDATE`` waits for such writers (and makes new
     ones wait), so no row is written at a time the table has just left. Annotation writes only
     ``UPDATE`` non-key columns of the row and never wait on the share lock."""
-    conn.execute(
-        text("SELECT 1 FROM matengine.annotation_tables WHERE datastack = :d AND table_name = :t FOR UPDATE"),
-        {"d": table.datastack, "t": table.table_name},
-    )
+    bookkeeping.lock_table_row(conn, table.datastack, table.table_name)
 
 
 def first_roots_time(conn: Connection, datastack: str) -> datetime:
@@ -159,27 +157,14 @@ def ingest_rows_by_id(
 
         source = catalog.get_datastack(engine, datastack).segmentation_source
         segmentation = cached_segmentation(source, get_settings().segmentation_token)
-    where = {"d": datastack, "t": table_name}
     with engine.begin() as conn:
-        last, moving_to = conn.execute(
-            text(
-                "SELECT roots_last_updated, roots_updating_to FROM matengine.annotation_tables "
-                "WHERE datastack = :d AND table_name = :t FOR KEY SHARE"
-            ),
-            where,
-        ).one()
+        last, moving_to = bookkeeping.root_times_key_share(conn, datastack, table_name)
         when = moving_to or last
         if when is None:
             # a table with no roots yet; coalesce: a concurrent caller may have set it first
             # (its UPDATE of this row holds ours back until it commits)
-            when = conn.execute(
-                text(
-                    "UPDATE matengine.annotation_tables SET roots_last_updated = "
-                    "coalesce(roots_last_updated, :first) "
-                    "WHERE datastack = :d AND table_name = :t RETURNING roots_last_updated"
-                ),
-                {**where, "first": first_roots_time(conn, datastack)},
-            ).scalar_one()
+            first = first_roots_time(conn, datastack)
+            when = bookkeeping.set_first_roots_time(conn, datastack, table_name, first)
         return ingest_pending_rows(
             conn, table, segmentation, "s.id = ANY(%(ids)s)", {"ids": [int(i) for i in ids]}, when
         )
