@@ -19,6 +19,7 @@ from matengine.db import metadata as m
 from matengine.db.annotation_tables import TableNames, create_tables
 from matengine.db.identifiers import validate_datastack_name, validate_name
 from matengine.errors import AlreadyExists, InvalidInput, NotFound
+from matengine.permission_levels import check_table_permission
 from matengine.schemas import AnnotationSchema, get_schema
 from matengine.timeutil import utcnow
 
@@ -302,8 +303,6 @@ def create_table(
 
 
 def _permission(value: Any, field: str) -> str:
-    from matengine.table_permissions import check_table_permission
-
     return check_table_permission(value, field).value
 
 
