@@ -58,6 +58,15 @@ STREAM_TARGET = 1.5
 INSERT_TARGET_MS = 100
 
 
+# steps of a complete run: the version's own, and the sync both layouts need first
+VERSION_STEPS = ("prepare", "merge:", "index:", "upload_warnings", "publish")
+SYNC_STEPS = ("ingest:", "update_roots:")
+
+
+def _step_seconds(steps: list[dict[str, Any]], prefixes: tuple[str, ...]) -> float:
+    return sum(s["total"] for s in steps if s["step"].startswith(prefixes))
+
+
 def _load() -> list[float]:
     """Other work on the machine skews latencies: say how much there was."""
     import os
@@ -256,18 +265,36 @@ def run(
     n_versions = 3 + len(builds)
     fractions = [b["roots_changed_fraction"] for b in builds]
     written = [b["merge"]["written"] for b in builds]
+    # the version's own writes (merge, index, publish) against the full copy's (merge,
+    # indexes): both start from a segmentation table whose roots are valid at T, which the
+    # sync steps (ingest, update-roots) bring about for either layout, or the live schedule
+    # keeps between versions
+    writes = [_step_seconds(b["steps"], VERSION_STEPS) for b in builds]
+    syncs = [_step_seconds(b["steps"], SYNC_STEPS) for b in builds]
+    med_w, med_sync = statistics.median(writes), statistics.median(syncs)
     out_rows = [
         result_row(
-            f"version N+1, {statistics.median(fractions) * 100:.2g}% roots changed, {human(rows)} rows "
+            f"version N+1 written (its prepare, merge, publish steps), "
+            f"{statistics.median(fractions) * 100:.2g}% roots changed, {human(rows)} rows "
             f"(median of {len(builds)})",
-            med,
+            round(med_w, 3),
             baseline_s,
             "s",
-            ratio_value=round(med / baseline_s, 4),
+            ratio_value=round(med_w / baseline_s, 4),
             target=f"<= {BUILD_RATIO_TARGET * 100:.0f}% of full copy",
-            met=med / baseline_s <= BUILD_RATIO_TARGET,
-            note=f"max {max(secs)} s; rows written per build median {int(statistics.median(written))}; "
+            met=med_w / baseline_s <= BUILD_RATIO_TARGET,
+            note=f"max {round(max(writes), 3)} s; "
+            f"rows written per build median {int(statistics.median(written))}; "
             f"baseline = min(full copy {round(full_s, 2)} s, first store build {first['seconds']} s)",
+        ),
+        result_row(
+            f"complete run of N+1 (sync to T + version), vs sync to T + full copy, {human(rows)} rows",
+            med,
+            round(med_sync + baseline_s, 3),
+            "s",
+            ratio_value=round(med / (med_sync + baseline_s), 4),
+            note=f"sync steps (ingest, update-roots) median {round(med_sync, 3)} s of it; "
+            f"max run {max(secs)} s",
         ),
         result_row(
             f"version N+1, 0 changes (no edits, no writes), {human(rows)} rows",

@@ -125,6 +125,33 @@ def _typed(f: Field, value: Any, row: int) -> Any:
     raise AssertionError(f.kind)
 
 
+def _nest_top_level(schema: AnnotationSchema, raw: Any, row: int) -> Any:
+    """A row of a point class's own table (``derived_spatial_point``) gives the point's values
+    at the top level, as the field's: nest them in our one point (``pt``)."""
+    if not isinstance(raw, Mapping):
+        return raw
+    names = schema.top_level_names()
+    (point,) = schema.points
+    ours = sorted({point.name, *names.values()} & set(raw))
+    if ours:
+        raise InvalidInput(
+            f"a {schema.name} row gives {', '.join(names)} at the top level, not in a point",
+            row=row,
+            field=ours[0],
+        )
+    out = {k: v for k, v in raw.items() if k not in names}
+    out[point.name] = {k: raw[k] for k in names if k in raw}
+    return out
+
+
+def top_level_row(schema: AnnotationSchema, row: dict[str, Any]) -> dict[str, Any]:
+    """A flat row of ours in the names a point class's own table gives at the top level
+    (``pt_position`` -> ``position``, …; see :meth:`AnnotationSchema.top_level_names`);
+    other schemas' rows unchanged."""
+    back = {ours: theirs for theirs, ours in schema.top_level_names().items()}
+    return {back.get(k, k): v for k, v in row.items()} if back else row
+
+
 def columns_from_rows(
     schema: AnnotationSchema,
     rows: Sequence[Mapping[str, Any]],
@@ -136,9 +163,32 @@ def columns_from_rows(
 
     Values nested in a point besides its position (``dependent_chunk`` of a derived point) go
     to their flat field. Fields the server writes (the field's ``AutoUserIdField``) get
-    ``user_id``, whatever the row says. Returns the given ids (None where absent) and one list
-    per stored column.
+    ``user_id``, whatever the row says. A point class's own table (``derived_spatial_point``)
+    takes the point's values at the top level only (``{"position": …, "dependent_chunk": …}``),
+    and its errors name them so. Returns the given ids (None where absent) and one list per
+    stored column.
     """
+    if not schema.is_point_class:
+        return _columns_from_rows(schema, rows, id_required=id_required, user_id=user_id)
+    nested = [_nest_top_level(schema, raw, i) for i, raw in enumerate(rows)]
+    try:
+        return _columns_from_rows(schema, nested, id_required=id_required, user_id=user_id)
+    except InvalidInput as err:
+        (point,) = schema.points
+        back = {ours: theirs for theirs, ours in schema.top_level_names().items()}
+        back[point.name] = "position"
+        if err.field not in back:
+            raise
+        raise InvalidInput(err.detail, row=err.row, field=back[err.field]) from None
+
+
+def _columns_from_rows(
+    schema: AnnotationSchema,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    id_required: bool,
+    user_id: int | None,
+) -> tuple[list[int | None], dict[str, list[Any]]]:
     ids: list[int | None] = []
     cols: dict[str, list[Any]] = {c.name: [] for c in schema.annotation_columns()}
     known = {f.name for f in schema.fields}
@@ -381,11 +431,13 @@ def delete_annotations(engine: Engine, datastack: str, table_name: str, ids: Seq
 def get_annotations(
     engine: Engine, datastack: str, table_name: str, ids: Sequence[int]
 ) -> list[dict[str, Any]]:
-    """Rows by id (deleted ones included), flat names, positions as ``[x, y, z]``."""
+    """Rows by id (deleted ones included), flat names, positions as ``[x, y, z]``; a point
+    class's own table's in the names its rows are posted with (``position``, …)."""
     table = get_table(engine, datastack, table_name)
     with engine.connect() as conn:
         wanted = [_check_number(v, i, "id", integer=True) for i, v in enumerate(ids)]
-        return fetch_rows(conn, table, "a.id = ANY(:ids)", {"ids": wanted})
+        rows = fetch_rows(conn, table, "a.id = ANY(:ids)", {"ids": wanted})
+    return [top_level_row(table.schema, r) for r in rows]
 
 
 def fetch_rows(

@@ -19,6 +19,7 @@ from matengine.db import metadata as m
 from matengine.db.annotation_tables import TableNames, create_tables
 from matengine.db.identifiers import validate_datastack_name, validate_name
 from matengine.errors import AlreadyExists, InvalidInput, NotFound
+from matengine.permission_levels import check_table_permission
 from matengine.schemas import AnnotationSchema, get_schema
 from matengine.timeutil import utcnow
 
@@ -268,11 +269,6 @@ def create_table(
     if not isinstance(description, str) or len(description) > 65_536 or "\x00" in description:
         raise InvalidInput("a string of at most 65536 characters without NUL", field="description")
     schema_obj = get_schema(schema)
-    if schema_obj.is_point_class:
-        raise InvalidInput(
-            f"schema {schema!r} is a point class of the registry, not a table schema; "
-            "use derived_tag or derived_numeric_value for derived points"
-        )
     res = _resolution(voxel_resolution) if voxel_resolution is not None else ds.voxel_resolution
     if schema_obj.is_reference:
         if not reference_table:
@@ -307,8 +303,6 @@ def create_table(
 
 
 def _permission(value: Any, field: str) -> str:
-    from matengine.table_permissions import check_table_permission
-
     return check_table_permission(value, field).value
 
 

@@ -64,6 +64,11 @@ class Settings(BaseModel):
     chunk_rows: int = 200_000
     # chunks run side by side by the in-process worker (the embedded default)
     inline_workers: int = 2
+    # the in-process worker retries a plan, chunk or finish that meets a transient error
+    # (docs/design.md §11) up to this many times, waiting ``inline_retry_wait`` seconds before
+    # the first retry and twice as long before each next one (at most a minute)
+    inline_retries: int = 8
+    inline_retry_wait: float = 2.0
     # maintenance_work_mem for a version's index builds
     index_memory: str = "512MB"
     # seconds before a Redis broker redelivers an unacknowledged task (a killed worker's)

@@ -70,6 +70,7 @@ class InvalidInput(PermanentError):
         if field is not None:
             where.append(f"field {field!r}")
         super().__init__(f"{', '.join(where)}: {message}" if where else message)
+        self.detail = message
         self.row = row
         self.field = field
 

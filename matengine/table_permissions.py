@@ -20,27 +20,14 @@ from sqlalchemy import Connection, Engine
 
 from matengine.auth import Forbidden, Principal, groups_of
 from matengine.catalog import AnnotationTable, get_table
-from matengine.errors import InvalidInput
+from matengine.permission_levels import TablePermission, check_table_permission
 
-
-class TablePermission(StrEnum):
-    PRIVATE = "PRIVATE"
-    GROUP = "GROUP"
-    PUBLIC = "PUBLIC"
+__all__ = ["Access", "TablePermission", "allows", "check_table_permission", "require", "require_owner"]
 
 
 class Access(StrEnum):
     READ = "read"
     WRITE = "write"
-
-
-def check_table_permission(value: object, field: str) -> TablePermission:
-    try:
-        return TablePermission(str(value).upper())
-    except ValueError:
-        raise InvalidInput(
-            f"{field} must be one of {', '.join(p.value for p in TablePermission)}", field=field
-        ) from None
 
 
 def _level(table: AnnotationTable, access: Access) -> TablePermission:

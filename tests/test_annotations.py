@@ -138,3 +138,72 @@ def test_single_point_schema_has_segmentation_columns(engine, datastack):
     )
     [row] = ann.get_annotations(engine, datastack, "cells", [i])
     assert row["cell_type"] == "basket" and row["pt_root_id"] is None
+
+
+# derived_spatial_point: the field's point class as a table; a row gives the point's values at
+# the top level ({"position": …, "dependent_chunk": …}), stored as the one point pt
+def _dsp_rows(n: int) -> list[dict]:
+    return [{"position": [10.0 + i, 20.0, 30.0], "dependent_chunk": 100 + i, "level": 2} for i in range(n)]
+
+
+@pytest.fixture
+def dsp_table(engine, datastack) -> str:
+    catalog.create_table(engine, datastack, "dsp", schema="derived_spatial_point")
+    return "dsp"
+
+
+def test_derived_spatial_point_rows_are_posted_and_read_at_the_top_level(engine, datastack, dsp_table):
+    rows = _dsp_rows(2)
+    del rows[1]["level"]  # optional
+    ids = ann.insert_annotations(engine, datastack, dsp_table, rows)
+    back = ann.get_annotations(engine, datastack, dsp_table, ids)
+    assert [(b["position"], b["dependent_chunk"], b["level"]) for b in back] == [
+        ([10.0, 20.0, 30.0], 100, 2),
+        ([11.0, 20.0, 30.0], 101, None),
+    ]
+    assert back[0]["supervoxel_id"] is None and back[0]["root_id"] is None  # waiting for ingest
+    assert not any(k.startswith("pt") for k in back[0])
+    with engine.connect() as conn:
+        stored = conn.execute(
+            text(f'SELECT pt_position_x, pt_dependent_chunk, pt_level FROM "{datastack}"."dsp" ORDER BY id')
+        ).all()
+    assert [tuple(r) for r in stored] == [(10.0, 100, 2), (11.0, 101, None)]
+
+
+def test_derived_spatial_point_rows_update_and_delete(engine, datastack, dsp_table):
+    [old, other] = ann.insert_annotations(engine, datastack, dsp_table, _dsp_rows(2))
+    moved = {"id": old, "position": [5, 6, 7], "dependent_chunk": 9, "supervoxel_id": 77}
+    new = ann.update_annotations(engine, datastack, dsp_table, [moved])[old]
+    ann.delete_annotations(engine, datastack, dsp_table, [other])
+    o, d, n = ann.get_annotations(engine, datastack, dsp_table, [old, other, new])
+    assert o["superceded_id"] == new and d["deleted"] is not None and n["deleted"] is None
+    # a supervoxel id given by the writer is ignored, as in any point: ingest looks it up
+    assert (n["position"], n["dependent_chunk"], n["level"], n["supervoxel_id"]) == ([5, 6, 7], 9, None, None)
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        (
+            {"pt": {"position": [1, 2, 3], "dependent_chunk": 1}},
+            "row 1, field 'pt': a derived_spatial_point row gives position, supervoxel_id, root_id, "
+            "dependent_chunk, level at the top level, not in a point",
+        ),
+        ({"pt_position": [1, 2, 3]}, "row 1, field 'pt_position': a derived_spatial_point row gives"),
+        ({"pt_level": 3}, "row 1, field 'pt_level': a derived_spatial_point row gives"),
+        ({"position": None}, "row 1, field 'position': missing point position"),
+        ({"position": [1, 2]}, "row 1, field 'position': position must be [x, y, z]"),
+        ({"dependent_chunk": None}, "row 1, field 'dependent_chunk': missing required value"),
+        ({"dependent_chunk": 1.5}, "row 1, field 'dependent_chunk': expected an integer"),
+        ({"level": "top"}, "row 1, field 'level': expected an integer"),
+        ({"tag": "x"}, "row 1, field 'tag': unknown field for schema 'derived_spatial_point'"),
+    ],
+)
+def test_bad_derived_spatial_point_row_refuses_whole_batch(engine, datastack, dsp_table, patch, message):
+    ann.insert_annotations(engine, datastack, dsp_table, _dsp_rows(1))
+    rows = _dsp_rows(3)
+    rows[1].update(patch)
+    with pytest.raises(InvalidInput) as err:
+        ann.insert_annotations(engine, datastack, dsp_table, rows)
+    assert str(err.value).startswith(message)
+    assert _count(engine, datastack, dsp_table) == 1

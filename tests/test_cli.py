@@ -100,3 +100,27 @@ def test_token_for_a_user_and_table_permissions_from_the_cli(engine, datastack):
         app, ["token", "create", "--datastack", datastack, "--permission", "view", "--group", "g"]
     )
     assert result.exit_code != 0 and "give --user with --group" in str(result.exception)
+
+
+def test_derived_spatial_point_table_from_the_cli(datastack):
+    _run("table", "create", datastack, "dsp_cli", "--schema", "derived_spatial_point")
+    rows = [
+        {"position": [1, 2, 3], "dependent_chunk": 5, "level": 1},
+        {"position": [4, 5, 6], "dependent_chunk": 6},
+    ]
+    result = runner.invoke(
+        app, ["annotations", "insert", datastack, "dsp_cli", "-", "--json"], input=json.dumps(rows)
+    )
+    assert result.exit_code == 0, result.output
+    ids = json.loads(result.stdout)
+    got = json.loads(
+        _run("annotations", "get", datastack, "dsp_cli", ",".join(map(str, ids)), "--json").stdout
+    )
+    assert [(g["position"], g["dependent_chunk"], g["level"]) for g in got] == [
+        ([1, 2, 3], 5, 1),
+        ([4, 5, 6], 6, None),
+    ]
+    tables = json.loads(_run("table", "list", datastack, "--json").stdout)
+    assert ("dsp_cli", "derived_spatial_point", 2) in [
+        (t["table_name"], t["schema_type"], t["live_rows"]) for t in tables
+    ]

@@ -26,18 +26,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.process_collector import ProcessCollector
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from matengine.auth import require_permission
 from matengine.config import get_settings
+from matengine.db import bookkeeping
 from matengine.workflows.leases import stalls
 
 log = logging.getLogger("matengine.api.metrics")
 
 RUN_DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400)
 REQUEST_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-ACTIVE = "('PENDING', 'RUNNING')"
 
 
 class DatabaseCollector:
@@ -62,14 +62,10 @@ class DatabaseCollector:
     def _collect(self) -> list[Metric]:
         out: list[Metric] = []
         with self.engine.connect() as conn:
-            q = lambda sql: conn.execute(text(sql)).all()  # noqa: E731
-
             runs = GaugeMetricFamily(
                 "matengine_runs", "Workflow runs by kind and state", labels=["kind", "state"]
             )
-            for kind, state, n in q(
-                "SELECT kind, state, count(*) FROM matengine.workflow_runs GROUP BY kind, state ORDER BY 1, 2"
-            ):
+            for kind, state, n in bookkeeping.runs_by_kind_and_state(conn):
                 runs.add_metric([kind, state], n)
             out.append(runs)
 
@@ -77,26 +73,14 @@ class DatabaseCollector:
             rows = CounterMetricFamily(
                 "matengine_run_rows_processed", "Rows processed by workflow runs", labels=["kind"]
             )
-            for kind, n in q(
-                "SELECT kind, sum(n) FROM ("
-                f" SELECT kind, rows_done AS n FROM matengine.workflow_runs WHERE state NOT IN {ACTIVE}"
-                " UNION ALL SELECT r.kind, c.rows FROM matengine.run_chunks c"
-                f" JOIN matengine.workflow_runs r ON r.id = c.run_id WHERE r.state IN {ACTIVE}"
-                ") x GROUP BY kind ORDER BY kind"
-            ):
+            for kind, n in bookkeeping.rows_processed_by_kind(conn):
                 rows.add_metric([kind], float(n or 0))
             out.append(rows)
 
-            filters = ", ".join(f"count(*) FILTER (WHERE d <= {b})" for b in RUN_DURATION_BUCKETS)
             durations = HistogramMetricFamily(
                 "matengine_run_duration_seconds", "Duration of ended workflow runs", labels=["kind", "state"]
             )
-            for kind, state, n, total, *counts in q(
-                f"SELECT kind, state, count(*), sum(d), {filters} FROM ("
-                " SELECT kind, state, extract(epoch FROM finished - started) AS d"
-                " FROM matengine.workflow_runs WHERE finished IS NOT NULL AND started IS NOT NULL"
-                ") x GROUP BY kind, state ORDER BY 1, 2"
-            ):
+            for kind, state, n, total, *counts in bookkeeping.run_durations(conn, RUN_DURATION_BUCKETS):
                 buckets = [(str(b), c) for b, c in zip(RUN_DURATION_BUCKETS, counts, strict=True)]
                 buckets.append(("+Inf", n))
                 durations.add_metric([kind, state], buckets, float(total or 0))
@@ -109,13 +93,7 @@ class DatabaseCollector:
             active_rows = GaugeMetricFamily(
                 "matengine_run_active_rows_done", "Rows done so far by active runs", labels=labels
             )
-            for run_id, kind, ds, total, done, n in q(
-                "SELECT r.id, r.kind, coalesce(r.datastack, ''),"
-                " (SELECT coalesce(sum(chunks_total), 0) FROM matengine.run_steps s WHERE s.run_id = r.id),"
-                " (SELECT count(*) FROM matengine.run_chunks c WHERE c.run_id = r.id),"
-                " (SELECT coalesce(sum(rows), 0) FROM matengine.run_chunks c WHERE c.run_id = r.id)"
-                f" FROM matengine.workflow_runs r WHERE r.state IN {ACTIVE} ORDER BY r.id"
-            ):
+            for run_id, kind, ds, total, done, n in bookkeeping.active_run_progress(conn):
                 key = [str(run_id), kind, ds]
                 progress.add_metric(key, done / total if total else 0.0)
                 active_rows.add_metric(key, float(n))
@@ -126,35 +104,21 @@ class DatabaseCollector:
                 "1 for an active run that no live worker can move on (reason: no_worker, runner_gone)",
                 labels=[*labels, "reason"],
             )
-            active = {
-                int(r[0]): (r[1], r[2])
-                for r in q(
-                    "SELECT id, kind, coalesce(datastack, '') FROM matengine.workflow_runs"
-                    f" WHERE state IN {ACTIVE}"
-                )
-            }
+            active = bookkeeping.active_runs(conn)
             for run_id, stall in sorted(stalls(conn, active).items()):
                 kind, ds = active[run_id]
                 stalled.add_metric([str(run_id), kind, ds, stall.code], 1)
             workers = GaugeMetricFamily(
                 "matengine_workers_live", "Workers that sent a heartbeat recently, by queue", labels=["queue"]
             )
-            for queue, n in conn.execute(
-                text(
-                    "SELECT coalesce(queue, 'in-process'), count(*) FROM matengine.workers"
-                    " WHERE heartbeat > now() - make_interval(secs => :dead) GROUP BY 1 ORDER BY 1"
-                ),
-                {"dead": float(get_settings().worker_dead_after)},
-            ).all():
+            for queue, n in bookkeeping.live_workers_by_queue(conn, get_settings().worker_dead_after):
                 workers.add_metric([queue], n)
             out += [stalled, workers]
 
             versions = GaugeMetricFamily(
                 "matengine_versions", "Versions by datastack and status", labels=["datastack", "status"]
             )
-            for ds, status, n in q(
-                "SELECT datastack, status, count(*) FROM matengine.versions GROUP BY 1, 2 ORDER BY 1, 2"
-            ):
+            for ds, status, n in bookkeeping.versions_by_status(conn):
                 versions.add_metric([ds, status], n)
             out.append(versions)
 
@@ -169,13 +133,7 @@ class DatabaseCollector:
             latest_rows = GaugeMetricFamily(
                 "matengine_latest_version_rows", "Rows in the newest valid version", labels=["datastack"]
             )
-            for ds, version, ts, n in q(
-                "SELECT DISTINCT ON (v.datastack) v.datastack, v.version, extract(epoch FROM v.time_stamp),"
-                " (SELECT coalesce(sum(row_count), 0) FROM matengine.version_tables t"
-                "  WHERE t.datastack = v.datastack AND t.version = v.version)"
-                " FROM matengine.versions v WHERE v.valid AND v.status = 'AVAILABLE'"
-                " ORDER BY v.datastack, v.version DESC"
-            ):
+            for ds, version, ts, n in bookkeeping.latest_valid_versions(conn):
                 latest.add_metric([ds], version)
                 latest_ts.add_metric([ds], float(ts))
                 latest_rows.add_metric([ds], float(n))
@@ -191,12 +149,7 @@ class DatabaseCollector:
                 "Planner's estimate of a live table's rows (pg_class.reltuples)",
                 labels=["datastack", "table"],
             )
-            for ds, table, ts, n in q(
-                "SELECT a.datastack, a.table_name, extract(epoch FROM a.roots_last_updated),"
-                " (SELECT c.reltuples FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace"
-                "  WHERE s.nspname = a.datastack AND c.relname = a.table_name)"
-                " FROM matengine.annotation_tables a WHERE a.deleted IS NULL ORDER BY 1, 2"
-            ):
+            for ds, table, ts, n in bookkeeping.table_root_times_and_sizes(conn):
                 if ts is not None:
                     roots.add_metric([ds, table], float(ts))
                 if n is not None and n >= 0:

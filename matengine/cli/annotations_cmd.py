@@ -35,7 +35,8 @@ def insert(
     rows: str = typer.Argument(..., help="JSON file with a list of rows, or - for stdin."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Insert rows (nested {"pt": {"position": [x,y,z]}} or flat pt_position)."""
+    """Insert rows (nested {"pt": {"position": [x,y,z]}} or flat pt_position; a
+    derived_spatial_point table's at the top level: {"position": …, "dependent_chunk": …})."""
     from matengine import annotations as ann
     from matengine.db.connection import get_engine
 

@@ -10,6 +10,7 @@ twice, or resumed after a crash, gives the same manifest, byte for byte.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Engine
@@ -29,19 +30,29 @@ def _schema_fields(layout) -> list[dict[str, Any]]:
 
 
 def build_manifest(
-    engine: Engine, datastack: str, params: dict[str, Any], dest: Destination
+    engine: Engine,
+    datastack: str,
+    dest: Destination,
+    *,
+    version: int,
+    tables: Sequence[str],
+    fmt: str,
+    neuroglancer: bool = False,
+    views: Sequence[str] = (),
+    order: str = "root",
 ) -> dict[str, Any]:
-    version = meta.get_version(engine, datastack, params["version"])
+    """The manifest of an export of ``tables`` of ``version`` (read back from ``dest``)."""
+    version_row = meta.get_version(engine, datastack, version)
     fs = dest.filesystem()
-    tables: dict[str, Any] = {}
-    space_order = params.get("order", "root") == "space"
-    for table in params["tables"]:
-        vt = meta.version_table(engine, datastack, params["version"], table)
+    entries: dict[str, Any] = {}
+    space_order = order == "space"
+    for table in tables:
+        vt = meta.version_table(engine, datastack, version, table)
         layout = layout_of(get_schema(vt.schema_type))
         space = None
         if space_order:  # the same bounds the plan read: the version is frozen
             with engine.connect() as conn:
-                space = space_key(conn, version_relation(datastack, params["version"], table), layout)
+                space = space_key(conn, version_relation(datastack, version, table), layout)
         files = _files(fs, dest, table)
         rows = sum(f["rows"] for f in files)
         if rows != vt.row_count:
@@ -57,26 +68,24 @@ def build_manifest(
         }
         if space is not None:
             entry["space_key"] = space.to_json()
-        if params["format"] == "delta":
+        if fmt == "delta":
             entry["delta_table"] = table
-        if params.get("neuroglancer"):
+        if neuroglancer:
             entry["neuroglancer"] = f"{table}.neuroglancer"
-        tables[table] = entry
-    views: dict[str, Any] = {}
-    for name in params.get("views") or []:
-        views[name] = _view_entry(engine, datastack, params, dest, name)
+        entries[table] = entry
+    view_entries = {name: _view_entry(engine, datastack, version, fmt, dest, name) for name in views}
     out = {
         "format_version": FORMAT_VERSION,
         "datastack": datastack,
-        "version": version.version,
-        "timestamp": version.time_stamp.isoformat(),
-        "format": params["format"],
+        "version": version_row.version,
+        "timestamp": version_row.time_stamp.isoformat(),
+        "format": fmt,
         "compression": COMPRESSION,
         "row_group_rows": ROW_GROUP_ROWS,
-        "tables": tables,
+        "tables": entries,
     }
-    if views:  # no key for an export without views: earlier manifests stay byte for byte
-        out["views"] = views
+    if view_entries:  # no key for an export without views: earlier manifests stay byte for byte
+        out["views"] = view_entries
     if space_order:  # likewise: a root-order manifest is what it was before orders existed
         out["order"] = "space"
     return out
@@ -91,11 +100,10 @@ def _files(fs: Any, dest: Destination, folder: str) -> list[dict[str, Any]]:
 
 
 def _view_entry(
-    engine: Engine, datastack: str, params: dict[str, Any], dest: Destination, name: str
+    engine: Engine, datastack: str, version: int, fmt: str, dest: Destination, name: str
 ) -> dict[str, Any]:
     from matengine.export.views import view_at, view_entry, view_rows, view_schema
 
-    version = params["version"]
     view = view_at(engine, datastack, version, name)
     files = _files(dest.filesystem(), dest, name)
     rows = sum(f["rows"] for f in files)
@@ -111,7 +119,7 @@ def _view_entry(
         ],
         "files": files,
     }
-    if params["format"] == "delta":
+    if fmt == "delta":
         entry["delta_table"] = name
     return entry
 

@@ -8,6 +8,12 @@ A schema is a list of fields. Point fields flatten to columns the way the field 
 fields named ``<pt>_<key>`` with ``parent`` set to the point, so they are stored and queried
 flat (``pt_dependent_chunk``) and posted nested (``{"pt": {"dependent_chunk": …}}``).
 
+The field also registers that point class as a type of its own (``derived_spatial_point``):
+a table of it holds one derived bound point, modelled here as the point ``pt`` (columns
+``pt_position``, ``pt_dependent_chunk``, … like ``derived_tag`` without its tag), whose values
+a row gives at the top level (``{"position": …, "dependent_chunk": …}``, the field's shape):
+:meth:`AnnotationSchema.top_level_names` maps those names onto ours.
+
 Positions are stored as three ``float8`` columns ``<pt>_position_x/_y/_z`` (voxels of the
 table's resolution): plain PostgreSQL, the layout caveclient receives on the wire, and a GiST
 index on ``point(x, y)`` with a ``z`` range check answers bounding boxes (see
@@ -83,7 +89,8 @@ class AnnotationSchema:
     # the field's marshmallow class name: the JSON schema's definition name
     class_name: str = ""
     # the field registers one point class (DerivedSpatialPoint) as a type of its own: its JSON
-    # schema is served, but it is not an annotation table's schema
+    # schema is the point's definition, and a table's row gives the point's values at the top
+    # level (see top_level_names)
     is_point_class: bool = False
 
     @property
@@ -112,6 +119,23 @@ class AnnotationSchema:
     def point_extras(self, point: str) -> list[Field]:
         """Scalar fields nested in ``point`` (``pt_dependent_chunk`` of a derived point)."""
         return [f for f in self.fields if f.parent == point]
+
+    def top_level_names(self) -> dict[str, str]:
+        """A point class's own table: the field's names of its values, as a row gives them at
+        the top level, -> our column names (``position`` -> ``pt_position``,
+        ``dependent_chunk`` -> ``pt_dependent_chunk``, ``root_id`` -> ``pt_root_id``, …).
+        Empty for every other schema."""
+        if not self.is_point_class:
+            return {}
+        (point,) = self.points
+        names = {"position": f"{point.name}_position"}
+        if point.kind is Kind.BOUND_POINT:
+            names["supervoxel_id"] = f"{point.name}_supervoxel_id"
+            names["root_id"] = f"{point.name}_root_id"
+        for extra in self.point_extras(point.name):
+            assert extra.key is not None
+            names[extra.key] = extra.name
+        return names
 
     def annotation_columns(self) -> list[Column]:
         """Schema columns of the live annotation table (after the CRUD columns)."""

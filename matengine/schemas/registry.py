@@ -303,7 +303,7 @@ ALL = [
     _schema(
         "derived_spatial_point",
         "DerivedSpatialPoint",
-        "a point with the chunk it was made in (a point class, served for completeness)",
+        "a point with the chunk it was made in",
         *_derived("pt"),
     ),
     _schema("derived_tag", "DerivedTag", "a tag at a derived point", *_derived("pt"), _TAG),

@@ -151,31 +151,37 @@ def _refuse_writes_into_published_past(engine: Engine, table: catalog.Annotation
         )
 
 
+def _params(ctx: StepContext) -> UploadParams:
+    p = ctx.parameters
+    if not isinstance(p, UploadParams):
+        raise TypeError(f"expected the parameters of a bulk upload, got {type(p).__name__}")
+    return p
+
+
 class UploadStep(Step):
     key = "upload"
 
     def _folder_targets(self, ctx: StepContext) -> tuple[NpyFolder, list[Target], int]:
-        p = ctx.parameters
-        assert isinstance(p, UploadParams)
+        p = _params(ctx)
         folder = NpyFolder(p.source, retry_transient=True)
         targets, rows = resolve_targets(get_schema(p.schema), p.column_mapping, folder)
         return folder, targets, rows
 
     def plan(self, ctx: StepContext) -> list[Any]:
-        p = ctx.params
-        check_request(ctx.engine, p, in_task=True)
+        p = _params(ctx)
+        check_request(ctx.engine, p.to_json(), in_task=True)
         folder, targets, rows = self._folder_targets(ctx)
         facts = scan_files(folder, targets, rows)
         try:
-            table = catalog.get_table(ctx.engine, p["datastack"], p["table"])
+            table = catalog.get_table(ctx.engine, p.datastack, p.table)
         except NotFound:
             table = catalog.create_table(
                 ctx.engine,
-                p["datastack"],
-                p["table"],
-                schema=p["schema"],
-                voxel_resolution=p.get("voxel_resolution"),
-                description=p.get("description", ""),
+                p.datastack,
+                p.table,
+                schema=p.schema,
+                voxel_resolution=p.voxel_resolution,
+                description=p.description,
             )
         names = table.names
         with ctx.engine.begin() as conn:
@@ -208,13 +214,14 @@ class UploadStep(Step):
                     }
                 },
             )
-        size = int(p.get("chunk_rows") or 200_000)
+        size = p.chunk_rows
         return [[a, min(rows, a + size)] for a in range(0, rows, size)]
 
     def run_chunk(self, ctx: StepContext, conn: Connection, spec: Any) -> int:
         start, stop = spec
         folder, targets, _ = self._folder_targets(ctx)
-        table = catalog.get_table(conn, ctx.params["datastack"], ctx.params["table"])
+        p = _params(ctx)
+        table = catalog.get_table(conn, p.datastack, p.table)
         info = ctx.run.result.get("upload") or _result_of(conn, ctx.run.id)
         n = stop - start
         blocks = {f: folder.read_rows(f, start, stop) for f in {t.file for t in targets}}
@@ -226,9 +233,7 @@ class UploadStep(Step):
         hold_write_barrier_shared(conn, table.datastack)
         # importing annotations that existed before: the caller may say since when
         stamp = (
-            to_utc(ctx.params["created"])
-            if ctx.params.get("created")
-            else conn.execute(text("SELECT clock_timestamp()")).scalar_one()
+            to_utc(p.created) if p.created else conn.execute(text("SELECT clock_timestamp()")).scalar_one()
         )
         live = [("id", ids, "bigint"), ("valid", np.ones(n, bool), "boolean")]
         seg = [("id", ids, "bigint")]
@@ -258,8 +263,8 @@ class UploadStep(Step):
         return n
 
     def finish(self, ctx: StepContext, plan: list[Any]) -> dict[str, Any]:
-        p = ctx.params
-        table = catalog.get_table(ctx.engine, p["datastack"], p["table"])
+        p = _params(ctx)
+        table = catalog.get_table(ctx.engine, p.datastack, p.table)
         names = table.names
         with ctx.engine.connect() as conn:
             info = _result_of(conn, ctx.run.id)
@@ -281,8 +286,8 @@ class UploadStep(Step):
                 ),
                 {"s": seq},
             )
-            if p.get("roots_timestamp") and table.roots_last_updated is None:
-                catalog.set_roots_last_updated(conn, table, to_utc(p["roots_timestamp"]))
+            if p.roots_timestamp and table.roots_last_updated is None:
+                catalog.set_roots_last_updated(conn, table, to_utc(p.roots_timestamp))
             catalog.touch_table(conn, table)
         with ctx.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text(f"ANALYZE {names.live_q}"))

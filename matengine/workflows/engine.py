@@ -8,7 +8,9 @@ The same step code runs two ways:
   ``finish_step``, which starts the next step. No result backend is needed, and a chunk lost
   with a killed worker is sent again by the reaper (:mod:`matengine.workflows.leases`),
   redelivered by the broker (``acks_late``) or re-enqueued by ``resume``.
-* in-process (the embedded default, no broker): :func:`execute_inline` walks the same steps.
+* in-process (the embedded default, no broker): :func:`execute_inline` walks the same steps,
+  retrying a plan, chunk or finish that meets a transient error as Celery would
+  (docs/design.md §6, §11).
 
 A chunk's data and its marker in ``run_chunks`` commit in one transaction, so a chunk runs
 exactly once in effect however often it is delivered. A chunk reads only its own spec (one
@@ -19,6 +21,7 @@ bookkeeping per chunk is three statements whatever the size of the plan.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -30,13 +33,19 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, insert, select, text, update
 
+from matengine.db import bookkeeping
 from matengine.db import metadata as m
-from matengine.errors import MatengineError, NotFound
+from matengine.errors import MatengineError, NotFound, TransientError, io_errors
 from matengine.workflows import runs
 from matengine.workflows.runs import Run
 
 if TYPE_CHECKING:
+    from tenacity import RetryCallState
+
+    from matengine.config import Settings
     from matengine.workflows.params import WorkflowParams
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -44,10 +53,6 @@ class StepContext:
     engine: Engine
     run: Run
     step_index: int
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return self.run.parameters
 
     @cached_property
     def parameters(self) -> WorkflowParams:
@@ -173,14 +178,7 @@ def _store_plan(conn: Connection, run_id: int, index: int, key: str, plan: list[
             run_id=run_id, step_index=index, key=key, state="PLANNED", chunks_total=len(plan), plan=[]
         )
     )
-    conn.execute(
-        text(
-            "INSERT INTO matengine.run_chunk_specs (run_id, step_index, chunk, spec) "
-            "SELECT :r, :i, (e.n - 1)::int, e.spec "
-            "FROM jsonb_array_elements(CAST(:p AS jsonb)) WITH ORDINALITY AS e(spec, n)"
-        ),
-        {"r": run_id, "i": index, "p": json.dumps(plan)},
-    )
+    bookkeeping.store_chunk_specs(conn, run_id, index, plan)
 
 
 def _chunks_total(engine_or_conn: Engine | Connection, run_id: int, index: int) -> int | None:
@@ -220,16 +218,7 @@ def _plan_of(conn: Connection, run_id: int, index: int) -> list[Any]:
 def claim_finish(engine: Engine, run_id: int, index: int) -> bool:
     """True for exactly one caller once every chunk of the step is done."""
     with engine.begin() as conn:
-        claimed = conn.execute(
-            text(
-                "UPDATE matengine.run_steps s SET state = 'FINISHING' "
-                "WHERE s.run_id = :r AND s.step_index = :i AND s.state = 'PLANNED' AND "
-                "(SELECT count(*) FROM matengine.run_chunks c "
-                " WHERE c.run_id = :r AND c.step_index = :i) >= s.chunks_total RETURNING 1"
-            ),
-            {"r": run_id, "i": index},
-        ).first()
-    return claimed is not None
+        return bookkeeping.claim_finish(conn, run_id, index)
 
 
 def _is_conflict(exc: BaseException) -> bool:
@@ -256,37 +245,18 @@ def run_chunk(engine: Engine, run_id: int, index: int, chunk: int) -> bool:
     raise AssertionError("unreachable")
 
 
-# The marker row is the lock: a second delivery of this chunk waits here, then skips. A run
-# that has ended (cancelled, failed) gets no marker, so its leftover chunks do nothing.
-_MARK = text(
-    "INSERT INTO matengine.run_chunks (run_id, step_index, chunk, rows) "
-    "SELECT :r, :i, :c, 0 WHERE EXISTS (SELECT 1 FROM matengine.workflow_runs "
-    " WHERE id = :r AND state IN ('PENDING', 'RUNNING')) "
-    "ON CONFLICT DO NOTHING "
-    "RETURNING (SELECT s.spec FROM matengine.run_chunk_specs s "
-    " WHERE s.run_id = :r AND s.step_index = :i AND s.chunk = :c) AS spec"
-)
-# counts and progress in one statement
-_DONE = text(
-    "WITH counted AS (UPDATE matengine.run_chunks SET rows = :n "
-    " WHERE run_id = :r AND step_index = :i AND chunk = :c) "
-    "UPDATE matengine.workflow_runs SET heartbeat = now() WHERE id = :r"
-)
-
-
 def _run_chunk_once(engine: Engine, run_id: int, index: int, chunk: int) -> bool:
     ctx, step = _context(engine, run_id, index)
     with engine.begin() as conn:
-        marked = conn.execute(_MARK, {"r": run_id, "i": index, "c": chunk}).first()
+        # the marker row is the lock: a second delivery of this chunk waits here, then skips;
+        # a run that has ended (cancelled, failed) gets no marker, so its leftovers do nothing
+        marked = bookkeeping.mark_chunk(conn, run_id, index, chunk)
         if marked is not None:
             spec = marked.spec
             if spec is None:  # planned before specs had rows of their own
-                spec = conn.execute(
-                    text("SELECT plan -> :c FROM matengine.run_steps WHERE run_id = :r AND step_index = :i"),
-                    {"r": run_id, "i": index, "c": chunk},
-                ).scalar_one()
+                spec = bookkeeping.stored_chunk_spec(conn, run_id, index, chunk)
             rows = step.run_chunk(ctx, conn, spec)
-            conn.execute(_DONE, {"r": run_id, "i": index, "c": chunk, "n": int(rows)})
+            bookkeeping.chunk_done(conn, run_id, index, chunk, int(rows))
     if claim_finish(engine, run_id, index):
         return True
     # a redelivered chunk of a step claimed for finishing: the claimer may have died before it
@@ -323,27 +293,67 @@ def finish_step(engine: Engine, run_id: int, index: int) -> int | None:
     return None
 
 
+def _inline_retrying(engine: Engine, run_id: int, settings: Settings) -> Callable[..., Any]:
+    """Call a piece of a run (a plan, a chunk, a finish) as a Celery task would run it:
+    foreign faults of the database and the network translated at the edge (``io_errors``), and
+    a :class:`TransientError` retried with exponential backoff, each retry noted on the run,
+    up to ``settings.inline_retries`` times (docs/design.md §11). Any other error, or the last
+    transient one, is raised. Retrying is safe because every piece is idempotent (§6)."""
+    from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+    def note(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        try:
+            runs.record_error(engine, run_id, f"retrying after {type(exc).__name__}: {exc}")
+        except Exception:  # the database may be the thing that is down
+            log.warning("could not record retry of run %s", run_id)
+
+    retrying = Retrying(
+        retry=retry_if_exception_type(TransientError),
+        stop=stop_after_attempt(max(0, settings.inline_retries) + 1),
+        wait=wait_exponential(multiplier=settings.inline_retry_wait, max=60),
+        before_sleep=note,
+        reraise=True,
+    )
+
+    def translated(fn: Callable[..., Any], *args: Any) -> Any:
+        with io_errors():
+            return fn(*args)
+
+    def call(fn: Callable[..., Any], *args: Any) -> Any:
+        return retrying.copy()(translated, fn, *args)  # one retry state per call (and thread)
+
+    return call
+
+
+def _finish_inline(engine: Engine, run_id: int, index: int) -> int | None:
+    claim_finish(engine, run_id, index)
+    return finish_step(engine, run_id, index)
+
+
 def execute_inline(engine: Engine, run_id: int) -> Run:
     """Run (or resume) a whole run in this process: the embedded default's worker. It
     heartbeats as a worker of its own while it runs, so a run whose process died shows as
-    stalled (:func:`matengine.workflows.leases.stalls`)."""
+    stalled (:func:`matengine.workflows.leases.stalls`). A transient error is retried where it
+    happened (:func:`_inline_retrying`); any other ends the run FAILED with its message."""
     from concurrent.futures import ThreadPoolExecutor
 
     from matengine.config import get_settings
     from matengine.workflows.leases import Heartbeat, inline_worker_name
 
+    settings = get_settings()
+    call = _inline_retrying(engine, run_id, settings)
     beat = Heartbeat(engine, inline_worker_name(run_id), run_id=run_id).start()
     try:
         index: int | None = _first_unfinished(engine, run_id)
         with ThreadPoolExecutor(
-            max(1, get_settings().inline_workers), thread_name_prefix=f"matengine-run-{run_id}"
+            max(1, settings.inline_workers), thread_name_prefix=f"matengine-run-{run_id}"
         ) as pool:
             while index is not None:
-                pending = plan_step(engine, run_id, index)
+                pending = call(plan_step, engine, run_id, index)
                 # chunks of a step are independent: run them side by side, as workers would
-                list(pool.map(lambda c, i=index: run_chunk(engine, run_id, i, c), pending))
-                claim_finish(engine, run_id, index)
-                index = finish_step(engine, run_id, index)
+                list(pool.map(lambda c, i=index: call(run_chunk, engine, run_id, i, c), pending))
+                index = call(_finish_inline, engine, run_id, index)
     except MatengineError as exc:
         runs.finish_run(engine, run_id, "FAILED", str(exc))
     except Exception as exc:  # the run record must say what went wrong, whatever it was

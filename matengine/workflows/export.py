@@ -45,7 +45,7 @@ from matengine.export.views import (
 from matengine.query import meta
 from matengine.schemas import get_schema
 from matengine.workflows.engine import Step, StepContext, workflow
-from matengine.workflows.params import WorkflowParams, parameters
+from matengine.workflows.params import WorkflowParams, parameters, parameters_of
 from matengine.workflows.runs import Run
 
 FORMATS = ("parquet", "delta")
@@ -128,8 +128,15 @@ def export_lock(version: int) -> str:
     return f"export:v{int(version)}"
 
 
+def _params(ctx: StepContext) -> ExportParams:
+    p = ctx.parameters
+    if not isinstance(p, ExportParams):
+        raise TypeError(f"expected the parameters of an export run, got {type(p).__name__}")
+    return p
+
+
 def _destination(ctx: StepContext) -> Destination:
-    return Destination.parse(ctx.params["to"])
+    return Destination.parse(_params(ctx).to)
 
 
 class PrepareExportStep(Step):
@@ -138,8 +145,7 @@ class PrepareExportStep(Step):
     key = "prepare"
 
     def plan(self, ctx: StepContext) -> list[Any]:
-        p = ctx.params
-        version = meta.get_version(ctx.engine, ctx.run.datastack, p["version"])
+        version = meta.get_version(ctx.engine, ctx.run.datastack, _params(ctx).version)
         dest = _destination(ctx)
         fs = dest.filesystem()
         marker = dest.path(MARKER)
@@ -168,7 +174,7 @@ class ExportTableStep(Step):
         self.key = f"export:{table}"
 
     def _layout(self, ctx: StepContext):
-        vt = meta.version_table(ctx.engine, self.datastack, ctx.params["version"], self.table)
+        vt = meta.version_table(ctx.engine, self.datastack, _params(ctx).version, self.table)
         return layout_of(get_schema(vt.schema_type))
 
     def plan(self, ctx: StepContext) -> list[Any]:
@@ -177,11 +183,12 @@ class ExportTableStep(Step):
         folder = dest.path(self.table)
         if fs.exists(folder):  # an earlier export's files: this run writes the table afresh
             fs.rm(folder, recursive=True)
-        relation = version_relation(self.datastack, ctx.params["version"], self.table)
+        p = _params(ctx)
+        relation = version_relation(self.datastack, p.version, self.table)
         layout = self._layout(ctx)
         with ctx.engine.connect() as conn:
-            space = space_key(conn, relation, layout) if ctx.params.get("order") == "space" else None
-            ranges = plan_ranges(conn, relation, layout, int(ctx.params["chunk_rows"]), space)
+            space = space_key(conn, relation, layout) if p.order == "space" else None
+            ranges = plan_ranges(conn, relation, layout, p.chunk_rows, space)
         ranges = ranges or [[0, -1]]  # an empty table still gets one (empty) file with its schema
         extra = [space.to_json()] if space is not None else []
         return [[i, lo, hi, *extra] for i, (lo, hi) in enumerate(ranges)]
@@ -190,7 +197,7 @@ class ExportTableStep(Step):
         index, lo, hi, *extra = spec
         space = SpaceKey.from_json(extra[0]) if extra else None
         dest = _destination(ctx)
-        relation = version_relation(self.datastack, ctx.params["version"], self.table)
+        relation = version_relation(self.datastack, _params(ctx).version, self.table)
         return parquet_files.write_part(
             dest,
             self.table,
@@ -206,7 +213,7 @@ class ExportTableStep(Step):
     def finish(self, ctx: StepContext, plan: list[Any]) -> dict[str, Any]:
         dest = _destination(ctx)
         names = [parquet_files.part_name(spec[0]) for spec in plan]
-        if ctx.params["format"] == "delta":
+        if _params(ctx).format == "delta":
             from matengine.export.delta import commit_delta_log
 
             commit_delta_log(dest, self.table, names, self._layout(ctx).schema)
@@ -227,15 +234,16 @@ class ExportViewStep(Step):
         folder = dest.path(self.view)
         if fs.exists(folder):
             fs.rm(folder, recursive=True)
-        view = view_at(ctx.engine, self.datastack, ctx.params["version"], self.view)
+        p = _params(ctx)
+        view = view_at(ctx.engine, self.datastack, p.version, self.view)
         with ctx.engine.connect() as conn:
-            ranges = plan_view_ranges(conn, view, ctx.params["version"], int(ctx.params["chunk_rows"]))
+            ranges = plan_view_ranges(conn, view, p.version, p.chunk_rows)
         ranges = ranges or [[0, -1]]
         return [[i, lo, hi] for i, (lo, hi) in enumerate(ranges)]
 
     def run_chunk(self, ctx: StepContext, conn: Connection, spec: Any) -> int:
         index, lo, hi = spec
-        version = ctx.params["version"]
+        version = _params(ctx).version
         view = view_at(ctx.engine, self.datastack, version, self.view)
         return parquet_files.write_batches(
             _destination(ctx),
@@ -246,10 +254,10 @@ class ExportViewStep(Step):
         )
 
     def finish(self, ctx: StepContext, plan: list[Any]) -> dict[str, Any]:
-        if ctx.params["format"] == "delta":
+        if _params(ctx).format == "delta":
             from matengine.export.delta import commit_delta_log
 
-            version = ctx.params["version"]
+            version = _params(ctx).version
             view = view_at(ctx.engine, self.datastack, version, self.view)
             names = [parquet_files.part_name(index) for index, _, _ in plan]
             commit_delta_log(_destination(ctx), self.view, names, view_schema(ctx.engine, view, version))
@@ -270,7 +278,7 @@ class NeuroglancerStep(Step):
         from matengine.export.neuroglancer import upload_annotations
 
         return upload_annotations(
-            ctx.engine, self.datastack, ctx.params["version"], self.table, _destination(ctx)
+            ctx.engine, self.datastack, _params(ctx).version, self.table, _destination(ctx)
         )
 
 
@@ -285,7 +293,18 @@ class ManifestStep(Step):
 
     def finish(self, ctx: StepContext, plan: list[Any]) -> dict[str, Any]:
         dest = _destination(ctx)
-        manifest = build_manifest(ctx.engine, ctx.run.datastack, ctx.params, dest)
+        p = _params(ctx)
+        manifest = build_manifest(
+            ctx.engine,
+            p.datastack,
+            dest,
+            version=p.version,
+            tables=p.tables,
+            views=p.views,
+            fmt=p.format,
+            neuroglancer=p.neuroglancer,
+            order=p.order,
+        )
         write_manifest(dest, manifest)
         return {
             "export": {
@@ -301,11 +320,13 @@ class ManifestStep(Step):
 
 @workflow("export")
 def _export(run: Run) -> list[Step]:
-    ds, tables = run.datastack, list(run.parameters["tables"])
+    p = parameters_of(run)
+    assert isinstance(p, ExportParams)
+    ds, tables = p.datastack, list(p.tables)
     steps: list[Step] = [PrepareExportStep()]
     steps += [ExportTableStep(ds, t) for t in tables]
-    steps += [ExportViewStep(ds, v) for v in run.parameters.get("views") or []]
-    if run.parameters.get("neuroglancer"):
+    steps += [ExportViewStep(ds, v) for v in p.views]
+    if p.neuroglancer:
         steps += [NeuroglancerStep(ds, t) for t in tables]
     return steps + [ManifestStep()]
 

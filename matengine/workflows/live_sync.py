@@ -9,13 +9,11 @@ correct fewer roots at query time.
 from __future__ import annotations
 
 from matengine.workflows.engine import Step, workflow
+from matengine.workflows.params import SyncParams, parameters_of
 from matengine.workflows.runs import Run
-from matengine.workflows.sync_steps import IngestStep, UpdateRootsStep
+from matengine.workflows.sync_steps import ingest_and_update_steps
 
 
 @workflow("sync_live")
 def _sync_live(run: Run) -> list[Step]:
-    ds, ts = str(run.datastack), run.parameters["timestamp"]
-    tables = list(run.parameters["tables"])
-    steps: list[Step] = [IngestStep(ds, t, ts) for t in tables]
-    return steps + [UpdateRootsStep(ds, t, ts) for t in tables]
+    return ingest_and_update_steps(SyncParams.of(parameters_of(run)))

@@ -25,10 +25,10 @@ from matengine.db import metadata as m
 from matengine.db.identifiers import quote, version_schema
 from matengine.db.locks import LockKind, hold_exclusive, pass_write_barrier
 from matengine.errors import InvalidInput
-from matengine.timeutil import to_utc
 from matengine.workflows.engine import Step, StepContext, workflow
+from matengine.workflows.params import SyncParams, parameters_of
 from matengine.workflows.runs import Run, merge_result
-from matengine.workflows.sync_steps import ROOT_SLICE, IngestStep, UpdateRootsStep
+from matengine.workflows.sync_steps import ROOT_SLICE, IngestStep, UpdateRootsStep, ingest_and_update_steps
 from matengine.workflows.version_warnings import UploadWarningsStep
 
 
@@ -43,7 +43,7 @@ def _version_of(ctx: StepContext) -> int:
 
 def _days_to_expire(ctx: StepContext) -> int | None:
     """The run's days to expiry, else the datastack's, else the default (None/0: never)."""
-    days = ctx.params.get("days_to_expire")
+    days = SyncParams.of(ctx.parameters).days_to_expire
     if days is None:
         days = catalog.get_datastack(ctx.engine, ctx.run.datastack).days_to_expire
     if days is None:
@@ -56,7 +56,7 @@ class PrepareVersionStep(Step):
 
     def plan(self, ctx: StepContext) -> list[Any]:
         ds = ctx.run.datastack
-        when = to_utc(ctx.params["timestamp"])
+        when = SyncParams.of(ctx.parameters).when
         with ctx.engine.connect() as conn:
             pass_write_barrier(conn, ds)
             now = conn.execute(text("SELECT clock_timestamp()")).scalar_one()
@@ -111,7 +111,8 @@ class MergeStep(Step):
 
     def plan(self, ctx: StepContext) -> list[Any]:
         table = catalog.get_table(ctx.engine, self.datastack, self.table)
-        number, when = _version_of(ctx), to_utc(ctx.params["timestamp"])
+        params = SyncParams.of(ctx.parameters)
+        number, when, size = _version_of(ctx), params.when, params.chunk_rows
         with ctx.engine.begin() as conn:
             state = store.store_state(conn, self.datastack, self.table)
             if state is None or state.head_version is None:
@@ -120,7 +121,6 @@ class MergeStep(Step):
                 lo, hi = conn.execute(text(f"SELECT min(id), max(id) FROM {table.names.live_q}")).one()
                 if lo is None:
                     return []
-                size = int(ctx.params.get("chunk_rows") or get_settings().chunk_rows)
                 return [{"full": [a, min(hi, a + size - 1)]} for a in range(lo, hi + 1, size)]
             if state.head_version >= number:
                 raise InvalidInput(
@@ -132,8 +132,7 @@ class MergeStep(Step):
             store.start_build(conn, self.datastack, self.table, number)
             ids = store.changed_ids(conn, table, state.head_time, when)
         roots = self._changed_roots(ctx, table, state.head_time, when)
-        size = int(ctx.params.get("chunk_rows") or get_settings().chunk_rows)
-        per = int(ctx.params.get("roots_per_chunk") or ROOT_SLICE)
+        per = params.roots_per_chunk or ROOT_SLICE
         return [{"ids": ids[i : i + size]} for i in range(0, len(ids), size)] + [
             {"roots": roots[i : i + per]} for i in range(0, len(roots), per)
         ]
@@ -153,7 +152,7 @@ class MergeStep(Step):
 
     def run_chunk(self, ctx: StepContext, conn: Connection, spec: Any) -> int:
         table = catalog.get_table(conn, self.datastack, self.table)
-        number, when = _version_of(ctx), to_utc(ctx.params["timestamp"])
+        number, when = _version_of(ctx), SyncParams.of(ctx.parameters).when
         if "full" in spec:
             lo, hi = spec["full"]
             closed, written = 0, store.insert_full_range(conn, table, number, when, lo, hi)
@@ -218,7 +217,7 @@ class PublishStep(Step):
     def finish(self, ctx: StepContext, plan: list[Any]) -> dict[str, Any]:
         ds, number = ctx.run.datastack, _version_of(ctx)
         assert ds is not None  # a materialize run always names its datastack
-        when = to_utc(ctx.params["timestamp"])
+        when = SyncParams.of(ctx.parameters).when
         days = _days_to_expire(ctx)
         result: dict[str, Any] = {"version": number}
         with ctx.engine.begin() as conn:
@@ -267,25 +266,20 @@ class PublishStep(Step):
         return result
 
 
-def _tables(run: Run) -> list[str]:
-    return list(run.parameters["tables"])
-
-
-def _sync_steps(run: Run) -> list[Step]:
-    ds, ts = run.datastack, run.parameters["timestamp"]
-    tables = _tables(run)
-    ingest: list[Step] = [IngestStep(ds, t, ts) for t in tables]
-    return ingest + [UpdateRootsStep(ds, t, ts) for t in tables]
+def _params(run: Run) -> SyncParams:
+    return SyncParams.of(parameters_of(run))
 
 
 @workflow("ingest")
 def _ingest(run: Run) -> list[Step]:
-    return [IngestStep(run.datastack, t, run.parameters["timestamp"]) for t in _tables(run)]
+    p = _params(run)
+    return [IngestStep(p.datastack, t, p.timestamp) for t in p.tables]
 
 
 @workflow("update_roots")
 def _update_roots(run: Run) -> list[Step]:
-    return [UpdateRootsStep(run.datastack, t, run.parameters["timestamp"]) for t in _tables(run)]
+    p = _params(run)
+    return [UpdateRootsStep(p.datastack, t, p.timestamp) for t in p.tables]
 
 
 @workflow("materialize")
@@ -293,12 +287,13 @@ def _update_roots(run: Run) -> list[Step]:
 def _materialize(run: Run) -> list[Step]:
     """``materialize`` and ``complete`` are the same steps: a version is only exact if its
     tables were ingested and their roots brought to T_N first."""
-    tables = _tables(run)
+    p = _params(run)
+    tables = list(p.tables)
     return (
         [PrepareVersionStep()]
-        + _sync_steps(run)
-        + [MergeStep(run.datastack, t) for t in tables]
-        + [IndexStep(run.datastack, t) for t in tables]
-        + [UploadWarningsStep(str(run.datastack), tables, run.parameters["timestamp"])]
+        + ingest_and_update_steps(p)
+        + [MergeStep(p.datastack, t) for t in tables]
+        + [IndexStep(p.datastack, t) for t in tables]
+        + [UploadWarningsStep(p.datastack, tables, p.timestamp)]
         + [PublishStep(tables)]
     )

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, cast
 
 from matengine.errors import InvalidInput, NotFound
 
@@ -91,6 +91,15 @@ def _count(value: Any, name: str, minimum: int = 1) -> int:
 
 SYNC_KINDS = ("ingest", "update_roots", "materialize", "complete", "sync_live")
 
+RootsPlanChoice = Literal["auto", "in_place", "rewrite"]
+ROOTS_PLANS: tuple[RootsPlanChoice, ...] = ("auto", "in_place", "rewrite")
+
+
+def _roots_plan(value: Any) -> RootsPlanChoice:
+    if value not in ROOTS_PLANS:
+        raise InvalidInput(f"roots_plan must be auto, in_place or rewrite, not {value!r}", field="roots_plan")
+    return cast(RootsPlanChoice, value)
+
 
 @parameters(*SYNC_KINDS)
 @dataclass(frozen=True)
@@ -105,6 +114,17 @@ class SyncParams(WorkflowParams):
     table: str | None = None  # the one table asked for, if any
     days_to_expire: int | None = None
     scheduled: bool = False
+    # expired roots per update-roots chunk (None: ``sync_steps.ROOT_SLICE``)
+    roots_per_chunk: int | None = None
+    # how update-roots rewrites: chosen by counts (``auto``), or forced
+    roots_plan: RootsPlanChoice = "auto"
+
+    def __post_init__(self) -> None:
+        # the two tuning fields are checked however the object is made (``build`` or stored
+        # JSON that a caller extended), so a step can trust them
+        if self.roots_per_chunk is not None:
+            _count(self.roots_per_chunk, "roots_per_chunk")
+        _roots_plan(self.roots_plan)
 
     @property
     def kind(self) -> str:
@@ -129,6 +149,10 @@ class SyncParams(WorkflowParams):
             out.pop("days_to_expire")
         if not out["scheduled"]:
             out.pop("scheduled")
+        if out["roots_per_chunk"] is None:
+            out.pop("roots_per_chunk")
+        if out["roots_plan"] == "auto":
+            out.pop("roots_plan")
         return out
 
     @classmethod
@@ -136,7 +160,21 @@ class SyncParams(WorkflowParams):
         data = dict(data)
         data["workflow"] = data.pop("kind", "ingest")
         data["tables"] = tuple(data.get("tables", ()))
+        if not data.get("roots_plan"):  # absent: chosen by counts
+            data.pop("roots_plan", None)
+        if data.get("chunk_rows") is None:  # runs recorded without it take the default
+            from matengine.config import get_settings
+
+            data["chunk_rows"] = get_settings().chunk_rows
         return super().from_json(data)
+
+    @staticmethod
+    def of(parameters: WorkflowParams) -> SyncParams:
+        """``ctx.parameters`` of a sync step, as the type it is (a step of another kind's run
+        is a bug, not bad input)."""
+        if not isinstance(parameters, SyncParams):
+            raise TypeError(f"expected the parameters of a sync run, got {type(parameters).__name__}")
+        return parameters
 
     @classmethod
     def build(
@@ -150,10 +188,13 @@ class SyncParams(WorkflowParams):
         days_to_expire: int | None = None,
         chunk_rows: int | None = None,
         scheduled: bool = False,
+        roots_per_chunk: int | None = None,
+        roots_plan: str = "auto",
         settings: Settings | None = None,
     ) -> SyncParams:
         """Check the request against the catalog: the datastack and table exist, the numbers
-        are positive, the time is a timestamp (default: now)."""
+        are positive, the time is a timestamp (default: now), ``roots_plan`` is one of
+        :data:`ROOTS_PLANS`."""
         from matengine import catalog
         from matengine.config import get_settings
         from matengine.timeutil import to_utc, utcnow
@@ -165,6 +206,9 @@ class SyncParams(WorkflowParams):
             _count(chunk_rows, "chunk_rows")
         if days_to_expire is not None:
             _count(days_to_expire, "days_to_expire", minimum=0)  # 0: never expires
+        if roots_per_chunk is not None:
+            _count(roots_per_chunk, "roots_per_chunk")
+        plan = _roots_plan(roots_plan)
         tables: tuple[str, ...]
         if table is not None:
             tables = (catalog.get_table(engine, datastack, table).table_name,)
@@ -183,4 +227,6 @@ class SyncParams(WorkflowParams):
             table=table,
             days_to_expire=days_to_expire,
             scheduled=scheduled,
+            roots_per_chunk=roots_per_chunk,
+            roots_plan=plan,
         )

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, text, update
 
+from matengine.db import bookkeeping
 from matengine.db import metadata as m
 from matengine.db.locks import LockKind, hold_exclusive
 from matengine.errors import Conflict, NotFound
@@ -227,10 +228,7 @@ def mark_running(conn: Connection, run_id: int, step: str) -> None:
 
 def merge_result(conn: Connection, run_id: int, values: dict[str, Any]) -> None:
     """Merge ``values`` into the run's ``result`` document (what the run produced so far)."""
-    conn.execute(
-        text("UPDATE matengine.workflow_runs SET result = result || CAST(:r AS jsonb) WHERE id = :i"),
-        {"r": json.dumps(values, default=str), "i": run_id},
-    )
+    bookkeeping.merge_run_result(conn, run_id, values)
 
 
 def finish_run(engine: Engine, run_id: int, state: str, error: str | None = None) -> None:
@@ -267,10 +265,5 @@ def finish_run(engine: Engine, run_id: int, state: str, error: str | None = None
 def record_error(engine: Engine, run_id: int, message: str) -> None:
     """Note a transient error (the task will retry); the run stays active."""
     with engine.begin() as conn:
-        conn.execute(
-            text("UPDATE matengine.workflow_runs SET errors = errors || CAST(:e AS jsonb) WHERE id = :i"),
-            {
-                "e": json.dumps([{"at": utcnow().isoformat(), "message": message, "transient": True}]),
-                "i": run_id,
-            },
-        )
+        entry = {"at": utcnow().isoformat(), "message": message, "transient": True}
+        bookkeeping.append_run_errors(conn, run_id, [entry])

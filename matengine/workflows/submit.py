@@ -175,6 +175,8 @@ def sync_parameters(
     timestamp: str | None = None,
     days_to_expire: int | None = None,
     chunk_rows: int | None = None,
+    roots_per_chunk: int | None = None,
+    roots_plan: str = "auto",
 ) -> dict[str, Any]:
     """Stored parameters of an ingest / update-roots / materialize / complete run, checked
     (:meth:`SyncParams.build`; kept for callers that submit by kind and dict)."""
@@ -186,6 +188,8 @@ def sync_parameters(
         timestamp=timestamp,
         days_to_expire=days_to_expire,
         chunk_rows=chunk_rows,
+        roots_per_chunk=roots_per_chunk,
+        roots_plan=roots_plan,
     ).to_json()
 
 

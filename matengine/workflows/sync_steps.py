@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, func, select, text
 
 from matengine import catalog
 from matengine.catalog import AnnotationTable
+from matengine.db import bookkeeping
 from matengine.db import metadata as m
 from matengine.db.annotation_tables import no_segmentation_condition, pending_condition
 from matengine.db.connection import driver_connection
@@ -29,6 +30,7 @@ from matengine.query.reader import Fetch, copy_batches
 from matengine.segmentation import Segmentation
 from matengine.timeutil import to_utc
 from matengine.workflows.engine import Step, StepContext
+from matengine.workflows.params import SyncParams
 from matengine.workflows.roots_rewrite import RootsPlan, choose_roots_plan, count_for_plan, rewrite_roots
 
 ROOT_SLICE = 20_000  # expired roots per update-roots chunk
@@ -112,10 +114,7 @@ def lock_roots_time(conn: Connection, table: AnnotationTable) -> None:
     it in the same transaction; this ``FOR UPDATE`` waits for such writers (and makes new
     ones wait), so no row is written at a time the table has just left. Annotation writes only
     ``UPDATE`` non-key columns of the row and never wait on the share lock."""
-    conn.execute(
-        text("SELECT 1 FROM matengine.annotation_tables WHERE datastack = :d AND table_name = :t FOR UPDATE"),
-        {"d": table.datastack, "t": table.table_name},
-    )
+    bookkeeping.lock_table_row(conn, table.datastack, table.table_name)
 
 
 def first_roots_time(conn: Connection, datastack: str) -> datetime:
@@ -158,27 +157,14 @@ def ingest_rows_by_id(
 
         source = catalog.get_datastack(engine, datastack).segmentation_source
         segmentation = cached_segmentation(source, get_settings().segmentation_token)
-    where = {"d": datastack, "t": table_name}
     with engine.begin() as conn:
-        last, moving_to = conn.execute(
-            text(
-                "SELECT roots_last_updated, roots_updating_to FROM matengine.annotation_tables "
-                "WHERE datastack = :d AND table_name = :t FOR KEY SHARE"
-            ),
-            where,
-        ).one()
+        last, moving_to = bookkeeping.root_times_key_share(conn, datastack, table_name)
         when = moving_to or last
         if when is None:
             # a table with no roots yet; coalesce: a concurrent caller may have set it first
             # (its UPDATE of this row holds ours back until it commits)
-            when = conn.execute(
-                text(
-                    "UPDATE matengine.annotation_tables SET roots_last_updated = "
-                    "coalesce(roots_last_updated, :first) "
-                    "WHERE datastack = :d AND table_name = :t RETURNING roots_last_updated"
-                ),
-                {**where, "first": first_roots_time(conn, datastack)},
-            ).scalar_one()
+            first = first_roots_time(conn, datastack)
+            when = bookkeeping.set_first_roots_time(conn, datastack, table_name, first)
         return ingest_pending_rows(
             conn, table, segmentation, "s.id = ANY(%(ids)s)", {"ids": [int(i) for i in ids]}, when
         )
@@ -229,7 +215,7 @@ class IngestStep(Step):
             ).scalar_one()
         if not pending:
             return []
-        size = int(ctx.params.get("chunk_rows") or 200_000)
+        size = SyncParams.of(ctx.parameters).chunk_rows
         boxes = -(-pending // size)
         if boxes == 1:
             return [{"x": [None, None], "y": [None, None]}]
@@ -334,16 +320,14 @@ class UpdateRootsStep(Step):
             return []
         if self._plan_kind(ctx, table, expired) == "rewrite":
             return [{"rewrite": expired.tolist()}]
-        size = int(ctx.params.get("roots_per_chunk") or ROOT_SLICE)
+        size = SyncParams.of(ctx.parameters).roots_per_chunk or ROOT_SLICE
         return [expired[i : i + size].tolist() for i in range(0, len(expired), size)]
 
     def _plan_kind(self, ctx: StepContext, table: AnnotationTable, expired: np.ndarray) -> RootsPlan:
         """The run's ``roots_plan`` parameter if it names one, else the cheaper by counts."""
-        forced = ctx.params.get("roots_plan") or "auto"
-        if forced == "in_place" or forced == "rewrite":
-            return "in_place" if forced == "in_place" else "rewrite"
+        forced = SyncParams.of(ctx.parameters).roots_plan
         if forced != "auto":
-            raise InvalidInput(f"roots_plan must be auto, in_place or rewrite, not {forced!r}")
+            return forced
         with ctx.engine.connect() as conn:
             counts = count_for_plan(conn, table, expired)
         return choose_roots_plan(counts)
@@ -461,3 +445,10 @@ def ingest_pending_rows(
         out[f"{pt}_root_id"] = root[pt]
     _write_columns(conn, table, ids, out)
     return len(ids)
+
+
+def ingest_and_update_steps(params: SyncParams) -> list[Step]:
+    """Ingest, then update-roots, of every table of a sync run, to the run's timestamp."""
+    ds, ts = params.datastack, params.timestamp
+    ingest: list[Step] = [IngestStep(ds, t, ts) for t in params.tables]
+    return ingest + [UpdateRootsStep(ds, t, ts) for t in params.tables]

@@ -63,11 +63,17 @@ def resolve_targets(
     if not isinstance(mapping, dict) or not mapping:
         raise InvalidInput("column_mapping must be a non-empty object {file: column(s)}")
     logical = _logical_columns(schema)
+    # a point class's own table (derived_spatial_point) also takes the field's names of its
+    # values (position, dependent_chunk, …) for ours (pt_position, pt_dependent_chunk, …)
+    aliases = schema.top_level_names()
     targets: list[Target] = []
     lengths: dict[str, int] = {}
     for file, cols in mapping.items():
         check_file_name(file)
-        names = cols if isinstance(cols, list) else [cols]
+        names = [
+            aliases.get(c, c) if isinstance(c, str) else c
+            for c in (cols if isinstance(cols, list) else [cols])
+        ]
         for c in names:
             if c not in logical:
                 raise InvalidInput(

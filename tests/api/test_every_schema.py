@@ -22,7 +22,7 @@ from matengine.schemas import SCHEMAS, AnnotationSchema, Field, Kind
 
 from .helpers import complete, ingest
 
-TABLE_TYPES = sorted(n for n, s in SCHEMAS.items() if not s.is_point_class)
+TABLE_TYPES = sorted(SCHEMAS)
 ROWS = 2
 
 
@@ -59,6 +59,15 @@ def _rows(schema: AnnotationSchema, positions: np.ndarray, target_ids: list[int]
                 row[f.name] = _value(f, k, target_ids)
         out.append(row)
     return out
+
+
+def _posted(schema: AnnotationSchema, row: dict) -> dict:
+    """A row as caveclient posts it: a point class's own table (derived_spatial_point) gives
+    its one point's values at the top level."""
+    if not schema.is_point_class:
+        return row
+    (point,) = schema.points
+    return {**{k: v for k, v in row.items() if k != point.name}, **row[point.name]}
 
 
 def _expected(schema: AnnotationSchema, rows: list[dict], oracle, res, t: datetime, user: int | None) -> dict:
@@ -141,7 +150,7 @@ def test_every_schema_type_round_trips_through_caveclient(every, engine, loaded)
             reference_table="base" if schema.is_reference else None,
         )
         rows = _rows(schema, positions, target_ids)
-        posted[table] = (schema, rows, ann.post_annotation(table, rows))
+        posted[table] = (schema, rows, ann.post_annotation(table, [_posted(schema, r) for r in rows]))
     assert set(posted) <= set(ann.get_tables())
     now = datetime.now(UTC)
     ingest(engine, ds, now)
@@ -162,12 +171,55 @@ def test_every_schema_type_round_trips_through_caveclient(every, engine, loaded)
         )
 
 
-def test_point_class_type_is_served_but_not_a_table(every):
+def test_derived_spatial_point_rows_are_staged_and_read_at_the_top_level(every):
     client, _, _ = every
-    assert "derived_spatial_point" in client.schema.get_schemas()
-    with pytest.raises(Exception) as err:
-        client.annotation.create_table("dsp", "derived_spatial_point", "x", voxel_resolution=[4, 4, 40])
-    assert "point class" in str(err.value.response.text)
+    ann = client.annotation
+    ann.create_table("dsp_crud", "derived_spatial_point", "derived points", voxel_resolution=[4, 4, 40])
+    staged = ann.stage_annotations("dsp_crud")
+    staged.add(position=[1, 2, 3], dependent_chunk=7, level=2)
+    staged.add(position=[4, 5, 6], dependent_chunk=8)
+    assert staged.annotation_list == [
+        {"position": [1, 2, 3], "dependent_chunk": 7, "level": 2},
+        {"position": [4, 5, 6], "dependent_chunk": 8},
+    ]
+    ids = ann.upload_staged_annotations(staged)
+    got = ann.get_annotation("dsp_crud", ids)
+    assert [(g["position"], g["dependent_chunk"], g["level"]) for g in got] == [
+        ([1, 2, 3], 7, 2),
+        ([4, 5, 6], 8, None),
+    ]
+    assert not any(k.startswith("pt") or k in ("supervoxel_id", "root_id") for k in got[0])
+    new = ann.update_annotation("dsp_crud", {"id": ids[0], "position": [9, 9, 9], "dependent_chunk": 1})
+    ann.delete_annotation("dsp_crud", [ids[1]])
+    assert ann.get_annotation_count("dsp_crud") == 1
+    [row] = ann.get_annotation("dsp_crud", list(new.values()))
+    assert (row["position"], row["dependent_chunk"], row["level"]) == ([9, 9, 9], 1, None)
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        (
+            {"pt": {"position": [1, 2, 3], "dependent_chunk": 1}},
+            "row 0, field 'pt': a derived_spatial_point row gives position, supervoxel_id, root_id, "
+            "dependent_chunk, level at the top level, not in a point",
+        ),
+        ({"position": [1, 2, 3]}, "row 0, field 'dependent_chunk': missing required value"),
+        ({"dependent_chunk": 1}, "row 0, field 'position': missing point position"),
+    ],
+)
+def test_derived_spatial_point_row_of_another_shape_is_refused(every, server, row, message):
+    import requests
+
+    client, ds, _ = every
+    table = f"dsp_bad_{uuid.uuid4().hex[:6]}"
+    client.annotation.create_table(table, "derived_spatial_point", "x", voxel_resolution=[4, 4, 40])
+    client.annotation.post_annotation(table, [{"position": [1, 2, 3], "dependent_chunk": 1}])
+    with pytest.raises(requests.HTTPError) as err:
+        client.annotation.post_annotation(table, [row])
+    assert err.value.response.status_code == 400
+    assert err.value.response.json()["message"] == message
+    assert client.annotation.get_annotation_count(table) == 1
 
 
 def test_schema_service_answers_what_caveclient_reads(every):

@@ -1,6 +1,8 @@
 """Bulk upload, ingest, versions and queries for every schema *shape* of the registry: one
 bound point, two bound points, no point (a reference), a reference with a point, a derived
-point (with its chunk values), an unbound point only, and optional points.
+point (with its chunk values), a derived point only (``derived_spatial_point``, mapped by the
+field's names ``position``, ``dependent_chunk``, ``level``), an unbound point only, and
+optional points.
 
 Columns are written as .npy files from the synthetic dataset's synapse positions; the version
 and caveclient's queries of it (and a live query) are compared with what was written, roots
@@ -9,6 +11,7 @@ from the oracle.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from datetime import UTC, datetime
@@ -31,6 +34,7 @@ SHAPES = {
     "no point (reference)": "reference_tag_float",
     "reference with a point": "reference_point",
     "derived point": "derived_tag",
+    "derived point only": "derived_spatial_point",
     "unbound point only": "pt_bool_valid",
     "optional points": "contact",
 }
@@ -58,11 +62,13 @@ def _columns(
     return cols
 
 
-def _write(folder: Path, cols: dict[str, np.ndarray]) -> dict[str, str]:
+def _write(folder: Path, cols: dict[str, np.ndarray], schema: AnnotationSchema) -> dict[str, str]:
+    """One file per column; mapped by our names, or the field's for derived_spatial_point."""
     folder.mkdir(parents=True)
     for name, values in cols.items():
         np.save(folder / f"{name}.npy", values)
-    return {name: name for name in cols}
+    theirs = {ours: field for field, ours in schema.top_level_names().items()}
+    return {name: theirs.get(name, name) for name in cols}
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +105,7 @@ def shapes(engine, loaded, server, tmp_path_factory):
                 schema=schema,
                 reference_table="target" if SCHEMAS[schema].is_reference else None,
             )
-        mapping = _write(root / name, mapping_cols)
+        mapping = _write(root / name, mapping_cols, SCHEMAS[schema])
         params = {
             "datastack": ds, "table": name, "schema": schema, "source": f"file://{root / name}",
             "column_mapping": mapping, "created": created,
@@ -151,3 +157,39 @@ def test_upload_ingest_version_and_queries(shapes, shape, engine, loaded):
     t = datetime.now(UTC)
     df = client.materialize.live_live_query(name, t)
     _check({c: df[c].tolist() for c in df.columns}, want, schema, loaded, t, f"{shape}: live query")
+
+
+def test_derived_spatial_point_bounding_box_counts_and_export(shapes, engine, loaded, tmp_path):
+    import pyarrow.parquet as pq
+
+    from matengine.synth.verify import columns_from_arrow
+    from matengine.workflows.export import export_lock, export_parameters
+
+    ds, version, now, written, client = shapes
+    name = f"u{list(SHAPES).index('derived point only')}"
+    schema = SCHEMAS["derived_spatial_point"]
+    want = written[name]
+    pos = want["pt_position"]
+    lo, hi = np.percentile(pos, 20, axis=0).tolist(), np.percentile(pos, 80, axis=0).tolist()
+    inside = ((pos >= lo) & (pos <= hi)).all(axis=1)
+    assert 0 < inside.sum() < N
+    sub = {k: v[inside] for k, v in want.items()}
+    df = client.materialize.query_table(
+        name, materialization_version=version, filter_spatial_dict={"pt_position": [lo, hi]}
+    )
+    _check({c: df[c].tolist() for c in df.columns}, sub, schema, loaded, now, "version bounding box")
+    t = datetime.now(UTC)
+    df = client.materialize.live_live_query(name, t, filter_spatial_dict={name: {"pt_position": [lo, hi]}})
+    _check({c: df[c].tolist() for c in df.columns}, sub, schema, loaded, t, "live bounding box")
+    assert client.materialize.get_annotation_count(name, version=version) == N
+    assert client.annotation.get_annotation_count(name) == N
+    params = export_parameters(
+        engine, ds, version, to=f"file://{tmp_path}/out", tables=[name], neuroglancer=True
+    )
+    run_inline(engine, "export", params, datastack=ds, table=export_lock(version))
+    got = columns_from_arrow(pq.read_table(tmp_path / "out" / name), schema.name)
+    _check(got, want, schema, loaded, now, "parquet export")
+    info = json.loads((tmp_path / "out" / f"{name}.neuroglancer" / "info").read_text())
+    assert info["annotation_type"] == "point"
+    assert sorted(p["id"] for p in info["properties"]) == ["pt_dependent_chunk", "pt_level"]
+    assert [r["id"] for r in info["relationships"]] == ["pt_root_id"]

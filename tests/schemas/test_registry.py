@@ -133,3 +133,23 @@ def test_choices_are_the_fields_validators():
     assert SCHEMAS["proofread_status"].field("status").choices == ("non", "clean", "extended")
     assert SCHEMAS["plastic_synapse"].field("plasticity").choices == (0, 1, 2, 3, 4)
     assert SCHEMAS["fly_cell_type"].field("hemisphere").choices == ("L", "R", "M", "U")
+
+
+def test_derived_spatial_point_is_one_derived_point_posted_at_the_top_level():
+    schema = SCHEMAS["derived_spatial_point"]
+    assert schema.is_point_class and schema.bound_points == ["pt"]
+    assert [c.name for c in schema.annotation_columns()] == [
+        "pt_position_x",
+        "pt_position_y",
+        "pt_position_z",
+        "pt_dependent_chunk",
+        "pt_level",
+    ]
+    assert schema.top_level_names() == {
+        "position": "pt_position",
+        "supervoxel_id": "pt_supervoxel_id",
+        "root_id": "pt_root_id",
+        "dependent_chunk": "pt_dependent_chunk",
+        "level": "pt_level",
+    }
+    assert not [n for n, s in SCHEMAS.items() if s.top_level_names() and n != "derived_spatial_point"]

@@ -69,16 +69,8 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
-# cycles known and not yet broken; any other cycle fails (remove an entry once it is gone)
-KNOWN_CYCLES = [
-    # catalog.create_table checks permissions through table_permissions, which reads tables
-    # through catalog (function-local import in catalog)
-    ["matengine.catalog", "matengine.table_permissions"],
-]
-
-
-def test_there_are_no_import_cycles_but_the_known_ones():
-    assert _cycles(_graph()) == KNOWN_CYCLES
+def test_there_are_no_import_cycles():
+    assert _cycles(_graph()) == []
 
 
 def test_the_command_line_starts_without_the_heavy_stacks():

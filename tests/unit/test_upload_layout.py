@@ -51,6 +51,29 @@ def test_a_list_mapping_takes_columns_of_a_2d_file(tmp_path):
     ]
 
 
+def test_derived_spatial_point_takes_the_fields_names_or_ours(tmp_path):
+    dsp = get_schema("derived_spatial_point")
+    folder = _folder(
+        tmp_path,
+        id=np.arange(1, 3, dtype=np.int64),
+        pos=np.zeros((2, 3)),
+        chunk=np.array([4, 5], np.int64),
+        lvl=np.array([1, 2], np.int64),
+    )
+    want = [
+        Target("id", "id", None, "bigint", "live"),
+        Target("pt_position", "pos", None, "position", "live"),
+        Target("pt_dependent_chunk", "chunk", None, "bigint", "live"),
+        Target("pt_level", "lvl", None, "bigint", "live"),
+    ]
+    theirs = {"id": "id", "pos": "position", "chunk": "dependent_chunk", "lvl": "level"}
+    ours = {"id": "id", "pos": "pt_position", "chunk": "pt_dependent_chunk", "lvl": "pt_level"}
+    assert resolve_targets(dsp, theirs, folder) == (want, 2)
+    assert resolve_targets(dsp, ours, folder) == (want, 2)
+    with pytest.raises(InvalidInput, match="required column 'pt_dependent_chunk'"):
+        resolve_targets(dsp, {"id": "id", "pos": "position"}, folder)
+
+
 @pytest.mark.parametrize(
     ("mapping", "override", "message"),
     [

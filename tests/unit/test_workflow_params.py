@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 
+from matengine.errors import InvalidInput
 from matengine.timeutil import utcnow
 from matengine.workflows.bulk_upload import UploadParams
 from matengine.workflows.params import PARAMETERS, SyncParams, parameters_of
@@ -75,3 +76,30 @@ def test_parameters_are_frozen():
     p = UploadParams("ds", "syn", "synapse", "file:///data", {"id": "id"}, 1000)
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.table = "other"  # type: ignore[misc]
+
+
+def test_roots_tuning_is_stored_only_when_set_and_read_back_typed():
+    p = SyncParams("ds", ("syn",), "2026-01-01T00:00:00+00:00", 500, workflow="update_roots")
+    assert "roots_per_chunk" not in p.to_json() and "roots_plan" not in p.to_json()
+    assert p.roots_per_chunk is None and p.roots_plan == "auto"
+    tuned = dataclasses.replace(p, roots_per_chunk=10, roots_plan="rewrite")
+    stored = tuned.to_json()
+    assert stored["roots_per_chunk"] == 10 and stored["roots_plan"] == "rewrite"
+    assert parameters_of(_run("update_roots", stored)) == tuned
+
+
+def test_stored_parameters_extended_by_hand_are_read_back_typed():
+    stored = SyncParams("ds", ("syn",), "2026-01-01T00:00:00+00:00", 500, workflow="complete").to_json()
+    stored["roots_per_chunk"] = 10  # as tests and scripts add it to sync_parameters' dict
+    back = parameters_of(_run("complete", stored))
+    assert isinstance(back, SyncParams) and back.roots_per_chunk == 10
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("roots_per_chunk", 0), ("roots_per_chunk", "10"), ("roots_plan", "fast")]
+)
+def test_bad_roots_tuning_is_refused_naming_the_field(field, value):
+    stored = {"tables": ["syn"], "timestamp": "2026-01-01T00:00:00+00:00", "chunk_rows": 5, field: value}
+    with pytest.raises(InvalidInput) as refused:
+        parameters_of(_run("update_roots", stored))
+    assert refused.value.field == field
