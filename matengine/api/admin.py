@@ -59,6 +59,7 @@ class ExportRequest(BaseModel):
     tables: list[str] | None = Field(default=None, max_length=1000)
     chunk_rows: int | None = Field(default=None, ge=1)
     neuroglancer: bool = False
+    order: str = "root"
 
 
 class DatastackRequest(BaseModel):
@@ -149,6 +150,7 @@ def export(datastack: str, body: ExportRequest, request: Request) -> JSONRespons
         tables=body.tables,
         chunk_rows=body.chunk_rows or settings.chunk_rows,
         neuroglancer=body.neuroglancer,
+        order=body.order,
     )
     lock = export_lock(body.version)
     run_id = submit(engine, "export", params, datastack=datastack, table=lock, settings=settings)

@@ -261,6 +261,12 @@ def export(
     neuroglancer: bool = typer.Option(
         False, "--neuroglancer", help="Also write Neuroglancer precomputed annotations of each table."
     ),
+    order: str = typer.Option(
+        "root",
+        "--order",
+        help="root: rows sorted and cut by root id (one root reads little); "
+        "space: by a Z-order key of the first point (one box reads little).",
+    ),
     json_out: bool = JSON,
     detach: bool = DETACH,
 ) -> None:
@@ -278,5 +284,6 @@ def export(
         tables=names or None,
         chunk_rows=chunk_rows,
         neuroglancer=neuroglancer,
+        order=order,
     )
     launch(params, json_out=json_out, detach=detach)

@@ -1,7 +1,8 @@
 """``manifest.json`` of an export: what a reader needs to trust the files without PostgreSQL.
 
 It holds the version and its time T, and per table the row count, the Arrow schema, the sort
-key and every file with its rows, bytes and sha256 (read back from the destination, so the
+key (``sorted_by``; in space order also ``space_key``, what a reader needs to recompute the
+key) and every file with its rows, bytes and sha256 (read back from the destination, so the
 manifest describes what is there). No clock or run id goes in: the same version exported
 twice, or resumed after a crash, gives the same manifest, byte for byte.
 """
@@ -16,7 +17,7 @@ from sqlalchemy import Engine
 
 from matengine.export.destination import Destination
 from matengine.export.parquet_files import COMPRESSION, file_facts
-from matengine.export.source import ROW_GROUP_ROWS, layout_of
+from matengine.export.source import ROW_GROUP_ROWS, layout_of, sorted_by, space_key, version_relation
 from matengine.query import meta
 from matengine.schemas import get_schema
 
@@ -38,14 +39,20 @@ def build_manifest(
     fmt: str,
     neuroglancer: bool = False,
     views: Sequence[str] = (),
+    order: str = "root",
 ) -> dict[str, Any]:
     """The manifest of an export of ``tables`` of ``version`` (read back from ``dest``)."""
     version_row = meta.get_version(engine, datastack, version)
     fs = dest.filesystem()
     entries: dict[str, Any] = {}
+    space_order = order == "space"
     for table in tables:
         vt = meta.version_table(engine, datastack, version, table)
         layout = layout_of(get_schema(vt.schema_type))
+        space = None
+        if space_order:  # the same bounds the plan read: the version is frozen
+            with engine.connect() as conn:
+                space = space_key(conn, version_relation(datastack, version, table), layout)
         files = _files(fs, dest, table)
         rows = sum(f["rows"] for f in files)
         if rows != vt.row_count:
@@ -54,11 +61,13 @@ def build_manifest(
             "rows": rows,
             "schema_type": vt.schema_type,
             "voxel_resolution": list(vt.voxel_resolution),
-            "sorted_by": [layout.sort_column, "id"] if layout.sort_column != "id" else ["id"],
+            "sorted_by": sorted_by(layout, space),
             "root_id_columns": layout.root_columns,
             "schema": _schema_fields(layout),
             "files": files,
         }
+        if space is not None:
+            entry["space_key"] = space.to_json()
         if fmt == "delta":
             entry["delta_table"] = table
         if neuroglancer:
@@ -77,6 +86,8 @@ def build_manifest(
     }
     if view_entries:  # no key for an export without views: earlier manifests stay byte for byte
         out["views"] = view_entries
+    if space_order:  # likewise: a root-order manifest is what it was before orders existed
+        out["order"] = "space"
     return out
 
 

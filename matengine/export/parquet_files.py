@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from sqlalchemy import Connection
 
 from matengine.export.destination import Destination
-from matengine.export.source import ExportLayout, chunk_batches
+from matengine.export.source import ExportLayout, SpaceKey, chunk_batches
 
 COMPRESSION = "zstd"
 
@@ -30,12 +30,16 @@ def write_part(
     relation: str,
     lo: int,
     hi: int,
+    space: SpaceKey | None = None,
 ) -> int:
-    """Write rows with sort key in ``[lo, hi]`` to ``<table>/<name>``; return the row count.
+    """Write rows with sort key (the space key if ``space``, else the root id) in ``[lo, hi]``
+    to ``<table>/<name>``; return the row count.
 
     Same rows, same bytes: pyarrow writes no clock or host into a file, so a rerun after a
     crash leaves exactly the file an uninterrupted run leaves."""
-    return write_batches(dest, table, name, layout.schema, chunk_batches(conn, relation, layout, lo, hi))
+    return write_batches(
+        dest, table, name, layout.schema, chunk_batches(conn, relation, layout, lo, hi, space)
+    )
 
 
 def write_batches(

@@ -3,8 +3,9 @@ precomputed annotations) to file://, gs:// or s3://.
 
 Steps: ``prepare`` (check the version, the tables and the destination; claim the destination
 with a marker file) → ``export:<table>`` per table (plan: clear the table's folder and cut its
-rows into root-id ranges; each chunk writes one Parquet file, named by its chunk number, so a
-rerun of a chunk rewrites the same bytes; finish: the Delta log, for ``delta``) →
+rows into ranges of the sort key, root id or space key as ``order`` asks; each chunk writes
+one Parquet file, named by its chunk number, so a rerun of a chunk rewrites the same bytes;
+finish: the Delta log, for ``delta``) →
 ``neuroglancer:<table>`` per table when asked → ``manifest`` (row counts, schema and sha256 of
 every file, read back from the destination).
 
@@ -26,7 +27,14 @@ from matengine.errors import InvalidInput
 from matengine.export import parquet_files
 from matengine.export.destination import MARKER, Destination
 from matengine.export.manifest import build_manifest, write_manifest
-from matengine.export.source import layout_of, plan_ranges, version_relation
+from matengine.export.source import (
+    ORDERS,
+    SpaceKey,
+    layout_of,
+    plan_ranges,
+    space_key,
+    version_relation,
+)
 from matengine.export.views import (
     plan_view_ranges,
     version_views,
@@ -53,14 +61,24 @@ def export_parameters(
     tables: list[str] | None = None,
     chunk_rows: int | None = None,
     neuroglancer: bool = False,
+    order: str = "root",
 ) -> dict[str, Any]:
-    """The checked parameters of an export run (refused here, before a run is recorded)."""
+    """The checked parameters of an export run (refused here, before a run is recorded).
+
+    ``order``: ``root`` (rows sorted and cut by the first root-id column: one root reads
+    little) or ``space`` (by a Morton key of the first point: one box reads little)."""
     catalog.get_datastack(engine, datastack)
     if isinstance(version, bool) or not isinstance(version, Integral):
         raise InvalidInput("version must be an integer", field="version")
     meta.get_version(engine, datastack, int(version))
     if fmt not in FORMATS:
         raise InvalidInput(f"format must be one of {', '.join(FORMATS)}", field="format")
+    if not isinstance(order, str) or order not in ORDERS:
+        raise InvalidInput(
+            f"order must be one of {', '.join(ORDERS)} (root: one root reads little; "
+            "space: one box reads little)",
+            field="order",
+        )
     size = chunk_rows if chunk_rows is not None else get_settings().chunk_rows
     if isinstance(size, bool) or not isinstance(size, Integral) or size < 1:
         raise InvalidInput("chunk_rows must be a positive integer", field="chunk_rows")
@@ -100,6 +118,7 @@ def export_parameters(
         "to": dest.url,
         "chunk_rows": int(size),
         "neuroglancer": bool(neuroglancer),
+        "order": order,
     }
 
 
@@ -144,7 +163,11 @@ class PrepareExportStep(Step):
 
 
 class ExportTableStep(Step):
-    """One table: one Parquet file per root-id range; the Delta log on top for ``delta``."""
+    """One table: one Parquet file per range of its sort key (root id, or space key for
+    ``order: space``); the Delta log on top for ``delta``.
+
+    A chunk's spec is ``[index, lo, hi]``, plus the space key's bounds in space order (read
+    once when planning, so every chunk, rerun or resumed, uses the same key)."""
 
     def __init__(self, datastack: str, table: str):
         self.datastack, self.table = datastack, table
@@ -162,22 +185,34 @@ class ExportTableStep(Step):
             fs.rm(folder, recursive=True)
         p = _params(ctx)
         relation = version_relation(self.datastack, p.version, self.table)
+        layout = self._layout(ctx)
         with ctx.engine.connect() as conn:
-            ranges = plan_ranges(conn, relation, self._layout(ctx), p.chunk_rows)
+            space = space_key(conn, relation, layout) if p.order == "space" else None
+            ranges = plan_ranges(conn, relation, layout, p.chunk_rows, space)
         ranges = ranges or [[0, -1]]  # an empty table still gets one (empty) file with its schema
-        return [[i, lo, hi] for i, (lo, hi) in enumerate(ranges)]
+        extra = [space.to_json()] if space is not None else []
+        return [[i, lo, hi, *extra] for i, (lo, hi) in enumerate(ranges)]
 
     def run_chunk(self, ctx: StepContext, conn: Connection, spec: Any) -> int:
-        index, lo, hi = spec
+        index, lo, hi, *extra = spec
+        space = SpaceKey.from_json(extra[0]) if extra else None
         dest = _destination(ctx)
         relation = version_relation(self.datastack, _params(ctx).version, self.table)
         return parquet_files.write_part(
-            dest, self.table, parquet_files.part_name(index), self._layout(ctx), conn, relation, lo, hi
+            dest,
+            self.table,
+            parquet_files.part_name(index),
+            self._layout(ctx),
+            conn,
+            relation,
+            lo,
+            hi,
+            space,
         )
 
     def finish(self, ctx: StepContext, plan: list[Any]) -> dict[str, Any]:
         dest = _destination(ctx)
-        names = [parquet_files.part_name(index) for index, _, _ in plan]
+        names = [parquet_files.part_name(spec[0]) for spec in plan]
         if _params(ctx).format == "delta":
             from matengine.export.delta import commit_delta_log
 
@@ -268,6 +303,7 @@ class ManifestStep(Step):
             views=p.views,
             fmt=p.format,
             neuroglancer=p.neuroglancer,
+            order=p.order,
         )
         write_manifest(dest, manifest)
         return {
@@ -309,6 +345,7 @@ class ExportParams(WorkflowParams):
     chunk_rows: int
     neuroglancer: bool = False
     views: tuple[str, ...] = ()
+    order: str = "root"  # root | space (docs/export.md, "Layout")
 
     @property
     def lock_table(self) -> str | None:

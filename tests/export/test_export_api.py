@@ -109,6 +109,22 @@ def test_unknown_table_and_version_are_refused(served):
     assert r.json()["message"] == "field 'format': format must be one of parquet, delta"
 
 
+def test_a_bad_order_is_refused_over_rest(served, engine, tmp_path):
+    url, ds, _, tokens = served
+    before = len(runs.list_runs(engine, ds))
+    route = f"/admin/api/v1/datastack/{ds}/export"
+    r = _client(url, tokens["admin"]).post(
+        route, json={"version": 1, "to": f"file://{tmp_path}/out", "order": "x"}
+    )
+    assert r.status_code == 400
+    assert r.json()["message"] == (
+        "field 'order': order must be one of root, space (root: one root reads little; "
+        "space: one box reads little)"
+    )
+    assert len(runs.list_runs(engine, ds)) == before
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_folder_that_is_not_an_export_is_left_alone(engine, versioned, tmp_path):
     from workflows.helpers import run_inline  # noqa: F401  (registers workflows)
 
