@@ -447,12 +447,11 @@ def migrate_full_copies(conn: Connection) -> None:
             conn.execute(text(ddl))
         last = rows[-1]
         count = conn.execute(text(f"SELECT count(*) FROM {store_q(ds, t)} WHERE v_to = {OPEN}")).scalar_one()
+        s = m.version_stores
         conn.execute(
-            text(
-                "UPDATE matengine.version_stores SET head_version = :v, head_time = :t, head_rows = :n, "
-                "indexed = true WHERE datastack = :d AND table_name = :tn"
-            ),
-            {"v": last.version, "t": last.time_stamp, "n": count, "d": ds, "tn": t},
+            update(s)
+            .where(s.c.datastack == ds, s.c.table_name == t)
+            .values(head_version=last.version, head_time=last.time_stamp, head_rows=count, indexed=True)
         )
         conn.execute(text(f"ANALYZE {store_q(ds, t)}"))
 
@@ -467,7 +466,7 @@ def views_to_full_copies(conn: Connection) -> None:
         conn.execute(text(f"ALTER TABLE {tmp} RENAME TO {quote(r.table_name)}"))
         for ddl in full_copy_indexes(get_schema(r.schema_type), r.table_name, rel):
             conn.execute(text(ddl))
-    for ds in conn.execute(text("SELECT name FROM matengine.datastacks")).scalars():
+    for ds in conn.execute(select(m.datastacks.c.name)).scalars():
         drop_store(conn, ds)
 
 

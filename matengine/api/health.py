@@ -20,11 +20,12 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, select, text
 from starlette.concurrency import run_in_threadpool
 
 from matengine.api.deps import engine_of, settings_of
 from matengine.config import Settings
+from matengine.db import metadata as m
 
 CHECK_TIMEOUT = 3.0  # seconds per component; a probe must answer before its caller gives up
 
@@ -55,7 +56,7 @@ def _database(engine: Engine) -> Component:
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT set_config('statement_timeout', '2000', false)"))
-            conn.execute(text("SELECT 1 FROM matengine.workers LIMIT 1"))
+            conn.execute(select(m.workers.c.name).limit(1))  # our schema is there, not just a server
             conn.rollback()
         return Component(True)
     except Exception:

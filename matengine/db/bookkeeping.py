@@ -387,3 +387,78 @@ def table_root_times_and_sizes(conn: Connection) -> list[tuple[Any, ...]]:
 
 _pg_class = table("pg_class", column("oid"), column("relname"), column("relnamespace"), column("reltuples"))
 _pg_namespace = table("pg_namespace", column("oid"), column("nspname"))
+
+
+# ------------------------------------------------------------------ workers and leases
+def _seconds_ago(seconds: float) -> Any:
+    """``now() - <seconds>``; make_interval(years, months, weeks, days, hours, mins, secs)."""
+    return func.now() - func.make_interval(0, 0, 0, 0, 0, 0, float(seconds))
+
+
+def _beat_within(w: Any, seconds: float) -> Any:
+    """Worker row ``w`` beat within the last ``seconds`` (docs/recovery.md: alive)."""
+    return w.c.heartbeat > _seconds_ago(seconds)
+
+
+def forget_old_workers(conn: Connection, older_than_s: float = 86_400) -> None:
+    """Rows of workers silent for a day only clutter "last seen" (one per in-process run)."""
+    conn.execute(m.workers.delete().where(m.workers.c.heartbeat < _seconds_ago(older_than_s)))
+
+
+def take_dead_leases(conn: Connection, queue: str, dead_after: float) -> list[Any]:
+    """Delete and return the leases on ``queue`` whose worker is dead: silent for
+    ``dead_after`` s, unknown, or restarted since it took the lease (same name, later
+    ``started``). Rows locked by another reaper are skipped, so two reapers never take one
+    lease. Each row: ``task_id, task, args, worker, run_state`` (None if the run is gone)."""
+    lease, x, w, r = m.task_leases, m.task_leases.alias("x"), m.workers, m.workflow_runs
+    alive = exists().where(w.c.name == x.c.worker, _beat_within(w, dead_after), w.c.started <= x.c.received)
+    doomed = (
+        select(x.c.task_id)
+        .where(x.c.queue == queue, x.c.received < _seconds_ago(dead_after), ~alive)
+        .with_for_update(skip_locked=True)
+        .subquery("doomed")
+    )
+    run_state = select(r.c.state).where(r.c.id == lease.c.run_id).scalar_subquery()
+    return list(
+        conn.execute(
+            lease.delete()
+            .where(lease.c.task_id == doomed.c.task_id)
+            .returning(
+                lease.c.task_id, lease.c.task, lease.c.args, lease.c.worker, run_state.label("run_state")
+            )
+        ).all()
+    )
+
+
+def run_liveness(conn: Connection, run_ids: Sequence[int], dead_after: float) -> list[Any]:
+    """For each active run of ``run_ids``: ``id, queue, progress`` (its last heartbeat, else
+    start, else creation), ``last_seen`` (the newest heartbeat of a worker that can move it:
+    one on its queue, or its own in-process runner), ``live`` (such a worker beats within
+    ``dead_after`` s) and ``idle`` (no progress for ``dead_after`` s)."""
+    r, w = m.workflow_runs, m.workers
+    serves = ((r.c.queue.is_not(None)) & (w.c.queue == r.c.queue)) | (
+        (r.c.queue.is_(None)) & (w.c.run_id == r.c.id)
+    )
+    progress = func.coalesce(r.c.heartbeat, r.c.started, r.c.created)
+    return list(
+        conn.execute(
+            select(
+                r.c.id,
+                r.c.queue,
+                progress.label("progress"),
+                select(func.max(w.c.heartbeat)).where(serves).scalar_subquery().label("last_seen"),
+                exists().where(serves, _beat_within(w, dead_after)).label("live"),
+                (progress < _seconds_ago(dead_after)).label("idle"),
+            ).where(r.c.id.in_([int(i) for i in run_ids]), r.c.state.in_(ACTIVE_STATES))
+        ).all()
+    )
+
+
+def live_worker_names(conn: Connection, queue: str, dead_after: float) -> list[str]:
+    """Names of the workers on ``queue`` that beat within ``dead_after`` s."""
+    w = m.workers
+    return list(
+        conn.execute(
+            select(w.c.name).where(w.c.queue == queue, _beat_within(w, dead_after)).order_by(w.c.name)
+        ).scalars()
+    )

@@ -30,10 +30,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, text, update
+from sqlalchemy import Connection, Engine, delete, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from matengine.config import Settings, get_settings
+from matengine.db import bookkeeping
 from matengine.db import metadata as m
 from matengine.timeutil import utcnow
 
@@ -59,8 +60,7 @@ def register(engine: Engine, name: str, *, queue: str | None = None, run_id: int
                 index_elements=[m.workers.c.name], set_=dict(values, started=now, heartbeat=now)
             )
         )
-        # rows of workers gone for a day only clutter "last seen" (one per in-process run)
-        conn.execute(text("DELETE FROM matengine.workers WHERE heartbeat < now() - interval '1 day'"))
+        bookkeeping.forget_old_workers(conn)
 
 
 def heartbeat(engine: Engine, name: str) -> None:
@@ -94,14 +94,6 @@ def release(engine: Engine, task_id: str, attempt: int) -> None:
         )
 
 
-def _dead_after(settings: Settings) -> dict[str, float]:
-    return {"dead": float(settings.worker_dead_after)}
-
-
-# a worker is alive if it beat within ``:dead`` seconds
-_LIVE = "w.heartbeat > now() - make_interval(secs => :dead)"
-
-
 @dataclass(frozen=True)
 class Reaped:
     task_id: str
@@ -123,20 +115,7 @@ def reap(
     settings = settings or get_settings()
     sent: list[Reaped] = []
     with engine.begin() as conn:
-        rows = conn.execute(
-            text(
-                "DELETE FROM matengine.task_leases l USING ("
-                " SELECT x.task_id FROM matengine.task_leases x"
-                " WHERE x.queue = :q AND x.received < now() - make_interval(secs => :dead)"
-                " AND NOT EXISTS (SELECT 1 FROM matengine.workers w WHERE w.name = x.worker"
-                f"  AND {_LIVE} AND w.started <= x.received)"
-                " FOR UPDATE SKIP LOCKED) doomed "
-                "WHERE l.task_id = doomed.task_id "
-                "RETURNING l.task_id, l.task, l.args, l.worker, "
-                " (SELECT r.state FROM matengine.workflow_runs r WHERE r.id = l.run_id) AS run_state"
-            ),
-            {"q": queue, **_dead_after(settings)},
-        ).all()
+        rows = bookkeeping.take_dead_leases(conn, queue, float(settings.worker_dead_after))
         for r in rows:
             if r.run_state not in (None, "PENDING", "RUNNING"):
                 continue
@@ -223,20 +202,7 @@ def stalls(conn: Connection, run_ids: Iterable[int], settings: Settings | None =
     ids = list(run_ids)
     if not ids:
         return {}
-    rows = conn.execute(
-        text(
-            "SELECT r.id, r.queue, coalesce(r.heartbeat, r.started, r.created) AS progress,"
-            " (SELECT max(w.heartbeat) FROM matengine.workers w"
-            "  WHERE (r.queue IS NOT NULL AND w.queue = r.queue)"
-            "     OR (r.queue IS NULL AND w.run_id = r.id)) AS last_seen,"
-            " EXISTS (SELECT 1 FROM matengine.workers w WHERE ((r.queue IS NOT NULL AND w.queue = r.queue)"
-            f"     OR (r.queue IS NULL AND w.run_id = r.id)) AND {_LIVE}) AS live,"
-            " coalesce(r.heartbeat, r.started, r.created) < now() - make_interval(secs => :dead) AS idle"
-            " FROM matengine.workflow_runs r"
-            " WHERE r.id = ANY(:ids) AND r.state IN ('PENDING', 'RUNNING')"
-        ),
-        {"ids": ids, **_dead_after(settings)},
-    ).all()
+    rows = bookkeeping.run_liveness(conn, ids, float(settings.worker_dead_after))
     out: dict[int, Stall] = {}
     for r in rows:
         if r.live or not r.idle:
@@ -260,9 +226,4 @@ def stalls(conn: Connection, run_ids: Iterable[int], settings: Settings | None =
 def live_workers(conn: Connection, queue: str, settings: Settings | None = None) -> list[str]:
     """Names of the Celery workers on ``queue`` that beat recently."""
     settings = settings or get_settings()
-    return list(
-        conn.execute(
-            text(f"SELECT w.name FROM matengine.workers w WHERE w.queue = :q AND {_LIVE} ORDER BY 1"),
-            {"q": queue, **_dead_after(settings)},
-        ).scalars()
-    )
+    return bookkeeping.live_worker_names(conn, queue, float(settings.worker_dead_after))
