@@ -148,7 +148,7 @@ def top_level_row(schema: AnnotationSchema, row: dict[str, Any]) -> dict[str, An
     """A flat row of ours in the names a point class's own table gives at the top level
     (``pt_position`` -> ``position``, …; see :meth:`AnnotationSchema.top_level_names`);
     other schemas' rows unchanged."""
-    back = {ours: theirs for theirs, ours in schema.top_level_names().items()}
+    back = schema.posted_names()
     return {back.get(k, k): v for k, v in row.items()} if back else row
 
 
@@ -175,8 +175,7 @@ def columns_from_rows(
         return _columns_from_rows(schema, nested, id_required=id_required, user_id=user_id)
     except InvalidInput as err:
         (point,) = schema.points
-        back = {ours: theirs for theirs, ours in schema.top_level_names().items()}
-        back[point.name] = "position"
+        back = {**schema.posted_names(), point.name: "position"}
         if err.field not in back:
             raise
         raise InvalidInput(err.detail, row=err.row, field=back[err.field]) from None

@@ -285,7 +285,8 @@ def get_annotations(
 ) -> list[dict[str, Any]]:
     ds = _datastack_for(request, aligned_volume_name, principal, table_name, "view")
     table = require(engine_of(request), principal, ds, table_name, Access.READ)
-    seg = set(ann.top_level_row(table.schema, {c.name: None for c in table.schema.segmentation_columns()}))
+    posted = table.schema.posted_names()
+    seg = {posted.get(c.name, c.name) for c in table.schema.segmentation_columns()}
     out = []
     for row in ann.get_annotations(engine_of(request), ds, table_name, _ids(annotation_ids)):
         # the field's server answers annotation columns only, datetimes as str()

@@ -64,13 +64,20 @@ def plan_view_ranges(conn: Connection, view: View, version: int, chunk_rows: int
     return plan_ranges(conn, relation, ExportLayout((), "id"), chunk_rows)
 
 
-def view_batches(engine: Engine, view: View, version: int, lo: int, hi: int) -> Iterator[pa.RecordBatch]:
-    """The view's rows at ``version`` whose first table's id is in ``[lo, hi]``, in order."""
+def view_part(
+    engine: Engine, view: View, version: int, lo: int, hi: int
+) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """The Arrow schema and, in order, the rows of the view at ``version`` whose first table's
+    id is in ``[lo, hi]``: one query serves both."""
     result = restrict_ids(_query(engine, view, version), lo, hi)
-    try:
-        yield from result.record_batches()
-    finally:
-        result.close()
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            yield from result.record_batches()
+        finally:
+            result.close()
+
+    return result.schema, batches()
 
 
 def view_rows(engine: Engine, view: View, version: int) -> int:

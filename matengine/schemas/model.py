@@ -137,6 +137,11 @@ class AnnotationSchema:
             names[extra.key] = extra.name
         return names
 
+    def posted_names(self) -> dict[str, str]:
+        """The inverse of :meth:`top_level_names`: our column names -> the names a point
+        class's own table gives at the top level. Empty for every other schema."""
+        return {ours: theirs for theirs, ours in self.top_level_names().items()}
+
     def annotation_columns(self) -> list[Column]:
         """Schema columns of the live annotation table (after the CRUD columns)."""
         cols: list[Column] = []

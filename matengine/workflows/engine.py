@@ -35,7 +35,7 @@ from sqlalchemy import Connection, Engine, insert, select, text, update
 
 from matengine.db import bookkeeping
 from matengine.db import metadata as m
-from matengine.errors import MatengineError, NotFound, TransientError, io_errors
+from matengine.errors import MatengineError, NotFound, TransientError, translated
 from matengine.workflows import runs
 from matengine.workflows.runs import Run
 
@@ -316,12 +316,8 @@ def _inline_retrying(engine: Engine, run_id: int, settings: Settings) -> Callabl
         reraise=True,
     )
 
-    def translated(fn: Callable[..., Any], *args: Any) -> Any:
-        with io_errors():
-            return fn(*args)
-
     def call(fn: Callable[..., Any], *args: Any) -> Any:
-        return retrying.copy()(translated, fn, *args)  # one retry state per call (and thread)
+        return retrying.copy()(translated(fn), *args)  # one retry state per call (and thread)
 
     return call
 

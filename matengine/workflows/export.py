@@ -39,7 +39,7 @@ from matengine.export.views import (
     plan_view_ranges,
     version_views,
     view_at,
-    view_batches,
+    view_part,
     view_schema,
 )
 from matengine.query import meta
@@ -245,12 +245,9 @@ class ExportViewStep(Step):
         index, lo, hi = spec
         version = _params(ctx).version
         view = view_at(ctx.engine, self.datastack, version, self.view)
+        schema, batches = view_part(ctx.engine, view, version, lo, hi)
         return parquet_files.write_batches(
-            _destination(ctx),
-            self.view,
-            parquet_files.part_name(index),
-            view_schema(ctx.engine, view, version),
-            view_batches(ctx.engine, view, version, lo, hi),
+            _destination(ctx), self.view, parquet_files.part_name(index), schema, batches
         )
 
     def finish(self, ctx: StepContext, plan: list[Any]) -> dict[str, Any]:
