@@ -146,3 +146,23 @@ def test_a_permanent_error_fails_the_run_at_once_with_its_message(engine, datast
     assert not [e for e in run.errors if e.get("transient")]  # never retried
     assert Faults.attempts[(run.id, "chunk:2")] == 1
     assert (2, 0) not in _probe_rows(engine, probe)  # the refused chunk's rows rolled back
+
+
+def test_with_the_default_settings_a_transient_fault_once_costs_one_short_wait(
+    engine, datastack, probe, monkeypatch
+):
+    """The fixture shortens the waits; what a user gets (8 retries, 2 s doubling) must also
+    finish a run whose chunk met one transient fault, after one wait of about 2 s."""
+    import time
+
+    monkeypatch.delenv("MATENGINE_INLINE_RETRY_WAIT")
+    monkeypatch.delenv("MATENGINE_INLINE_RETRIES")
+    get_settings.cache_clear()
+    assert (get_settings().inline_retries, get_settings().inline_retry_wait) == (8, 2.0)
+    t = time.monotonic()
+    run = _run(engine, datastack, probe, "chunk")
+    took = time.monotonic() - t
+    assert run.state == "SUCCESS", run.errors
+    assert _probe_rows(engine, probe) == EXPECTED
+    assert len([e for e in run.errors if e.get("transient")]) == 1
+    assert 1.5 <= took < 30, took
