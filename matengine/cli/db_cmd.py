@@ -25,6 +25,8 @@ def status(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -
     else:
         st = embedded.status(settings.home)
         data = {"mode": "embedded", "running": st.running, "url": st.url, "pgdata": st.pgdata, "pid": st.pid}
+        if st.running and st.url:
+            data["settings"] = embedded.settings_in_use(st.url)
     emit(data, json_out, lambda: print_fields(data))
 
 

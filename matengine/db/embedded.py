@@ -15,6 +15,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from matengine.db import server_tuning
+
 
 @dataclass(frozen=True)
 class EmbeddedStatus:
@@ -47,8 +49,66 @@ def start(home: Path, database: str = "matengine") -> str:
     if not status(home).running:  # stopped since this process first started it: start again
         with server._lock:
             server.ensure_postgres_running()
+    if _write_tuning(pgdata) and _apply_tuning(server.get_uri("postgres")):
+        # settings that need a restart (shared buffers) changed and nobody else is
+        # connected: restart now rather than run a whole session on the stock values
+        stop(home)
+        with server._lock:
+            server.ensure_postgres_running()
     _ensure_database(server.get_uri("postgres"), database)
     return server.get_uri(database)
+
+
+def _write_tuning(pgdata: Path) -> bool:
+    """Write our settings file and include it from ``postgresql.conf``; True if either
+    changed (docs/operations.md, "The embedded server's settings")."""
+    conf = pgdata / "postgresql.conf"
+    ours = pgdata / server_tuning.CONF_NAME
+    text = server_tuning.render_conf(server_tuning.tuned_settings(server_tuning.this_machine()))
+    changed = False
+    if not ours.exists() or ours.read_text() != text:
+        ours.write_text(text)
+        changed = True
+    current = conf.read_text()
+    included = server_tuning.with_include(current)
+    if included != current:
+        conf.write_text(included)
+        changed = True
+    owner = pgdata.stat()
+    for f in (ours, conf):  # the server runs as its own user when we are root
+        if f.stat().st_uid != owner.st_uid:
+            os.chown(f, owner.st_uid, owner.st_gid)
+    return changed
+
+
+def _apply_tuning(admin_url: str) -> bool:
+    """Reload the configuration; True if a changed setting waits for a restart and no
+    other session is connected (another process's sessions are never cut: the settings
+    then apply at the next start)."""
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_reload_conf()")
+    time.sleep(0.2)  # the postmaster re-reads its files on the signal; a new session sees it
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        pending = conn.execute("SELECT count(*) FROM pg_settings WHERE pending_restart").fetchone()
+        others = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        ).fetchone()
+    return bool(pending and pending[0]) and not (others and others[0])
+
+
+def settings_in_use(url: str) -> dict[str, str]:
+    """The running server's values of the settings we tune."""
+    import psycopg
+
+    names = sorted(server_tuning.tuned_settings(server_tuning.this_machine()))
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT name, current_setting(name) FROM pg_settings WHERE name = ANY(%s)", (names,)
+        ).fetchall()
+    return {str(n): str(v) for n, v in rows}
 
 
 def _ensure_database(admin_url: str, database: str) -> None:

@@ -1,0 +1,82 @@
+"""Server settings of the embedded PostgreSQL, sized to the machine (docs/operations.md,
+"The embedded server's settings").
+
+PostgreSQL's stock settings (128 MB of shared buffers, 1 GB of WAL between checkpoints) are
+sized for a machine of twenty years ago. A version build, an ingest or an update-roots of
+millions of rows then reads its indexes through the kernel's page cache and checkpoints every
+few seconds, writing a full image of every page it touches again after each checkpoint; a
+live insert's commit waits behind those writes. The embedded server is ours to configure,
+so it gets the settings a DBA would give a database server on this machine (the values of
+common tuning guides: a quarter of the RAM for shared buffers, half for the planner's cache
+estimate, checkpoints every 15 minutes or 4 GB of WAL, compressed full-page images).
+
+An external server (``--database-url``) is the operator's: nothing here touches it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MIB = 2**20
+GIB = 2**30
+
+CONF_NAME = "matengine.conf"
+INCLUDE_LINE = f"include_if_exists = '{CONF_NAME}'"
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What the settings are sized from."""
+
+    ram_bytes: int
+    cpus: int
+
+
+def _mb(n: int) -> str:
+    return f"{max(1, n // MIB)}MB"
+
+
+def tuned_settings(machine: Machine) -> dict[str, str]:
+    """PostgreSQL settings for a server that has ``machine`` (mostly) to itself.
+
+    Shared buffers: a quarter of the RAM, between 128 MB (the stock value) and 8 GB (past
+    which the kernel's cache serves as well). The rest is the planner's cache estimate
+    (half the RAM), checkpoint spacing, and parallel index builds up to the cores."""
+    ram = max(machine.ram_bytes, 512 * MIB)
+    step = 128 * MIB  # whole multiples, so the value reads as set (5888MB, not 6026MB)
+    shared = min(max(ram // 4 // step * step, step), 8 * GIB)
+    return {
+        "shared_buffers": _mb(shared),
+        "effective_cache_size": _mb(ram // 2),
+        "work_mem": _mb(min(max(ram // 512, 4 * MIB), 64 * MIB)),
+        "max_wal_size": "4GB" if ram >= 4 * GIB else "1GB",
+        "min_wal_size": "1GB" if ram >= 4 * GIB else "80MB",
+        "checkpoint_timeout": "15min",
+        "checkpoint_completion_target": "0.9",
+        "wal_compression": "on",
+        "random_page_cost": "1.1",
+        "max_parallel_maintenance_workers": str(max(1, min(4, machine.cpus))),
+    }
+
+
+def render_conf(settings: dict[str, str]) -> str:
+    """The include file's text (the values are ours, never a caller's: quoted as literals)."""
+    lines = ["# written by matengine (matengine/db/server_tuning.py); ALTER SYSTEM overrides it"]
+    lines += [f"{name} = '{value}'" for name, value in sorted(settings.items())]
+    return "\n".join(lines) + "\n"
+
+
+def with_include(postgresql_conf: str) -> str:
+    """``postgresql.conf`` with the include of our file as its last line (once)."""
+    if INCLUDE_LINE in postgresql_conf.splitlines():
+        return postgresql_conf
+    sep = "" if postgresql_conf.endswith("\n") or not postgresql_conf else "\n"
+    return f"{postgresql_conf}{sep}{INCLUDE_LINE}\n"
+
+
+def this_machine() -> Machine:
+    import os
+
+    import psutil
+
+    return Machine(int(psutil.virtual_memory().total), os.cpu_count() or 1)
