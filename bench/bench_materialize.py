@@ -171,7 +171,8 @@ def _probe(spec: dict[str, Any]) -> dict[str, Any]:
         "post_pt": {"position": [102, 100, 20]},
         "size": 1.0,
     }
-    insert_annotations(engine, DATASTACK, TABLE, [row])  # warm: connection, catalog
+    table = spec.get("table", TABLE)
+    insert_annotations(engine, DATASTACK, table, [row])  # warm: connection, catalog
     print("ready", flush=True)
     lat: list[float] = []
     slow: list[list[float]] = []  # [wall-clock start, ms] of inserts over the target
@@ -179,7 +180,7 @@ def _probe(spec: dict[str, Any]) -> dict[str, Any]:
     while not stop.is_set():
         t, wall = time.perf_counter(), time.time()
         try:
-            insert_annotations(engine, DATASTACK, TABLE, [row])
+            insert_annotations(engine, DATASTACK, table, [row])
         except Exception as exc:  # reported, never fatal to the benchmark
             error = f"{type(exc).__name__}: {exc}"
             break
@@ -203,8 +204,8 @@ def _probe(spec: dict[str, Any]) -> dict[str, Any]:
 class InsertProbe:
     """Runs :func:`_probe` in a child process for the duration of a ``with`` block."""
 
-    def __init__(self, url: str, interval: float = 0.05) -> None:
-        self.url, self.interval = url, interval
+    def __init__(self, url: str, interval: float = 0.05, table: str = TABLE) -> None:
+        self.url, self.interval, self.table = url, interval, table
         self.result: dict[str, Any] = {}
 
     def __enter__(self) -> InsertProbe:
@@ -217,7 +218,7 @@ class InsertProbe:
                 "-m",
                 "bench.bench_materialize",
                 "--probe",
-                json.dumps({"url": self.url, "interval": self.interval}),
+                json.dumps({"url": self.url, "interval": self.interval, "table": self.table}),
             ],
             cwd=root,
             env=env,

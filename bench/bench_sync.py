@@ -24,6 +24,8 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,7 @@ from bench import (
     upload_params,
     vacuum_analyze,
 )
+from bench.bench_materialize import INSERT_BLOCK_TARGET_MS, InsertProbe
 
 BASELINE_POINTS = 2000
 SMALL_INGEST = (1000, 10)  # rows posted and ingested at once
@@ -56,6 +59,38 @@ SMALL_TARGET_S = {1000: 0.5, 10: 0.2}
 FRACTIONS = (0.001, 0.01, 0.10)
 ZERO_EDIT_TARGET_S = 1.0
 _COPY_HEADER = 19  # signature (11) + flags (4) + extension length (4)
+PROBE_TABLE = "insert_probe"  # live inserts go here while a workflow runs on TABLE
+
+
+class ProbeLog:
+    """Live inserts (one every 50 ms, from a child process, into ``PROBE_TABLE`` of the same
+    datastack) while each of our workflow runs: the slowest insert per kind of run."""
+
+    def __init__(self, url: str | None) -> None:
+        self.url = url
+        self.results: dict[str, list[dict[str, Any]]] = {}
+
+    @contextmanager
+    def during(self, kind: str) -> Iterator[None]:
+        if self.url is None:
+            yield
+            return
+        with InsertProbe(self.url, table=PROBE_TABLE) as probe:
+            yield
+        self.results.setdefault(kind, []).append(probe.result)
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for kind, runs in self.results.items():
+            done = [r for r in runs if r.get("inserts")]
+            out[kind] = {
+                "runs": len(runs),
+                "inserts": sum(r["inserts"] for r in done),
+                "max_ms": max((r["max_ms"] for r in done), default=None),
+                "p99_ms": max((r["p99_ms"] for r in done), default=None),
+                "errors": [r["error"] for r in runs if r.get("error")],
+            }
+        return out
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -126,14 +161,17 @@ def fraction_times(
 
 
 # ---------------------------------------------------------------------------- ingest
-def bench_ingest(engine: Engine, info, rows: int, baseline_points: int) -> dict[str, Any]:
+def bench_ingest(
+    engine: Engine, info, rows: int, baseline_points: int, probes: ProbeLog | None = None
+) -> dict[str, Any]:
     from matengine.segmentation import open_segmentation
     from matengine.segmentation.cloudvolume_lookup import lookup_one_cutout_per_point
 
     upload = run_workflow(engine, "bulk_upload", upload_params(info, with_segmentation=False), table=TABLE)
     checkpoint(engine)
     params = {"tables": [TABLE], "timestamp": info.initial_timestamp.isoformat()}
-    ours = run_workflow(engine, "ingest", params, table=TABLE)
+    with (probes or ProbeLog(None)).during("ingest"):
+        ours = run_workflow(engine, "ingest", params, table=TABLE)
     names = table_names(engine)
     # correctness: the ingested ids equal the generator's
     sample = min(rows, 5000)
@@ -439,7 +477,12 @@ def full_relookup(engine: Engine, info, seg_q: str, when: datetime) -> dict[str,
 
 
 def bench_update_roots(
-    engine: Engine, info, fractions=FRACTIONS, baseline_each: bool = False, compare: bool = True
+    engine: Engine,
+    info,
+    fractions=FRACTIONS,
+    baseline_each: bool = False,
+    compare: bool = True,
+    probes: ProbeLog | None = None,
 ) -> dict[str, Any]:
     """``compare``: also run the plan auto did not choose, and the field's procedure (off at
     smoke scale, where they only add time)."""
@@ -476,7 +519,8 @@ def bench_update_roots(
                 # the table ends at T_k with its roots exact for the 0-edit case below
                 plan = "in_place" if plans["auto"]["plan"] == "rewrite" else "rewrite"
             params = {"tables": [TABLE], "timestamp": when.isoformat(), "roots_plan": plan}
-            run = run_workflow(engine, "update_roots", params, table=TABLE)
+            with (probes if plan == "auto" and probes else ProbeLog(None)).during("update_roots"):
+                run = run_workflow(engine, "update_roots", params, table=TABLE)
             plans[plan] = {
                 "plan": run["result"][f"update_roots:{TABLE}"]["plan"],
                 "seconds": run["seconds"],
@@ -551,9 +595,15 @@ def run(
         with scratch_database("sync") as url:
             engine = open_engine(url)
             add_datastack(engine, info)
-            ingest = bench_ingest(engine, info, rows, baseline_points)
+            from matengine import catalog
+
+            catalog.create_table(engine, DATASTACK, PROBE_TABLE, schema="synapse")
+            probes = ProbeLog(url)
+            ingest = bench_ingest(engine, info, rows, baseline_points, probes)
             small = bench_small_ingest(engine, info, repeats=3 if rows >= 200_000 else 1)
-            upd = bench_update_roots(engine, info, fractions, baseline_each, compare=rows >= 200_000)
+            upd = bench_update_roots(
+                engine, info, fractions, baseline_each, compare=rows >= 200_000, probes=probes
+            )
             what = whatif_ingest(engine, info, rows) if whatif else None
     ing_ratio = ingest["points_per_s"] / ingest["baseline_points_per_s"]
     out_rows = [
@@ -641,6 +691,19 @@ def run(
                 note=f"ratio = baseline/ours; agrees: {case.get('agrees', 'n/a')}",
             )
         )
+    for kind, got in probes.summary().items():
+        out_rows.append(
+            result_row(
+                f"live insert latency during {kind.replace('_', '-')} ({human(rows)} rows, max)",
+                got["max_ms"],
+                None,
+                "ms",
+                target=f"< {INSERT_BLOCK_TARGET_MS} ms",
+                met=got["max_ms"] is not None and got["max_ms"] < INSERT_BLOCK_TARGET_MS,
+                note=f"{got['inserts']} inserts over {got['runs']} runs, p99 {got['p99_ms']} ms"
+                + (f"; errors: {got['errors']}" if got["errors"] else ""),
+            )
+        )
     zs = upd["zero_edits"]["seconds"]
     out_rows.append(
         result_row(
@@ -671,6 +734,7 @@ def run(
         "small_ingest": small,
         "update_roots": upd,
         "whatif_ingest": what,
+        "insert_probes": probes.summary(),
     }
 
 

@@ -84,6 +84,8 @@ def test_bench_command_prints_table_and_writes_json(tmp_path):
         "peak RSS",
         "ingest",
         "update roots, 0 edits",
+        "live insert latency during ingest",
+        "live insert latency during update-roots",
         "full re-lookup",
         "materialize",
         "template copy",
