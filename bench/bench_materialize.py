@@ -25,6 +25,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -236,6 +238,66 @@ class InsertProbe:
         out, _ = self.proc.communicate(timeout=60)
         lines = out.strip().splitlines()
         self.result = json.loads(lines[-1]) if lines else {"inserts": 0, "error": "no output"}
+
+
+PROBE_TABLE = "insert_probe"  # live inserts go here while a workflow runs on TABLE
+
+
+class ProbeLog:
+    """Live inserts (one every 50 ms, from a child process, into ``PROBE_TABLE`` of the same
+    datastack) while each of our workflow runs: the slowest insert per kind of run."""
+
+    def __init__(self, url: str | None) -> None:
+        self.url = url
+        self.results: dict[str, list[dict[str, Any]]] = {}
+
+    @classmethod
+    def for_datastack(cls, engine: Any, url: str) -> ProbeLog:
+        """A log for ``DATASTACK`` (its probe table created here)."""
+        from matengine import catalog
+
+        catalog.create_table(engine, DATASTACK, PROBE_TABLE, schema="synapse")
+        return cls(url)
+
+    @contextmanager
+    def during(self, kind: str) -> Iterator[None]:
+        if self.url is None:
+            yield
+            return
+        with InsertProbe(self.url, table=PROBE_TABLE) as probe:
+            yield
+        self.results.setdefault(kind, []).append(probe.result)
+
+    def report_rows(self, size: str) -> list[dict[str, Any]]:
+        """One result row per kind of run: the slowest insert during it."""
+        out = []
+        for kind, got in self.summary().items():
+            out.append(
+                result_row(
+                    f"live insert latency during {kind.replace('_', '-')} ({size} rows, max)",
+                    got["max_ms"],
+                    None,
+                    "ms",
+                    target=f"< {INSERT_BLOCK_TARGET_MS} ms",
+                    met=got["max_ms"] is not None and got["max_ms"] < INSERT_BLOCK_TARGET_MS,
+                    note=f"{got['inserts']} inserts over {got['runs']} runs, p99 {got['p99_ms']} ms"
+                    + (f"; errors: {got['errors']}" if got["errors"] else ""),
+                )
+            )
+        return out
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for kind, runs in self.results.items():
+            done = [r for r in runs if r.get("inserts")]
+            out[kind] = {
+                "runs": len(runs),
+                "inserts": sum(r["inserts"] for r in done),
+                "max_ms": max((r["max_ms"] for r in done), default=None),
+                "p99_ms": max((r["p99_ms"] for r in done), default=None),
+                "errors": [r["error"] for r in runs if r.get("error")],
+            }
+        return out
 
 
 # ---------------------------------------------------------------------------- run

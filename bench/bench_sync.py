@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -51,7 +49,7 @@ from bench import (
     upload_params,
     vacuum_analyze,
 )
-from bench.bench_materialize import INSERT_BLOCK_TARGET_MS, InsertProbe
+from bench.bench_materialize import ProbeLog
 
 BASELINE_POINTS = 2000
 SMALL_INGEST = (1000, 10)  # rows posted and ingested at once
@@ -59,38 +57,6 @@ SMALL_TARGET_S = {1000: 0.5, 10: 0.2}
 FRACTIONS = (0.001, 0.01, 0.10)
 ZERO_EDIT_TARGET_S = 1.0
 _COPY_HEADER = 19  # signature (11) + flags (4) + extension length (4)
-PROBE_TABLE = "insert_probe"  # live inserts go here while a workflow runs on TABLE
-
-
-class ProbeLog:
-    """Live inserts (one every 50 ms, from a child process, into ``PROBE_TABLE`` of the same
-    datastack) while each of our workflow runs: the slowest insert per kind of run."""
-
-    def __init__(self, url: str | None) -> None:
-        self.url = url
-        self.results: dict[str, list[dict[str, Any]]] = {}
-
-    @contextmanager
-    def during(self, kind: str) -> Iterator[None]:
-        if self.url is None:
-            yield
-            return
-        with InsertProbe(self.url, table=PROBE_TABLE) as probe:
-            yield
-        self.results.setdefault(kind, []).append(probe.result)
-
-    def summary(self) -> dict[str, dict[str, Any]]:
-        out = {}
-        for kind, runs in self.results.items():
-            done = [r for r in runs if r.get("inserts")]
-            out[kind] = {
-                "runs": len(runs),
-                "inserts": sum(r["inserts"] for r in done),
-                "max_ms": max((r["max_ms"] for r in done), default=None),
-                "p99_ms": max((r["p99_ms"] for r in done), default=None),
-                "errors": [r["error"] for r in runs if r.get("error")],
-            }
-        return out
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -595,10 +561,7 @@ def run(
         with scratch_database("sync") as url:
             engine = open_engine(url)
             add_datastack(engine, info)
-            from matengine import catalog
-
-            catalog.create_table(engine, DATASTACK, PROBE_TABLE, schema="synapse")
-            probes = ProbeLog(url)
+            probes = ProbeLog.for_datastack(engine, url)
             ingest = bench_ingest(engine, info, rows, baseline_points, probes)
             small = bench_small_ingest(engine, info, repeats=3 if rows >= 200_000 else 1)
             upd = bench_update_roots(
@@ -691,19 +654,7 @@ def run(
                 note=f"ratio = baseline/ours; agrees: {case.get('agrees', 'n/a')}",
             )
         )
-    for kind, got in probes.summary().items():
-        out_rows.append(
-            result_row(
-                f"live insert latency during {kind.replace('_', '-')} ({human(rows)} rows, max)",
-                got["max_ms"],
-                None,
-                "ms",
-                target=f"< {INSERT_BLOCK_TARGET_MS} ms",
-                met=got["max_ms"] is not None and got["max_ms"] < INSERT_BLOCK_TARGET_MS,
-                note=f"{got['inserts']} inserts over {got['runs']} runs, p99 {got['p99_ms']} ms"
-                + (f"; errors: {got['errors']}" if got["errors"] else ""),
-            )
-        )
+    out_rows += probes.report_rows(human(rows))
     zs = upd["zero_edits"]["seconds"]
     out_rows.append(
         result_row(

@@ -47,6 +47,7 @@ from bench import (
     scratch_database,
     upload_params,
 )
+from bench.bench_materialize import ProbeLog
 
 EXECUTEMANY_SAMPLE = 50_000
 COPY_BLOCK = 1_000_000  # rows per buffer written into the one COPY stream
@@ -339,7 +340,9 @@ def run(
         with scratch_database("upload") as url:
             engine = open_engine(url)
             add_datastack(engine, info)
-            ours = upload_in_child(url, upload_params(info))
+            probes = ProbeLog.for_datastack(engine, url)
+            with probes.during("upload"):
+                ours = upload_in_child(url, upload_params(info))
             copy = raw_copy(engine, info, folder, rows)
             em = executemany(engine, info, folder, sample)
             big = None
@@ -393,6 +396,7 @@ def run(
             note="informational",
         ),
     ]
+    out_rows += probes.report_rows(human(rows))
     if big is not None:
         (small_n, small), (large_n, large) = sorted([(rows, ours), (other_rows, big)], key=lambda x: x[0])
         flat = large["peak_rss_mb"] <= RSS_FLAT * small["peak_rss_mb"]
@@ -416,6 +420,7 @@ def run(
         "raw_copy": copy,
         "executemany": em,
         "rss_scale": None if big is None else {"rows": other_rows, **big},
+        "insert_probes": probes.summary(),
     }
 
 

@@ -61,7 +61,8 @@ def test_bench_command_prints_table_and_writes_json(tmp_path):
     )
     elapsed = time.monotonic() - started
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert elapsed < 60, f"bench at 20k rows took {elapsed:.0f} s"
+    # (five insert probes start a child process each: ~2 s apiece on a loaded machine)
+    assert elapsed < 90, f"bench at 20k rows took {elapsed:.0f} s"
 
     # the table: one header, one line per result
     lines = proc.stdout.splitlines()
@@ -84,6 +85,7 @@ def test_bench_command_prints_table_and_writes_json(tmp_path):
         "peak RSS",
         "ingest",
         "update roots, 0 edits",
+        "live insert latency during upload",
         "live insert latency during ingest",
         "live insert latency during update-roots",
         "full re-lookup",
