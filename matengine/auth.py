@@ -233,27 +233,54 @@ def revoke_token(engine: Engine, token_id: int) -> None:
         raise NotFound(f"no active token with id {token_id}")
 
 
-def authenticate(engine: Engine, token: str) -> Principal:
-    """The principal of ``token``; :class:`Unauthorized` if unknown, revoked or expired."""
+@dataclass(frozen=True)
+class _TokenRow:
+    id: int
+    datastack: str
+    permission: str
+    expires: Any
+    user_id: int | None
+    user_name: str | None
+    groups: frozenset[str]
+
+
+def _token_row(engine: Engine, token_sha256: str) -> _TokenRow | None:
     t, u = m.tokens, m.users
     with engine.connect() as conn:
         row = conn.execute(
             select(t.c.id, t.c.datastack, t.c.permission, t.c.expires, t.c.user_id, u.c.name)
             .select_from(t.outerjoin(u, u.c.id == t.c.user_id))
-            .where(t.c.token_sha256 == hash_token(token), t.c.revoked.is_(None))
+            .where(t.c.token_sha256 == token_sha256, t.c.revoked.is_(None))
         ).first()
-        if row is None or row.permission not in _RANK:
-            raise Unauthorized("unknown or revoked token")
-        if row.expires is not None and row.expires <= utcnow():
-            raise Unauthorized("token expired: create a new one with 'matengine token create'")
+        if row is None:
+            return None
         groups = groups_of(conn, row.name) if row.name is not None else frozenset()
+    return _TokenRow(row.id, row.datastack, row.permission, row.expires, row.user_id, row.name, groups)
+
+
+def authenticate(engine: Engine, token: str, *, cached: bool = False) -> Principal:
+    """The principal of ``token``; :class:`Unauthorized` if unknown, revoked or expired.
+
+    ``cached``: read the token through :mod:`matengine.metadata_cache` (the API's requests);
+    its expiry is checked at every use all the same."""
+    digest = hash_token(token)
+    if cached:
+        from matengine import metadata_cache
+
+        row = metadata_cache.cached(engine, ("token", digest), lambda: _token_row(engine, digest))
+    else:
+        row = _token_row(engine, digest)
+    if row is None or row.permission not in _RANK:
+        raise Unauthorized("unknown or revoked token")
+    if row.expires is not None and row.expires <= utcnow():
+        raise Unauthorized("token expired: create a new one with 'matengine token create'")
     return Principal(
         token_id=row.id,
         datastack=row.datastack,
         permission=row.permission,
         user_id=row.user_id,
-        user_name=row.name,
-        groups=groups,
+        user_name=row.user_name,
+        groups=row.groups,
     )
 
 
@@ -334,7 +361,7 @@ def principal_from_request(request: Request) -> Principal:
             raise Unauthorized(
                 "no token: send 'Authorization: Bearer <token>' (create one with 'matengine token create')"
             )
-        principal = authenticate(app_state.engine, token)
+        principal = authenticate(app_state.engine, token, cached=True)
         check_same_origin(request, ambient=not _bearer(request))
     request.state.principal = principal
     return principal

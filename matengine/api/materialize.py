@@ -87,7 +87,12 @@ def table_metadata(
 def _readable(request: Request, datastack: str, table: str) -> None:
     """Refuse (403) a table whose read permission the caller does not meet."""
     table_permissions.require(
-        engine_of(request), principal_from_request(request), datastack, table, table_permissions.Access.READ
+        engine_of(request),
+        principal_from_request(request),
+        datastack,
+        table,
+        table_permissions.Access.READ,
+        cached=True,
     )
 
 
@@ -249,6 +254,7 @@ def add_routes(prefix: str) -> None:
             body,
             settings=settings_of(request),
             random_sample=random_sample,
+            cached=True,
         )
         return _answer(result, request, count, return_pyarrow, ipc_compress)
 

@@ -24,7 +24,8 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from matengine.api.deps import error_response
+from matengine.api.deps import error_response, settings_of
+from matengine.auth import is_loopback
 from matengine.query.engine import QueryResult
 from matengine.query.output import arrow_stream, ipc_compression, json_records
 
@@ -32,8 +33,13 @@ ARROW_MEDIA_TYPE = "data.arrow"
 _DONE = object()
 
 
+# bytes gathered per trip to a worker thread: a trip costs a context switch or two, a batch of
+# rows is a few MB, so small pieces (the schema message) travel with the next one
+STEP_BYTES = 1 << 20
+
+
 class _Pump:
-    """Steps a blocking generator from worker threads, one step at a time."""
+    """Steps a blocking generator from worker threads, about :data:`STEP_BYTES` at a time."""
 
     def __init__(self, gen: Generator[bytes, None, None]) -> None:
         self.gen = gen
@@ -41,7 +47,18 @@ class _Pump:
 
     def step(self) -> object:
         with self.lock:
-            return next(self.gen, _DONE)
+            parts: list[bytes] = []
+            size = 0
+            while size < STEP_BYTES:
+                chunk = next(self.gen, _DONE)
+                if chunk is _DONE:
+                    if not parts:
+                        return _DONE
+                    break
+                if isinstance(chunk, bytes) and chunk:
+                    parts.append(chunk)
+                    size += len(chunk)
+            return b"".join(parts)
 
     def close(self) -> None:
         with self.lock:  # waits for a step still running in an abandoned thread
@@ -71,11 +88,28 @@ async def _in_threads(
 
 class QueryStreamingResponse(StreamingResponse):
     """Streams a query result, after running it up to its first batch: an error there is
-    answered in the API's error shape; a client that hangs up meanwhile cancels the query."""
+    answered in the API's error shape; a client that hangs up meanwhile cancels the query.
 
-    def __init__(self, result: QueryResult, content: AsyncIterator[bytes], **kw: object) -> None:
-        super().__init__(content, **kw)  # type: ignore[arg-type]
+    A result that the first trip to a worker thread reads to its end (one batch or less: a
+    root's synapses, a small table) is encoded on that same trip and answered in one body,
+    with its length: one trip to a thread per request instead of one per piece."""
+
+    def __init__(self, result: QueryResult, encode: Generator[bytes, None, None], **kw: object) -> None:
+        super().__init__(_in_threads(encode, result.cancel), **kw)  # type: ignore[arg-type]
         self.result = result
+        self.encode = encode
+        self.whole: bytes | None = None
+
+    def _start(self) -> None:
+        """Prime the result; if that read all of it, encode it whole (on the same thread)."""
+        self.result.prime()
+        if self.result.complete:
+            self.whole = b"".join(self.encode)
+
+    async def _send_whole(self, body: bytes, send: Send) -> None:
+        headers = [*self.raw_headers, (b"content-length", str(len(body)).encode("ascii"))]
+        await send({"type": "http.response.start", "status": self.status_code, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gone = False
@@ -91,7 +125,7 @@ class QueryStreamingResponse(StreamingResponse):
 
             tg.start_soon(watch)
             try:
-                await anyio.to_thread.run_sync(self.result.prime, abandon_on_cancel=True)
+                await anyio.to_thread.run_sync(self._start, abandon_on_cancel=True)
             except Exception as exc:  # answered below, outside the task group
                 failure = exc
             tg.cancel_scope.cancel()
@@ -106,6 +140,9 @@ class QueryStreamingResponse(StreamingResponse):
             if response is None:
                 raise failure
             await response(scope, receive, send)
+            return
+        if self.whole is not None:
+            await self._send_whole(self.whole, send)
             return
         await super().__call__(scope, receive, send)
 
@@ -127,23 +164,30 @@ def result_headers(result: QueryResult) -> dict[str, str]:
     return headers
 
 
+_FORWARDED = ("forwarded", "x-forwarded-for", "x-real-ip")
+
+
+def on_loopback(request: Request) -> bool:
+    """Whether the caller is on this machine: a loopback peer that no proxy forwarded for."""
+    client = request.scope.get("client") or (None, None)
+    if not is_loopback(client[0]):
+        return False
+    return not any(h in request.headers for h in _FORWARDED)
+
+
 def query_response(
     result: QueryResult, request: Request, *, arrow: bool = True, ipc_compress: bool = True
 ) -> StreamingResponse:
     headers = result_headers(result)
     if not arrow:
         return QueryStreamingResponse(
-            result,
-            _in_threads(json_records(result), result.cancel),
-            media_type="application/json",
-            headers=headers,
+            result, json_records(result), media_type="application/json", headers=headers
         )
-    compression = ipc_compression(request.headers.get("accept-encoding")) if ipc_compress else None
+    compression = None
+    if ipc_compress and (settings_of(request).query_compress_loopback or not on_loopback(request)):
+        compression = ipc_compression(request.headers.get("accept-encoding"))
     return QueryStreamingResponse(
-        result,
-        _in_threads(arrow_stream(result, compression), result.cancel),
-        media_type=ARROW_MEDIA_TYPE,
-        headers=headers,
+        result, arrow_stream(result, compression), media_type=ARROW_MEDIA_TYPE, headers=headers
     )
 
 

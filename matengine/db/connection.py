@@ -66,10 +66,15 @@ def get_engine(url: str | None = None, settings: Settings | None = None) -> Engi
                 pool_pre_ping=False,
                 pool_size=5,
                 max_overflow=10,
-                # timestamps come back in UTC whatever the server's default zone
-                connect_args={"options": "-c timezone=UTC"},
+                # timestamps come back in UTC whatever the server's default zone; a backend
+                # whose client (this process) vanished stops within seconds, even while it
+                # computes rows it has not sent yet
+                connect_args={"options": "-c timezone=UTC -c client_connection_check_interval=2000"},
             )
             event.listen(engine, "checkout", _check_alive)
+            from matengine import metadata_cache
+
+            metadata_cache.watch(engine)
             from matengine.db.migrate import upgrade
 
             with engine.connect() as conn:
