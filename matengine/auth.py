@@ -19,13 +19,14 @@ import hashlib
 import ipaddress
 import re
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -270,6 +271,10 @@ def authenticate(engine: Engine, token: str, *, cached: bool = False) -> Princip
         row = metadata_cache.cached(engine, ("token", digest), lambda: _token_row(engine, digest))
     else:
         row = _token_row(engine, digest)
+    return _principal_of(row)
+
+
+def _principal_of(row: _TokenRow | None) -> Principal:
     if row is None or row.permission not in _RANK:
         raise Unauthorized("unknown or revoked token")
     if row.expires is not None and row.expires <= utcnow():
@@ -367,6 +372,30 @@ def principal_from_request(request: Request) -> Principal:
     return principal
 
 
+def known_principal(request: Request) -> Principal | None:
+    """The request's principal if it can be had without a database read (auth off, or the
+    token in :mod:`matengine.metadata_cache`); None when it must be read. Refusals (an
+    expired token, a foreign origin) are raised as by :func:`principal_from_request`."""
+    cached = getattr(request.state, "principal", None)
+    if isinstance(cached, Principal):
+        return cached
+    app_state = request.app.state
+    if not getattr(app_state, "auth_enabled", True):
+        return principal_from_request(request)  # no database read either
+    token = token_from_request(request)
+    if not token:
+        return None
+    from matengine import metadata_cache
+
+    found, row = metadata_cache.peek(app_state.engine, ("token", hash_token(token)))
+    if not found:
+        return None
+    principal = _principal_of(row)
+    check_same_origin(request, ambient=not _bearer(request))
+    request.state.principal = principal
+    return principal
+
+
 def datastack_from_path(request: Request, param: str | None = None) -> str | None:
     params = request.path_params
     if param is not None:
@@ -384,7 +413,7 @@ def get_principal(request: Request) -> Principal:
 
 def require_permission(
     permission: str, *, datastack_param: str | None = None
-) -> Callable[[Request], Principal]:
+) -> Callable[[Request], Awaitable[Principal]]:
     """Dependency factory: ``Depends(require_permission("admin"))``.
 
     The datastack is read from the route's path (``datastack_param``, else the first of
@@ -394,8 +423,11 @@ def require_permission(
     """
     check_permission(permission)
 
-    def dependency(request: Request) -> Principal:
-        principal = principal_from_request(request)
+    async def dependency(request: Request) -> Principal:
+        # on the event loop when the caller is known already (no trip to a worker thread)
+        principal = known_principal(request)
+        if principal is None:
+            principal = await run_in_threadpool(principal_from_request, request)
         datastack = datastack_from_path(request, datastack_param)
         principal.require(datastack or ALL_DATASTACKS, permission)
         return principal

@@ -57,6 +57,14 @@ class MetadataCache:
                 self._entries[key] = (now + ttl, value)
         return value
 
+    def peek(self, key: Hashable) -> tuple[bool, Any]:
+        """``(True, value)`` if ``key`` is cached and fresh, else ``(False, None)``; no load."""
+        with self._lock:
+            hit = self._entries.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return True, hit[1]
+        return False, None
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
@@ -74,7 +82,18 @@ def ttl() -> float:
 
 def cached(engine: Engine, key: tuple[Hashable, ...], load: Callable[[], T]) -> T:
     """``load()`` through the cache, under ``key`` in ``engine``'s database."""
-    return CACHE.get((engine.url.render_as_string(hide_password=True), *key), load, ttl())
+    return CACHE.get((_engine_key(engine), *key), load, ttl())
+
+
+def peek(engine: Engine, key: tuple[Hashable, ...]) -> tuple[bool, Any]:
+    """What :func:`cached` would answer without loading: ``(found, value)``."""
+    if ttl() <= 0:
+        return False, None
+    return CACHE.peek((_engine_key(engine), *key))
+
+
+def _engine_key(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
 
 
 def _writes_cached_table(statement: Any) -> bool:

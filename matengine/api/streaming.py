@@ -26,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 
 from matengine.api.deps import error_response, settings_of
 from matengine.auth import is_loopback
+from matengine.query.counts import count_result
 from matengine.query.engine import QueryResult
 from matengine.query.output import arrow_stream, ipc_compression, json_records
 
@@ -86,30 +87,74 @@ async def _in_threads(
             await anyio.to_thread.run_sync(pump.close)
 
 
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield b""  # an async generator that yields nothing
+
+
 class QueryStreamingResponse(StreamingResponse):
-    """Streams a query result, after running it up to its first batch: an error there is
-    answered in the API's error shape; a client that hangs up meanwhile cancels the query.
+    """A query's answer. On one trip to a worker thread it plans the query (``make``: what
+    can be refused — names, values, permissions — is refused there), runs it up to its first
+    batch, and, if that read the whole result (one batch or less: a root's synapses, a small
+    table), encodes it: answered in one body with its length. A longer result then streams,
+    batch by batch. An error before the first byte is answered in the API's error shape; a
+    client that hangs up meanwhile cancels the query."""
 
-    A result that the first trip to a worker thread reads to its end (one batch or less: a
-    root's synapses, a small table) is encoded on that same trip and answered in one body,
-    with its length: one trip to a thread per request instead of one per piece."""
-
-    def __init__(self, result: QueryResult, encode: Generator[bytes, None, None], **kw: object) -> None:
-        super().__init__(_in_threads(encode, result.cancel), **kw)  # type: ignore[arg-type]
-        self.result = result
-        self.encode = encode
+    def __init__(
+        self,
+        make: Callable[[], QueryResult],
+        request: Request,
+        *,
+        arrow: bool = True,
+        ipc_compress: bool = True,
+        count: bool = False,
+    ) -> None:
+        media_type = ARROW_MEDIA_TYPE if arrow or count else "application/json"
+        super().__init__(_nothing(), media_type=media_type)
+        self.make = make
+        self.arrow = arrow
+        self.count = count
+        self.compression = result_compression(request) if arrow and ipc_compress else None
+        self.result: QueryResult | None = None
         self.whole: bytes | None = None
+        self._lock = threading.Lock()
+        self._gone = False
 
     def _start(self) -> None:
-        """Prime the result; if that read all of it, encode it whole (on the same thread)."""
-        self.result.prime()
-        if self.result.complete:
-            self.whole = b"".join(self.encode)
+        result = self.make()
+        with self._lock:
+            if self._gone:  # the client left while this was planned: nothing is held yet
+                return
+            self.result = result
+        if self.count:
+            self.whole = count_body(count_result(result))
+            self.init_headers(count_headers(result))
+            return
+        self.init_headers(result_headers(result))
+        encode = arrow_stream(result, self.compression) if self.arrow else json_records(result)
+        result.prime()
+        if result.complete:
+            self.whole = b"".join(encode)
+        else:
+            self.body_iterator = _in_threads(encode, result.cancel)
 
     async def _send_whole(self, body: bytes, send: Send) -> None:
         headers = [*self.raw_headers, (b"content-length", str(len(body)).encode("ascii"))]
         await send({"type": "http.response.start", "status": self.status_code, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    def _close(self) -> None:
+        with self._lock:
+            self._gone = True
+            result = self.result
+        if result is not None:
+            result.close()
+
+    def _cancel(self) -> None:
+        with self._lock:
+            result = self.result
+        if result is not None:
+            result.cancel()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gone = False
@@ -131,11 +176,11 @@ class QueryStreamingResponse(StreamingResponse):
             tg.cancel_scope.cancel()
         if gone:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self.result.cancel)
-                await anyio.to_thread.run_sync(self.result.close)
+                await anyio.to_thread.run_sync(self._cancel)
+                await anyio.to_thread.run_sync(self._close)
             return
         if failure is not None:
-            await anyio.to_thread.run_sync(self.result.close)
+            await anyio.to_thread.run_sync(self._close)
             response = error_response(failure)
             if response is None:
                 raise failure
@@ -175,31 +220,40 @@ def on_loopback(request: Request) -> bool:
     return not any(h in request.headers for h in _FORWARDED)
 
 
+def result_compression(request: Request) -> str | None:
+    """The compression of a result's Arrow buffers: what the client's ``Accept-Encoding``
+    asks, except for a caller on this machine (unless ``MATENGINE_QUERY_COMPRESS_LOOPBACK``)."""
+    if on_loopback(request) and not settings_of(request).query_compress_loopback:
+        return None
+    return ipc_compression(request.headers.get("accept-encoding"))
+
+
 def query_response(
-    result: QueryResult, request: Request, *, arrow: bool = True, ipc_compress: bool = True
-) -> StreamingResponse:
-    headers = result_headers(result)
-    if not arrow:
-        return QueryStreamingResponse(
-            result, json_records(result), media_type="application/json", headers=headers
-        )
-    compression = None
-    if ipc_compress and (settings_of(request).query_compress_loopback or not on_loopback(request)):
-        compression = ipc_compression(request.headers.get("accept-encoding"))
-    return QueryStreamingResponse(
-        result, arrow_stream(result, compression), media_type=ARROW_MEDIA_TYPE, headers=headers
-    )
+    result: QueryResult | Callable[[], QueryResult],
+    request: Request,
+    *,
+    arrow: bool = True,
+    ipc_compress: bool = True,
+    count: bool = False,
+) -> QueryStreamingResponse:
+    """The answer of a query: ``result``, or a function planning it on the answer's first trip
+    to a worker thread (a route that is ``async`` then needs no trip of its own)."""
+    make = result if callable(result) else (lambda: result)
+    return QueryStreamingResponse(make, request, arrow=arrow, ipc_compress=ipc_compress, count=count)
 
 
-def count_response(n: int, result: QueryResult) -> StreamingResponse:
+def count_headers(result: QueryResult) -> dict[str, str]:
+    headers = {"dataframe_resolution": result_headers(result)["dataframe_resolution"]}
+    if result.warnings:
+        headers["Warning"] = _header_text(", ".join(result.warnings))
+    return headers
+
+
+def count_body(n: int) -> bytes:
     """A query's ``count=True`` answer: one row, one ``count`` column (MaterializationEngine's
     frame), as an Arrow IPC stream."""
     table = pa.table({"count": pa.array([int(n)], pa.int64())})
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
-    headers = {"dataframe_resolution": result_headers(result)["dataframe_resolution"]}
-    if result.warnings:
-        headers["Warning"] = _header_text(", ".join(result.warnings))
-    body = sink.getvalue().to_pybytes()
-    return StreamingResponse(iter([body]), media_type=ARROW_MEDIA_TYPE, headers=headers)
+    return sink.getvalue().to_pybytes()
