@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fastapi import Request  # module level: FastAPI resolves the routes' annotations here
 from sqlalchemy import Engine, insert, text
 
 from bench import human, open_engine, parse_rows, result_row, scratch_database
@@ -152,7 +153,7 @@ def serve(url: str, port: int) -> None:
     """The app plus the baseline route, under uvicorn (runs in the child process)."""
     import pandas as pd
     import uvicorn
-    from fastapi import Request, Response
+    from fastapi import Response
 
     from matengine.api.app import create_app
     from matengine.config import configure, get_settings
