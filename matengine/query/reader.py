@@ -203,7 +203,10 @@ class CopyBinaryParser:
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         # appending to a bytearray lets each message buffer go at once; holding thousands of
         # them in a list until a join was measured twice as slow
-        self._buf += data
+        if not self._buf and isinstance(data, bytearray):
+            self._buf = data  # a batch's worth read at once: taken over, not copied
+        else:
+            self._buf += data
 
     def take(self) -> Batch | None:
         """The complete rows received so far (None if there are none); a partial row stays."""
@@ -240,22 +243,24 @@ def _copy_messages(conn: psycopg.Connection, buf: bytearray, most: int) -> PQGen
     loop once per message, i.e. once per row: this one, once per batch, is several times
     faster."""
     pgconn = conn.pgconn
-    for _ in range(most):
-        while True:
-            nbytes, data = pgconn.get_copy_data(1)
-            if nbytes != 0:
-                break
+    get = pgconn.get_copy_data
+    taken = 0
+    while taken < most:
+        nbytes, data = get(1)
+        if nbytes > 0:
+            buf += data
+            taken += 1
+        elif nbytes == 0:  # nothing buffered: wait for the server
             while not (yield Wait.R):
                 continue
             pgconn.consume_input()
-        if nbytes < 0:
+        else:  # the COPY ended: its final result
             results = yield from psycopg.generators.fetch_many(pgconn)
             if len(results) != 1:
                 raise psycopg.ProgrammingError("you cannot mix COPY with other operations")
             if results[0].status != pq.ExecStatus.COMMAND_OK:
                 raise psycopg.errors.error_from_result(results[0], encoding=conn.info.encoding)
             return results[0]
-        buf += data
     return None
 
 
