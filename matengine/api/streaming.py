@@ -10,6 +10,11 @@ thread pool. The query is run up to its first batch before the response starts
 When the client goes away, before the first batch or mid-stream, the PostgreSQL query is
 cancelled at once (even while a thread waits on it) and the generator is closed in the
 thread pool, so its connection is given back (or dropped) without blocking the event loop.
+
+Trips between the event loop and the thread pool cost a small query more than its rows: the
+query is planned, primed and — when that read all of it — encoded on one trip, and answered
+in one body; a streamed result travels about a MiB per trip. Arrow buffers are compressed as
+the client asks unless the caller is on this machine (docs/operations.md, "Query serving").
 """
 
 from __future__ import annotations

@@ -102,10 +102,11 @@ def stale(conn: psycopg.Connection) -> bool:
     if conn.closed or conn.broken:
         return True
     try:
-        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+        poller = select.poll()  # not select.select: that fails on descriptors above 1023
+        poller.register(conn.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(0))
     except (OSError, ValueError, psycopg.Error):
         return True
-    return bool(readable)
 
 
 def _check_alive(dbapi_connection: Any, record: Any, proxy: Any) -> None:
