@@ -18,6 +18,7 @@ import pytest
 
 from matengine import auth, catalog, metadata_cache
 from matengine.query import version_query
+from matengine.query.reader import BATCH_ROWS
 
 REPO = Path(__file__).resolve().parents[2]
 ROWS = 3000
@@ -206,3 +207,33 @@ def test_a_repeated_query_reads_no_metadata_from_the_database(engine, stack, app
     finally:
         event.remove(engine, "before_cursor_execute", count)
     assert statements == []  # token, table permissions and version came from the cache
+
+
+@pytest.fixture(scope="module")
+def two_batches(engine, stack):
+    """Version 2 of the same table: more rows than one batch."""
+    from bench.bench_query import make_version
+
+    ds, _ = stack
+    make_version(engine, ds, "synapses", 20_000, version=2, spatial_index=False)
+    return ds
+
+
+@pytest.mark.parametrize("limit", [BATCH_ROWS - 1, BATCH_ROWS, None])
+def test_one_body_up_to_a_batch_and_a_stream_beyond_with_the_same_rows(engine, two_batches, app_url, limit):
+    ds = two_batches
+    token = auth.create_token(engine, ds, "view")[1]
+    body = {} if limit is None else {"limit": limit}
+    r = httpx.post(
+        f"{app_url}/materialize/api/v3/datastack/{ds}/version/2/table/synapses/query?arrow_format=True",
+        json=body,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    one_body = limit is not None and limit < BATCH_ROWS
+    assert ("content-length" in r.headers) == one_body
+    assert r.headers["server-timing"].startswith("app;dur=")
+    got = pa.ipc.open_stream(r.content).read_all()
+    expected = version_query(engine, ds, 2, "synapses", body).to_table()
+    assert len(got) == (limit or 20_000) and got.equals(expected)
