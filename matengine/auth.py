@@ -19,13 +19,14 @@ import hashlib
 import ipaddress
 import re
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -233,27 +234,58 @@ def revoke_token(engine: Engine, token_id: int) -> None:
         raise NotFound(f"no active token with id {token_id}")
 
 
-def authenticate(engine: Engine, token: str) -> Principal:
-    """The principal of ``token``; :class:`Unauthorized` if unknown, revoked or expired."""
+@dataclass(frozen=True)
+class _TokenRow:
+    id: int
+    datastack: str
+    permission: str
+    expires: Any
+    user_id: int | None
+    user_name: str | None
+    groups: frozenset[str]
+
+
+def _token_row(engine: Engine, token_sha256: str) -> _TokenRow | None:
     t, u = m.tokens, m.users
     with engine.connect() as conn:
         row = conn.execute(
             select(t.c.id, t.c.datastack, t.c.permission, t.c.expires, t.c.user_id, u.c.name)
             .select_from(t.outerjoin(u, u.c.id == t.c.user_id))
-            .where(t.c.token_sha256 == hash_token(token), t.c.revoked.is_(None))
+            .where(t.c.token_sha256 == token_sha256, t.c.revoked.is_(None))
         ).first()
-        if row is None or row.permission not in _RANK:
-            raise Unauthorized("unknown or revoked token")
-        if row.expires is not None and row.expires <= utcnow():
-            raise Unauthorized("token expired: create a new one with 'matengine token create'")
+        if row is None:
+            return None
         groups = groups_of(conn, row.name) if row.name is not None else frozenset()
+    return _TokenRow(row.id, row.datastack, row.permission, row.expires, row.user_id, row.name, groups)
+
+
+def authenticate(engine: Engine, token: str, *, cached: bool = False) -> Principal:
+    """The principal of ``token``; :class:`Unauthorized` if unknown, revoked or expired.
+
+    ``cached``: read the token through :mod:`matengine.metadata_cache` (the API's requests);
+    its expiry is checked at every use all the same."""
+    digest = hash_token(token)
+    if cached:
+        from matengine import metadata_cache
+
+        row = metadata_cache.cached(engine, ("token", digest), lambda: _token_row(engine, digest))
+    else:
+        row = _token_row(engine, digest)
+    return _principal_of(row)
+
+
+def _principal_of(row: _TokenRow | None) -> Principal:
+    if row is None or row.permission not in _RANK:
+        raise Unauthorized("unknown or revoked token")
+    if row.expires is not None and row.expires <= utcnow():
+        raise Unauthorized("token expired: create a new one with 'matengine token create'")
     return Principal(
         token_id=row.id,
         datastack=row.datastack,
         permission=row.permission,
         user_id=row.user_id,
-        user_name=row.name,
-        groups=groups,
+        user_name=row.user_name,
+        groups=row.groups,
     )
 
 
@@ -334,8 +366,32 @@ def principal_from_request(request: Request) -> Principal:
             raise Unauthorized(
                 "no token: send 'Authorization: Bearer <token>' (create one with 'matengine token create')"
             )
-        principal = authenticate(app_state.engine, token)
+        principal = authenticate(app_state.engine, token, cached=True)
         check_same_origin(request, ambient=not _bearer(request))
+    request.state.principal = principal
+    return principal
+
+
+def known_principal(request: Request) -> Principal | None:
+    """The request's principal if it can be had without a database read (auth off, or the
+    token in :mod:`matengine.metadata_cache`); None when it must be read. Refusals (an
+    expired token, a foreign origin) are raised as by :func:`principal_from_request`."""
+    cached = getattr(request.state, "principal", None)
+    if isinstance(cached, Principal):
+        return cached
+    app_state = request.app.state
+    if not getattr(app_state, "auth_enabled", True):
+        return principal_from_request(request)  # no database read either
+    token = token_from_request(request)
+    if not token:
+        return None
+    from matengine import metadata_cache
+
+    found, row = metadata_cache.peek(app_state.engine, ("token", hash_token(token)))
+    if not found:
+        return None
+    principal = _principal_of(row)
+    check_same_origin(request, ambient=not _bearer(request))
     request.state.principal = principal
     return principal
 
@@ -357,7 +413,7 @@ def get_principal(request: Request) -> Principal:
 
 def require_permission(
     permission: str, *, datastack_param: str | None = None
-) -> Callable[[Request], Principal]:
+) -> Callable[[Request], Awaitable[Principal]]:
     """Dependency factory: ``Depends(require_permission("admin"))``.
 
     The datastack is read from the route's path (``datastack_param``, else the first of
@@ -367,8 +423,11 @@ def require_permission(
     """
     check_permission(permission)
 
-    def dependency(request: Request) -> Principal:
-        principal = principal_from_request(request)
+    async def dependency(request: Request) -> Principal:
+        # on the event loop when the caller is known already (no trip to a worker thread)
+        principal = known_principal(request)
+        if principal is None:
+            principal = await run_in_threadpool(principal_from_request, request)
         datastack = datastack_from_path(request, datastack_param)
         principal.require(datastack or ALL_DATASTACKS, permission)
         return principal

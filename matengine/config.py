@@ -88,6 +88,13 @@ class Settings(BaseModel):
     # bounds on the work one request may cause (docs/security.md)
     # seconds a query's SQL may run before PostgreSQL cancels it (the answer is a 503)
     query_timeout: float = 60.0
+    # compress query results (zstd/lz4 inside the Arrow buffers, as the client's Accept-Encoding
+    # asks) for callers on this machine too; off: a loopback transfer costs less than
+    # compressing and decompressing (docs/operations.md, "Query serving")
+    query_compress_loopback: bool = False
+    # seconds the API keeps a token, a table's permissions and a version's row between requests
+    # (this process's own changes clear it at once; 0: no cache; docs/operations.md)
+    metadata_cache_seconds: float = 1.0
     # request body bytes, after any gzip/deflate Content-Encoding is inflated
     max_body_bytes: int = 16 * 1024 * 1024
     # values in one filter_in_dict / filter_notin_dict list

@@ -51,10 +51,27 @@ def allows(
 
 
 def require(
-    engine_or_conn: Engine | Connection, principal: Principal, datastack: str, table_name: str, access: Access
+    engine_or_conn: Engine | Connection,
+    principal: Principal,
+    datastack: str,
+    table_name: str,
+    access: Access,
+    *,
+    cached: bool = False,
 ) -> AnnotationTable:
-    """The table, if ``principal`` may ``access`` its rows; :class:`Forbidden` otherwise."""
-    table = get_table(engine_or_conn, datastack, table_name)
+    """The table, if ``principal`` may ``access`` its rows; :class:`Forbidden` otherwise.
+
+    ``cached``: the table's row (owner, permissions) through :mod:`matengine.metadata_cache`,
+    as the API's read routes check it (with an engine)."""
+    if cached and isinstance(engine_or_conn, Engine):
+        from matengine import metadata_cache
+
+        engine = engine_or_conn
+        table = metadata_cache.cached(
+            engine, ("table", datastack, table_name), lambda: get_table(engine, datastack, table_name)
+        )
+    else:
+        table = get_table(engine_or_conn, datastack, table_name)
     if not allows(engine_or_conn, principal, table, access):
         level = _level(table, access)
         who = "its owner" if level is TablePermission.PRIVATE else "its owner's groups"

@@ -45,6 +45,7 @@ from matengine.api import (
 )
 from matengine.api.body_limit import BodyLimit
 from matengine.api.deps import install_error_handlers
+from matengine.api.server_timing import ServerTiming
 from matengine.config import Settings, get_settings
 
 log = logging.getLogger("matengine.api")
@@ -100,4 +101,6 @@ def create_app(
     app.add_middleware(neuroglancer.NeuroglancerCors)
     # outermost: every body is bounded before anything (the proxy included) reads it
     app.add_middleware(BodyLimit)
+    # the server's own time per request, measured around everything else
+    app.add_middleware(ServerTiming)
     return app

@@ -7,6 +7,7 @@ queries at any timestamp (``live_live_query``). Every route needs ``view`` on th
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -15,12 +16,12 @@ from fastapi.responses import StreamingResponse
 
 from matengine import catalog, table_permissions
 from matengine.api.deps import engine_of, flag, settings_of
-from matengine.api.streaming import count_response, query_response
+from matengine.api.streaming import query_response
 from matengine.auth import Principal, principal_from_request, require_permission
 from matengine.db.identifiers import validate_name
 from matengine.errors import InvalidInput, NotFound
 from matengine.query import live_query, meta, version_query
-from matengine.query.counts import count_result, unique_string_values
+from matengine.query.counts import unique_string_values
 from matengine.query.engine import QueryResult
 from matengine.query.join import join_query
 from matengine.query.live_join import live_join_query
@@ -87,7 +88,12 @@ def table_metadata(
 def _readable(request: Request, datastack: str, table: str) -> None:
     """Refuse (403) a table whose read permission the caller does not meet."""
     table_permissions.require(
-        engine_of(request), principal_from_request(request), datastack, table, table_permissions.Access.READ
+        engine_of(request),
+        principal_from_request(request),
+        datastack,
+        table,
+        table_permissions.Access.READ,
+        cached=True,
     )
 
 
@@ -103,17 +109,19 @@ def _may_read(request: Request, datastack: str, table: str) -> bool:
 
 
 def _answer(
-    result: QueryResult,
+    result: QueryResult | Callable[[], QueryResult],
     request: Request,
     count: str | None,
     return_pyarrow: str | None,
     ipc_compress: str | None,
 ) -> StreamingResponse:
     """The one way a query route answers: its row count (``count=true``) or its rows."""
-    if flag(count):
-        return count_response(count_result(result), result)
     return query_response(
-        result, request, arrow=flag(return_pyarrow, True), ipc_compress=flag(ipc_compress, True)
+        result,
+        request,
+        arrow=flag(return_pyarrow, True),
+        ipc_compress=flag(ipc_compress, True),
+        count=flag(count),
     )
 
 
@@ -227,7 +235,7 @@ def add_routes(prefix: str) -> None:
         return row_count
 
     @router.post(base + "/version/{version}/table/{table_name}/query", dependencies=[view])
-    def query(
+    async def query(
         datastack_name: str,
         version: int,
         table_name: str,
@@ -239,18 +247,22 @@ def add_routes(prefix: str) -> None:
         random_sample: int | None = None,
         count: str | None = None,
     ) -> StreamingResponse:
-        validate_name(table_name, "table name")
-        _readable(request, datastack_name, table_name)
-        result = version_query(
-            engine_of(request),
-            datastack_name,
-            version,
-            table_name,
-            body,
-            settings=settings_of(request),
-            random_sample=random_sample,
-        )
-        return _answer(result, request, count, return_pyarrow, ipc_compress)
+        # async: the checks and the plan run on the answer's one trip to a worker thread
+        def make() -> QueryResult:
+            validate_name(table_name, "table name")
+            _readable(request, datastack_name, table_name)
+            return version_query(
+                engine_of(request),
+                datastack_name,
+                version,
+                table_name,
+                body,
+                settings=settings_of(request),
+                random_sample=random_sample,
+                cached=True,
+            )
+
+        return _answer(make, request, count, return_pyarrow, ipc_compress)
 
     @router.get(base + "/table/{table_name}/unique_string_values", dependencies=[view])
     def unique_values(datastack_name: str, table_name: str, request: Request) -> dict[str, list[str]]:

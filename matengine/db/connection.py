@@ -7,13 +7,16 @@ per process before first use.
 
 from __future__ import annotations
 
+import select
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import PoolProxiedConnection
 
 from matengine.config import Settings, get_settings
@@ -59,12 +62,19 @@ def get_engine(url: str | None = None, settings: Settings | None = None) -> Engi
         if engine is None:
             engine = create_engine(
                 sqlalchemy_url(url),
-                pool_pre_ping=True,
+                # no ping round trip per checkout: _check_alive below costs no round trip
+                pool_pre_ping=False,
                 pool_size=5,
                 max_overflow=10,
-                # timestamps come back in UTC whatever the server's default zone
-                connect_args={"options": "-c timezone=UTC"},
+                # timestamps come back in UTC whatever the server's default zone; a backend
+                # whose client (this process) vanished stops within seconds, even while it
+                # computes rows it has not sent yet
+                connect_args={"options": "-c timezone=UTC -c client_connection_check_interval=2000"},
             )
+            event.listen(engine, "checkout", _check_alive)
+            from matengine import metadata_cache
+
+            metadata_cache.watch(engine)
             from matengine.db.migrate import upgrade
 
             with engine.connect() as conn:
@@ -79,6 +89,32 @@ def get_engine(url: str | None = None, settings: Settings | None = None) -> Engi
             sync_declared_datastacks(engine, declared)
         _synced.add((url, str(settings.config)))
     return engine
+
+
+def stale(conn: psycopg.Connection) -> bool:
+    """Whether an idle pooled connection is unusable, without a round trip to the server.
+
+    An idle session receives nothing unless its server ends it: a restart or
+    ``pg_terminate_backend`` sends a FATAL message and closes the socket, which makes the socket
+    readable. So a closed or broken connection, or one whose socket has bytes waiting, is
+    stale. (A connection that LISTENs can have notifications waiting; none of ours do, and a
+    healthy connection judged stale only costs a reconnect.)"""
+    if conn.closed or conn.broken:
+        return True
+    try:
+        poller = select.poll()  # not select.select: that fails on descriptors above 1023
+        poller.register(conn.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(0))
+    except (OSError, ValueError, psycopg.Error):
+        return True
+
+
+def _check_alive(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """Pool checkout hook: a stale connection is discarded and replaced by a new one (the pool
+    retries the checkout on :class:`DisconnectionError`). What dies while in use fails its
+    statement once; SQLAlchemy then invalidates the pool, so the next checkout reconnects."""
+    if isinstance(dbapi_connection, psycopg.Connection) and stale(dbapi_connection):
+        raise DisconnectionError("pooled connection closed by the server")
 
 
 def dispose_engines(close: bool = True) -> None:

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
+import psycopg
 import pyarrow as pa
 from sqlalchemy import Engine
 
@@ -30,7 +31,7 @@ from matengine.errors import InvalidInput, MissingLookups
 from matengine.query import graphs, meta
 from matengine.query.columns import OutColumn, TableColumns, arrow_schema, table_columns
 from matengine.query.live import RootCorrector, post_filter_mask
-from matengine.query.reader import Batch, Fetch, QueryGuard, read_batches
+from matengine.query.reader import BATCH_ROWS, Batch, Fetch, QueryGuard, fixed_width, read_batches
 from matengine.query.spec import Filter, Limits, QuerySpec, parse_query
 from matengine.query.sqlbuild import (
     Binder,
@@ -88,7 +89,8 @@ class QueryResult:
     plan: QueryPlan
     warnings: list[str] = field(default_factory=list)
     _primed: Iterator[Batch] | None = field(default=None, repr=False)
-    _first: Batch | None = field(default=None, repr=False)
+    _ahead: list[Batch] = field(default_factory=list, repr=False)  # read by prime, not yet taken
+    _exhausted: bool = field(default=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -112,18 +114,34 @@ class QueryResult:
     def prime(self) -> None:
         """Run the query up to its first batch now, so that what fails at its start (the
         timeout of a query that finds nothing, a value PostgreSQL refuses) is an error
-        answer, not a stream that breaks after its headers were sent."""
+        answer, not a stream that breaks after its headers were sent.
+
+        A first batch shorter than a full one is usually the whole result: the reader is
+        asked for the next one too (no work when the rows have ended), so :attr:`complete`
+        can tell a caller to answer in one body."""
         with self._lock:
             if self._primed is not None:
                 return
             self._primed = self._batches()
-            self._first = next(self._primed, None)
+            first = next(self._primed, None)
+            if first is not None and len(first) < BATCH_ROWS:
+                self._ahead.append(first)
+                first = next(self._primed, None)
+            if first is None:
+                self._exhausted = True
+            else:
+                self._ahead.append(first)
+
+    @property
+    def complete(self) -> bool:
+        """Whether :meth:`prime` has read every row already (they are held in memory)."""
+        return self._exhausted
 
     def close(self) -> None:
         """Give back the connection of a primed result that will not be read (waits for a
         prime still running in another thread)."""
         with self._lock:
-            primed, self._primed, self._first = self._primed, None, None
+            primed, self._primed, self._ahead = self._primed, None, []
         if primed is not None:
             primed.close()  # type: ignore[attr-defined]
 
@@ -134,10 +152,13 @@ class QueryResult:
     def record_batches(self) -> Iterator[pa.RecordBatch]:
         schema = self.schema
         if self._primed is not None:
-            batches, first = self._primed, self._first
-            self._primed, self._first = None, None
-            if first is not None:
-                yield to_record_batch(first, self.columns, schema)
+            batches, ahead = self._primed, self._ahead
+            self._primed, self._ahead = None, []
+            for batch in ahead:
+                yield to_record_batch(batch, self.columns, schema)
+            if self._exhausted:
+                batches.close()  # type: ignore[attr-defined]
+                return
         else:
             batches = self._batches()
         for batch in batches:
@@ -180,15 +201,13 @@ def _stream(plan: QueryPlan, wanted: list[OutColumn], stop_after: int | None = N
     limit = plan.limit if stop_after is None else stop_after
     raw = plan.engine.raw_connection()
     finished = False
+    conn = driver_connection(raw)
     try:
-        conn = driver_connection(raw)
         binder = Binder()
         if plan.live is not None:
-            # one snapshot for roots_last_updated and the rows it describes
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        # a backend whose client (this process) vanished stops within seconds, even while
-        # it computes rows it has not sent yet
-        conn.execute("SET LOCAL client_connection_check_interval = 2000")
+            # one snapshot for roots_last_updated and the rows it describes (psycopg sends
+            # the level with its BEGIN: no round trip of its own)
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         plan.guard.attach(conn)
         source: Source = plan.make_source(binder)
         where = [w(source, binder) for w in plan.where]
@@ -202,6 +221,10 @@ def _stream(plan: QueryPlan, wanted: list[OutColumn], stop_after: int | None = N
                     svid = by_name[f.column.name[: -len("root_id")] + "supervoxel_id"]
                     where.append(root_candidates_sql(f.column, svid, source, cands, binder))
         fetches: list[Fetch] = [output_fetch(c, source, plan.scales, binder) for c in fetch_cols]
+        if plan.live is None and fixed_width(fetches):
+            # a version table read by one COPY needs no transaction: no BEGIN and no ROLLBACK
+            # round trips (a server-side cursor, for text columns, needs one)
+            conn.autocommit = True
         tail = select_tail(
             source,
             where,
@@ -235,6 +258,8 @@ def _stream(plan: QueryPlan, wanted: list[OutColumn], stop_after: int | None = N
         plan.guard.detach()
         try:
             raw.rollback()  # read-only: nothing to keep; also ends a cancelled COPY cleanly
+            conn.autocommit = False  # as the pool hands connections out
+            conn.isolation_level = None
             raw.close()
         except Exception:
             if finished:
@@ -314,10 +339,12 @@ def version_query(
     *,
     settings: Settings | None = None,
     random_sample: int | None = None,
+    cached: bool = False,
 ) -> QueryResult:
-    """Query table ``table`` of version ``version`` (a frozen, indexed, merged table)."""
+    """Query table ``table`` of version ``version`` (a frozen, indexed, merged table).
+    ``cached``: the version's rows through :mod:`matengine.metadata_cache` (the API)."""
     settings = settings or get_settings()
-    vt, notice_text = meta.queryable_table(engine, datastack, version, table)
+    vt, notice_text = meta.queryable_table(engine, datastack, version, table, cached=cached)
     cols = table_columns(get_schema(vt.schema_type))
     spec = parse_query(body, table, cols, random_sample=random_sample, limits=Limits.of(settings))
     resolution, scales = _scale(vt.voxel_resolution, spec.desired_resolution)

@@ -99,11 +99,7 @@ def version_table(engine: Engine, datastack: str, version: int, table: str) -> V
     return _table(row)
 
 
-def queryable_table(
-    engine: Engine, datastack: str, version: int, table: str
-) -> tuple[VersionTable, str | None]:
-    """The table of a queryable version, and its owner's notice, in one round trip (the
-    checks every query makes before its first row)."""
+def _queryable_row(engine: Engine, datastack: str, version: int, table: str) -> Any:
     v, t, a = m.versions, m.version_tables, m.annotation_tables
     stmt = (
         select(
@@ -124,7 +120,25 @@ def queryable_table(
         .where(v.c.datastack == datastack, v.c.version == int(version))
     )
     with engine.connect() as conn:
-        row = conn.execute(stmt).first()
+        return conn.execute(stmt).first()
+
+
+def queryable_table(
+    engine: Engine, datastack: str, version: int, table: str, *, cached: bool = False
+) -> tuple[VersionTable, str | None]:
+    """The table of a queryable version, and its owner's notice, in one round trip (the
+    checks every query makes before its first row). ``cached``: the row through
+    :mod:`matengine.metadata_cache`; whether the version has expired is decided at each call."""
+    if cached:
+        from matengine import metadata_cache
+
+        row = metadata_cache.cached(
+            engine,
+            ("version_table", datastack, int(version), table),
+            lambda: _queryable_row(engine, datastack, version, table),
+        )
+    else:
+        row = _queryable_row(engine, datastack, version, table)
     if row is None:
         raise NotFound(f"datastack {datastack!r} has no version {version}")
     info = _version(row)

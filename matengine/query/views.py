@@ -168,6 +168,11 @@ class ViewResult(QueryResult):
         assert self.inner is not None
         self.inner.prime()
 
+    @property
+    def complete(self) -> bool:
+        assert self.inner is not None
+        return self.inner.complete
+
     def close(self) -> None:
         assert self.inner is not None
         self.inner.close()

@@ -228,3 +228,27 @@ def test_load_with_hostile_requests_mixed_in(server, loaded, database_url, load_
     # every backend of the load ended with its request
     _wait_idle(database_url, "<> ALL", 3)
     _wait_idle(database_url, "COPY (SELECT", 3)
+
+
+def test_batches_read_many_copy_rows_at_once_are_exact_and_full(database_url):
+    """The COPY reader takes a batch's worth of rows per wait: every row once, in order, each
+    batch full but the last, and the connection usable after."""
+    with psycopg.connect(database_url) as conn:
+        batches = list(
+            read_batches(
+                conn,
+                "FROM generate_series(1, 25000) AS g(x)",
+                {},
+                [
+                    Fetch("x", "g.x::bigint", ColKind.INT, nullable=False),
+                    Fetch("h", "CASE WHEN g.x % 7 = 0 THEN NULL ELSE g.x * 0.5 END", ColKind.FLOAT),
+                ],
+                batch_rows=10_000,
+            )
+        )
+        assert [len(b) for b in batches] == [10_000, 10_000, 5_000]
+        xs = [int(v) for b in batches for v in b.values["x"]]
+        assert xs == list(range(1, 25_001))
+        nulls = sum(int(b.nulls["h"].sum()) for b in batches)
+        assert nulls == 25_000 // 7
+        assert conn.execute("SELECT 42").fetchone() == (42,)
