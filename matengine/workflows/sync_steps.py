@@ -107,6 +107,53 @@ def _primary_key_probes(conn: Connection) -> Iterator[None]:
     conn.execute(text("SET LOCAL enable_mergejoin TO DEFAULT"))
 
 
+_PENDING_INDEX_SETTINGS = ("enable_seqscan", "enable_bitmapscan", "jit")
+
+
+@contextmanager
+def _pending_index(conn: Connection) -> Iterator[None]:
+    """Find the rows waiting for ingest through the partial index that holds exactly them
+    (``ix_<segmentation table>_pending``), whatever the statistics say. Right after a large
+    ingest, until the table is analyzed again, they still count most rows as pending: the
+    planner then scans the whole table (and JIT-compiles the scan) to find a few new rows --
+    the fixed cost of every small ingest run. An index scan of the partial index costs what
+    the pending rows cost, and it also drops the index entries of rows ingested since."""
+    names = ", ".join(f"'{s}'" for s in _PENDING_INDEX_SETTINGS)
+    conn.execute(text(f"SELECT set_config(name, 'off', true) FROM pg_settings WHERE name IN ({names})"))
+    yield
+    # (after an error the transaction rolls back, and these settings with it)
+    conn.execute(text(f"SELECT set_config(name, reset_val, true) FROM pg_settings WHERE name IN ({names})"))
+
+
+def count_pending(conn: Connection, table: AnnotationTable, up_to: int | None = None) -> int:
+    """How many rows of ``table`` wait for ingest (at most ``up_to``, where counting stops),
+    counted in the partial index that holds them (:func:`_pending_index`)."""
+    limit = "" if up_to is None else " LIMIT :n"
+    with _pending_index(conn):
+        return int(
+            conn.execute(
+                text(
+                    f"SELECT count(*) FROM (SELECT id FROM {table.names.segmentation_q} "
+                    f"WHERE {pending_condition(table.schema)}{limit}) p"
+                ),
+                {"n": up_to} if up_to is not None else {},
+            ).scalar_one()
+        )
+
+
+def pending_ids(conn: Connection, table: AnnotationTable) -> np.ndarray:
+    """Ids of the rows of ``table`` waiting for ingest, in id order, read from the partial
+    index that holds them (:func:`_pending_index`)."""
+    with _pending_index(conn):
+        data = _read(
+            conn,
+            f"FROM {table.names.segmentation_q} WHERE {pending_condition(table.schema)} ORDER BY id",
+            {},
+            [Fetch("id", "id", ColKind.INT, nullable=False)],
+        )
+    return data["id"]
+
+
 def lock_roots_time(conn: Connection, table: AnnotationTable) -> None:
     """Lock the table's catalog row until the transaction ends, before moving its root time.
 
@@ -207,15 +254,19 @@ class IngestStep(Step):
             if table.roots_last_updated is None:
                 # a table with no roots yet: this run's time becomes its root time
                 catalog.set_roots_last_updated(conn, table, to_utc(self.timestamp))
-            pending = conn.execute(
-                text(
-                    f"SELECT count(*) FROM {table.names.segmentation_q} "
-                    f"WHERE {pending_condition(table.schema)}"
-                )
-            ).scalar_one()
+            # a few pending rows (a post): one box, found in the partial index; many: the
+            # whole count, to cut the table into boxes
+            size = SyncParams.of(ctx.parameters).chunk_rows
+            pending = count_pending(conn, table, up_to=size + 1)
+            if pending > size:
+                pending = conn.execute(
+                    text(
+                        f"SELECT count(*) FROM {table.names.segmentation_q} "
+                        f"WHERE {pending_condition(table.schema)}"
+                    )
+                ).scalar_one()
         if not pending:
             return []
-        size = SyncParams.of(ctx.parameters).chunk_rows
         boxes = -(-pending // size)
         if boxes == 1:
             return [{"x": [None, None], "y": [None, None]}]
@@ -256,9 +307,13 @@ class IngestStep(Step):
     def run_chunk(self, ctx: StepContext, conn: Connection, spec: Any) -> int:
         table = _table(conn, self.datastack, self.table)
         if spec["x"] == [None, None] and spec["y"] == [None, None]:
-            # the one-box plan: every pending row, found by the partial index alone
-            where: str = "true"
-            params: dict[str, Any] = {}
+            # the one-box plan: every pending row, found by the partial index alone, then
+            # read by primary key (as ingest_rows_by_id reads the rows it is given)
+            ids = pending_ids(conn, table)
+            if not len(ids):
+                return 0
+            where: str = "s.id = ANY(%(ids)s)"
+            params: dict[str, Any] = {"ids": ids.tolist()}
         else:
             where, params = self._box_condition(table.schema.bound_points[0], spec)
         when = table.roots_last_updated
