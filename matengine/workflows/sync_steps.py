@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from sqlalchemy import Connection, Engine, func, select, text
@@ -20,7 +20,7 @@ from matengine import catalog
 from matengine.catalog import AnnotationTable
 from matengine.db import bookkeeping
 from matengine.db import metadata as m
-from matengine.db.annotation_tables import no_segmentation_condition, pending_condition
+from matengine.db.annotation_tables import pending_condition
 from matengine.db.connection import driver_connection
 from matengine.db.copy import copy_in
 from matengine.db.identifiers import quote
@@ -35,6 +35,7 @@ from matengine.workflows.roots_rewrite import RootsPlan, choose_roots_plan, coun
 
 ROOT_SLICE = 20_000  # expired roots per update-roots chunk
 SMALL_WRITE_ROWS = 2_000  # up to this many rows are written by one UPDATE from arrays
+_OUTSIDE = "rows_without_segmentation"  # an ingest run's count in its result
 
 
 def _table(ctx: StepContext | Connection, datastack: str, name: str) -> AnnotationTable:
@@ -214,7 +215,7 @@ def ingest_rows_by_id(
             when = bookkeeping.set_first_roots_time(conn, datastack, table_name, first)
         return ingest_pending_rows(
             conn, table, segmentation, "s.id = ANY(%(ids)s)", {"ids": [int(i) for i in ids]}, when
-        )
+        ).rows
 
 
 def _write_few(
@@ -319,21 +320,22 @@ class IngestStep(Step):
         when = table.roots_last_updated
         if when is None:  # plan() gave the table its root time before any chunk runs
             raise InvalidInput(f"table {self.table!r} has no root time to ingest at")
-        return ingest_pending_rows(conn, table, ctx.segmentation, where, params, when)
+        done = ingest_pending_rows(conn, table, ctx.segmentation, where, params, when)
+        if done.outside:
+            # counted with the chunk's marker, so exactly once (a count of the whole table
+            # here or in finish would cost every run, however small, a pass over the index)
+            bookkeeping.add_to_run_count(conn, ctx.run.id, self.key, _OUTSIDE, done.outside)
+        return done.rows
 
     def finish(self, ctx: StepContext, plan: list[Any]) -> dict[str, Any]:
+        """The run's count of rows it found outside the segmentation (0 ids), in the step's
+        result too."""
         table = _table(ctx, self.datastack, self.table)
         if not table.schema.bound_points:
             return {}
         with ctx.engine.connect() as conn:
-            # a partial index holds exactly these rows: no scan of the table
-            missing = conn.execute(
-                text(
-                    f"SELECT count(*) FROM {table.names.segmentation_q} "
-                    f"WHERE {no_segmentation_condition(table.schema)}"
-                )
-            ).scalar_one()
-        return {f"ingest:{self.table}": {"rows_without_segmentation": int(missing)}}
+            counted = bookkeeping.run_result(conn, ctx.run.id, self.key) or {}
+        return {self.key: {_OUTSIDE: int(counted.get(_OUTSIDE, 0))}}
 
 
 class UpdateRootsStep(Step):
@@ -435,6 +437,11 @@ class UpdateRootsStep(Step):
         }
 
 
+class Ingested(NamedTuple):
+    rows: int  # rows given their ids
+    outside: int  # of them, rows with a point outside the segmentation (0 ids, never retried)
+
+
 def ingest_pending_rows(
     conn: Connection,
     table: AnnotationTable,
@@ -442,9 +449,9 @@ def ingest_pending_rows(
     where: str,
     params: dict[str, Any],
     when: datetime,
-) -> int:
+) -> Ingested:
     """Give the pending rows of ``table`` matching ``where`` (on ``a``, the live table, and
-    ``s``, the segmentation table) their supervoxels and roots at ``when``; returns their count."""
+    ``s``, the segmentation table) their supervoxels and roots at ``when``."""
     schema, points = table.schema, table.schema.bound_points
     fetches = [Fetch("id", "s.id", ColKind.INT, nullable=False)]
     for pt in points:
@@ -470,7 +477,7 @@ def ingest_pending_rows(
         )
     ids = data["id"]
     if len(ids) == 0:
-        return 0
+        return Ingested(0, 0)
     sv = {pt: data[f"{pt}_sv"].view(np.uint64).copy() for pt in points}
     root = {pt: data[f"{pt}_root"].view(np.uint64).copy() for pt in points}
     # one supervoxel lookup for every unknown point of every bound point column, so each
@@ -499,7 +506,8 @@ def ingest_pending_rows(
         out[f"{pt}_supervoxel_id"] = sv[pt]
         out[f"{pt}_root_id"] = root[pt]
     _write_columns(conn, table, ids, out)
-    return len(ids)
+    outside = np.logical_or.reduce([sv[pt] == 0 for pt in points])
+    return Ingested(len(ids), int(outside.sum()))
 
 
 def ingest_and_update_steps(params: SyncParams) -> list[Step]:
