@@ -35,6 +35,7 @@ from matengine.workflows.roots_rewrite import RootsPlan, choose_roots_plan, coun
 
 ROOT_SLICE = 20_000  # expired roots per update-roots chunk
 SMALL_WRITE_ROWS = 2_000  # up to this many rows are written by one UPDATE from arrays
+NAMED_ROWS = 10_000  # up to this many pending rows: one ingest chunk whose spec names them
 _OUTSIDE = "rows_without_segmentation"  # an ingest run's count in its result
 
 
@@ -142,13 +143,14 @@ def count_pending(conn: Connection, table: AnnotationTable, up_to: int | None = 
         )
 
 
-def pending_ids(conn: Connection, table: AnnotationTable) -> np.ndarray:
-    """Ids of the rows of ``table`` waiting for ingest, in id order, read from the partial
-    index that holds them (:func:`_pending_index`)."""
+def pending_ids(conn: Connection, table: AnnotationTable, up_to: int | None = None) -> np.ndarray:
+    """Ids of the rows of ``table`` waiting for ingest (the first ``up_to``), in id order, read
+    from the partial index that holds them (:func:`_pending_index`)."""
+    limit = "" if up_to is None else f" LIMIT {int(up_to)}"
     with _pending_index(conn):
         data = _read(
             conn,
-            f"FROM {table.names.segmentation_q} WHERE {pending_condition(table.schema)} ORDER BY id",
+            f"FROM {table.names.segmentation_q} WHERE {pending_condition(table.schema)} ORDER BY id{limit}",
             {},
             [Fetch("id", "id", ColKind.INT, nullable=False)],
         )
@@ -245,19 +247,26 @@ class IngestStep(Step):
         self.key = f"ingest:{table}"
 
     def plan(self, ctx: StepContext) -> list[Any]:
-        """Chunks are boxes in x/y (of the first bound point) aligned to the volume's chunk
-        grid, so that a chunk reads only its own part of the segmentation; the outer boxes
-        reach to infinity, so every row belongs to exactly one chunk."""
+        """Few pending rows (the posts of the last minutes: up to ``NAMED_ROWS`` and one
+        chunk's worth) make one chunk that names them, read once from the partial index that
+        holds them. More make chunks that are boxes in x/y (of the first bound point) aligned
+        to the volume's chunk grid, so that a chunk reads only its own part of the
+        segmentation; the outer boxes reach to infinity, so every row belongs to exactly one
+        chunk."""
         table = _table(ctx, self.datastack, self.table)
         if not table.schema.bound_points:
             return []
+        size = SyncParams.of(ctx.parameters).chunk_rows
         with ctx.engine.begin() as conn:
             if table.roots_last_updated is None:
                 # a table with no roots yet: this run's time becomes its root time
                 catalog.set_roots_last_updated(conn, table, to_utc(self.timestamp))
-            # a few pending rows (a post): one box, found in the partial index; many: the
+            named = min(NAMED_ROWS, size)
+            few = pending_ids(conn, table, up_to=named + 1)
+            if len(few) <= named:
+                return [{"ids": few.tolist()}] if len(few) else []
+            # more: one box if they fit in one chunk (found in the partial index), else the
             # whole count, to cut the table into boxes
-            size = SyncParams.of(ctx.parameters).chunk_rows
             pending = count_pending(conn, table, up_to=size + 1)
             if pending > size:
                 pending = conn.execute(
@@ -307,14 +316,17 @@ class IngestStep(Step):
 
     def run_chunk(self, ctx: StepContext, conn: Connection, spec: Any) -> int:
         table = _table(conn, self.datastack, self.table)
-        if spec["x"] == [None, None] and spec["y"] == [None, None]:
+        if "ids" in spec:
+            # a few rows named by the plan (those of them ingested since are skipped)
+            where: str = "s.id = ANY(%(ids)s)"
+            params: dict[str, Any] = {"ids": spec["ids"]}
+        elif spec["x"] == [None, None] and spec["y"] == [None, None]:
             # the one-box plan: every pending row, found by the partial index alone, then
             # read by primary key (as ingest_rows_by_id reads the rows it is given)
             ids = pending_ids(conn, table)
             if not len(ids):
                 return 0
-            where: str = "s.id = ANY(%(ids)s)"
-            params: dict[str, Any] = {"ids": ids.tolist()}
+            where, params = "s.id = ANY(%(ids)s)", {"ids": ids.tolist()}
         else:
             where, params = self._box_condition(table.schema.bound_points[0], spec)
         when = table.roots_last_updated

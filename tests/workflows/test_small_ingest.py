@@ -109,7 +109,7 @@ def test_statistics_still_count_every_row_pending_after_the_large_ingest(engine,
 def test_a_small_ingest_reads_neither_table_whole_while_statistics_count_every_row_pending(
     engine, ingested, synth
 ):
-    ids = insert_annotations(engine, ingested, "synapses", _posted(synth, 5))
+    first = insert_annotations(engine, ingested, "synapses", _posted(synth, 5))
     table = catalog.get_table(engine, ingested, "synapses")
     names = table.names
     run_id = runs.create_run(
@@ -118,10 +118,13 @@ def test_a_small_ingest_reads_neither_table_whole_while_statistics_count_every_r
     try:
         step = IngestStep(ingested, "synapses", synth.initial_timestamp.isoformat())
         ctx = StepContext(engine, runs.get_run_header(engine, run_id), 0)
+        assert step.plan(ctx) == [{"ids": sorted(first)}]  # one chunk, naming the rows
+        second = insert_annotations(engine, ingested, "synapses", _posted(synth, 4))
         with engine.begin() as conn:
-            assert count_pending(conn, table, up_to=1000) == 5
-            assert sorted(pending_ids(conn, table).tolist()) == sorted(ids)
-            assert step.run_chunk(ctx, conn, ONE_BOX) == 5
+            assert count_pending(conn, table, up_to=1000) == 9
+            assert pending_ids(conn, table).tolist() == sorted(first + second)
+            assert step.run_chunk(ctx, conn, {"ids": sorted(first)}) == 5
+            assert step.run_chunk(ctx, conn, ONE_BOX) == 4  # every row still pending
             scans = _scans(conn, names.segmentation_q, names.live_q)
         assert scans[names.segmentation_q][0] == 0, scans
         assert scans[names.live_q][0] == 0, scans
