@@ -322,8 +322,10 @@ def _inline_retrying(engine: Engine, run_id: int, settings: Settings) -> Callabl
     return call
 
 
-def _finish_inline(engine: Engine, run_id: int, index: int) -> int | None:
-    claim_finish(engine, run_id, index)
+def _finish_inline(engine: Engine, run_id: int, index: int, claimed: bool) -> int | None:
+    """Finish the step; ``claimed``: a chunk of this runner has claimed it already."""
+    if not claimed:
+        claim_finish(engine, run_id, index)
     return finish_step(engine, run_id, index)
 
 
@@ -348,11 +350,13 @@ def execute_inline(engine: Engine, run_id: int) -> Run:
             while index is not None:
                 pending = call(plan_step, engine, run_id, index)
                 if len(pending) == 1:  # (a small run's one chunk: no hand-over to a thread)
-                    call(run_chunk, engine, run_id, index, pending[0])
+                    claimed = [call(run_chunk, engine, run_id, index, pending[0])]
                 else:
                     # chunks of a step are independent: run them side by side, as workers would
-                    list(pool.map(lambda c, i=index: call(run_chunk, engine, run_id, i, c), pending))
-                index = call(_finish_inline, engine, run_id, index)
+                    claimed = list(
+                        pool.map(lambda c, i=index: call(run_chunk, engine, run_id, i, c), pending)
+                    )
+                index = call(_finish_inline, engine, run_id, index, any(claimed))
     except MatengineError as exc:
         runs.finish_run(engine, run_id, "FAILED", str(exc))
     except Exception as exc:  # the run record must say what went wrong, whatever it was

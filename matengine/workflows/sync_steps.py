@@ -120,11 +120,15 @@ def _pending_index(conn: Connection) -> Iterator[None]:
     planner then scans the whole table (and JIT-compiles the scan) to find a few new rows --
     the fixed cost of every small ingest run. An index scan of the partial index costs what
     the pending rows cost, and it also drops the index entries of rows ingested since."""
-    names = ", ".join(f"'{s}'" for s in _PENDING_INDEX_SETTINGS)
-    conn.execute(text(f"SELECT set_config(name, 'off', true) FROM pg_settings WHERE name IN ({names})"))
+    names = {"names": list(_PENDING_INDEX_SETTINGS)}
+    conn.execute(
+        text("SELECT set_config(name, 'off', true) FROM pg_settings WHERE name = ANY(:names)"), names
+    )
     yield
     # (after an error the transaction rolls back, and these settings with it)
-    conn.execute(text(f"SELECT set_config(name, reset_val, true) FROM pg_settings WHERE name IN ({names})"))
+    conn.execute(
+        text("SELECT set_config(name, reset_val, true) FROM pg_settings WHERE name = ANY(:names)"), names
+    )
 
 
 def count_pending(conn: Connection, table: AnnotationTable, up_to: int | None = None) -> int:
@@ -146,12 +150,12 @@ def count_pending(conn: Connection, table: AnnotationTable, up_to: int | None = 
 def pending_ids(conn: Connection, table: AnnotationTable, up_to: int | None = None) -> np.ndarray:
     """Ids of the rows of ``table`` waiting for ingest (the first ``up_to``), in id order, read
     from the partial index that holds them (:func:`_pending_index`)."""
-    limit = "" if up_to is None else f" LIMIT {int(up_to)}"
+    limit = "" if up_to is None else " LIMIT %(n)s"
     with _pending_index(conn):
         data = _read(
             conn,
             f"FROM {table.names.segmentation_q} WHERE {pending_condition(table.schema)} ORDER BY id{limit}",
-            {},
+            {} if up_to is None else {"n": int(up_to)},
             [Fetch("id", "id", ColKind.INT, nullable=False)],
         )
     return data["id"]
