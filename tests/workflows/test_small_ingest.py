@@ -166,3 +166,23 @@ def test_an_ingest_run_reports_the_rows_it_found_outside_the_segmentation(engine
         engine, "ingest", _ingest_params(engine, ingested, synth), datastack=ingested, table="synapses"
     )
     assert run.result["ingest:synapses"] == {"rows_without_segmentation": 0}
+
+
+def test_waiting_for_an_in_process_run_ends_when_the_run_does_not_at_the_next_poll(engine, ingested, synth):
+    import threading
+
+    from matengine.config import get_settings
+    from matengine.workflows.submit import submit, wait_for
+
+    settings = get_settings()
+    if settings.broker_url:
+        pytest.skip("runs go to Celery workers here")
+    insert_annotations(engine, ingested, "synapses", _posted(synth, 3))
+    run_id = submit(
+        engine, "ingest", _ingest_params(engine, ingested, synth), datastack=ingested, table="synapses"
+    )
+    got: list[runs.Run] = []
+    waiter = threading.Thread(target=lambda: got.append(wait_for(engine, run_id, poll=3600)), daemon=True)
+    waiter.start()
+    waiter.join(120)  # an hour's poll, unless the run's end wakes it
+    assert got and got[0].state == "SUCCESS" and got[0].rows_done == 3
