@@ -94,6 +94,17 @@ def merge_run_result(conn: Connection, run_id: int, values: dict[str, Any]) -> N
     conn.execute(update(r).where(r.c.id == run_id).values(result=r.c.result.op("||")(_jsonb(values))))
 
 
+def add_to_run_count(conn: Connection, run_id: int, key: str, name: str, n: int) -> None:
+    """``result[key][name] += n`` (from 0 when absent): a count that a step's chunks add to,
+    each in its own transaction (so each chunk counts exactly once, with its marker)."""
+    r = m.workflow_runs
+    entry = func.coalesce(r.c.result.op("->", return_type=JSONB)(key), _jsonb({}))
+    old = func.coalesce(cast(entry.op("->>")(name), BigInteger), 0)
+    new = entry.op("||", return_type=JSONB)(func.jsonb_build_object(name, old + n))
+    merged = r.c.result.op("||", return_type=JSONB)(func.jsonb_build_object(key, new))
+    conn.execute(update(r).where(r.c.id == run_id).values(result=merged))
+
+
 def append_run_errors(conn: Connection, run_id: int, entries: list[dict[str, Any]]) -> None:
     """``errors = errors || entries``: append to a run's error list (the run stays as it is)."""
     r = m.workflow_runs

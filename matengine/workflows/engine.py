@@ -147,10 +147,9 @@ def plan_step(engine: Engine, run_id: int, index: int) -> list[int]:
     An empty list with the step claimed for finishing means: call :func:`finish_step` now.
     """
     ctx, step = _context(engine, run_id, index)
-    if runs.get_state(engine, run_id) not in runs.ACTIVE:
-        return []
     with engine.begin() as conn:
-        runs.mark_running(conn, run_id, step.key)
+        if not runs.mark_running(conn, run_id, step.key):
+            return []  # the run has ended
     total = _chunks_total(engine, run_id, index)
     if total is None:
         with engine.begin() as lock:
@@ -159,7 +158,8 @@ def plan_step(engine: Engine, run_id: int, index: int) -> list[int]:
             if total is None:
                 plan = step.plan(ctx)
                 _store_plan(lock, run_id, index, step.key, plan)
-                total = len(plan)
+                # planned here and now: no chunk of it can have run yet
+                return list(range(len(plan)))
     with engine.connect() as conn:
         done = set(
             conn.execute(
@@ -322,8 +322,10 @@ def _inline_retrying(engine: Engine, run_id: int, settings: Settings) -> Callabl
     return call
 
 
-def _finish_inline(engine: Engine, run_id: int, index: int) -> int | None:
-    claim_finish(engine, run_id, index)
+def _finish_inline(engine: Engine, run_id: int, index: int, claimed: bool) -> int | None:
+    """Finish the step; ``claimed``: a chunk of this runner has claimed it already."""
+    if not claimed:
+        claim_finish(engine, run_id, index)
     return finish_step(engine, run_id, index)
 
 
@@ -347,9 +349,14 @@ def execute_inline(engine: Engine, run_id: int) -> Run:
         ) as pool:
             while index is not None:
                 pending = call(plan_step, engine, run_id, index)
-                # chunks of a step are independent: run them side by side, as workers would
-                list(pool.map(lambda c, i=index: call(run_chunk, engine, run_id, i, c), pending))
-                index = call(_finish_inline, engine, run_id, index)
+                if len(pending) == 1:  # (a small run's one chunk: no hand-over to a thread)
+                    claimed = [call(run_chunk, engine, run_id, index, pending[0])]
+                else:
+                    # chunks of a step are independent: run them side by side, as workers would
+                    claimed = list(
+                        pool.map(lambda c, i=index: call(run_chunk, engine, run_id, i, c), pending)
+                    )
+                index = call(_finish_inline, engine, run_id, index, any(claimed))
     except MatengineError as exc:
         runs.finish_run(engine, run_id, "FAILED", str(exc))
     except Exception as exc:  # the run record must say what went wrong, whatever it was
@@ -361,11 +368,14 @@ def execute_inline(engine: Engine, run_id: int) -> Run:
 
 
 def _first_unfinished(engine: Engine, run_id: int) -> int | None:
-    run = runs.get_run(engine, run_id)
-    if run.done:
+    if run_is_over(engine, run_id):
         return None
-    done = {s["index"] for s in run.steps if s["state"] == "DONE"}
-    for i in range(len(steps_of(run))):
+    s = m.run_steps
+    with engine.connect() as conn:
+        done = set(
+            conn.execute(select(s.c.step_index).where(s.c.run_id == run_id, s.c.state == "DONE")).scalars()
+        )
+    for i in range(len(steps_of(_run_of(engine, run_id)))):
         if i not in done:
             return i
     return None

@@ -169,13 +169,15 @@ class Heartbeat:
         beat_every = float(self.settings.worker_heartbeat)
         reap_every = float(self.settings.reaper_interval)
         next_beat = next_reap = time.monotonic()
+        registered = self.name is not None  # start() has just beaten: no second beat now
         while not self._stop.is_set():
             now = time.monotonic()
             try:
                 if now >= next_beat:
                     next_beat = now + beat_every
-                    if self.name is not None:
+                    if self.name is not None and not registered:
                         heartbeat(self.engine, self.name)
+                    registered = False
                     if self.on_beat is not None:
                         self.on_beat()
                 if self.send is not None and self.queue is not None and now >= next_reap:

@@ -158,10 +158,12 @@ def run_from_row(r: Any, **computed: Any) -> Run:
     return Run(**{**fields, **computed})
 
 
-def get_run(engine_or_conn: Engine | Connection, run_id: int) -> Run:
+def get_run(engine_or_conn: Engine | Connection, run_id: int, *, stall: bool = True) -> Run:
+    """The run with its progress and steps, and (``stall``) why it makes no progress if no
+    live worker can move it on."""
     if isinstance(engine_or_conn, Engine):
         with engine_or_conn.connect() as conn:
-            return get_run(conn, run_id)
+            return get_run(conn, run_id, stall=stall)
     conn = engine_or_conn
     r = conn.execute(select(m.workflow_runs).where(m.workflow_runs.c.id == run_id)).first()
     if r is None:
@@ -179,12 +181,12 @@ def get_run(engine_or_conn: Engine | Connection, run_id: int) -> Run:
     rows_done = conn.execute(
         select(func.coalesce(func.sum(m.run_chunks.c.rows), 0)).where(m.run_chunks.c.run_id == run_id)
     ).scalar_one()
-    stall = None
-    if r.state in ACTIVE:
+    stalled = None
+    if stall and r.state in ACTIVE:
         from matengine.workflows.leases import stalls
 
         found = stalls(conn, [run_id]).get(run_id)
-        stall = found.message if found else None
+        stalled = found.message if found else None
     return run_from_row(
         r,
         chunks_total=sum(s.chunks_total for s in steps),
@@ -201,7 +203,7 @@ def get_run(engine_or_conn: Engine | Connection, run_id: int) -> Run:
             }
             for s in steps
         ],
-        stalled=stall,
+        stalled=stalled,
     )
 
 
@@ -213,16 +215,19 @@ def list_runs(engine: Engine, datastack: str | None = None, limit: int = 50) -> 
         return [get_run(conn, i) for i in conn.execute(stmt).scalars()]
 
 
-def mark_running(conn: Connection, run_id: int, step: str) -> None:
-    conn.execute(
-        update(m.workflow_runs)
-        .where(m.workflow_runs.c.id == run_id)
-        .values(
-            state="RUNNING",
-            step=step,
-            heartbeat=utcnow(),
-            started=func.coalesce(m.workflow_runs.c.started, func.now()),
-        )
+def mark_running(conn: Connection, run_id: int, step: str) -> bool:
+    """The run is RUNNING ``step`` now; False (and nothing changed) if it has ended."""
+    r = m.workflow_runs
+    return (
+        conn.execute(
+            update(r)
+            .where(r.c.id == run_id, r.c.state.in_(ACTIVE))
+            .values(
+                state="RUNNING", step=step, heartbeat=utcnow(), started=func.coalesce(r.c.started, func.now())
+            )
+            .returning(r.c.id)
+        ).first()
+        is not None
     )
 
 
@@ -234,7 +239,7 @@ def merge_result(conn: Connection, run_id: int, values: dict[str, Any]) -> None:
 def finish_run(engine: Engine, run_id: int, state: str, error: str | None = None) -> None:
     """End a run (SUCCESS / FAILED / CANCELLED) and release its locks."""
     with engine.begin() as conn:
-        run = get_run(conn, run_id)
+        run = get_run(conn, run_id, stall=False)
         if run.done:
             return
         errors = list(run.errors)

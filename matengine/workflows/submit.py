@@ -48,9 +48,7 @@ def submit(
     elif detach:
         start_detached(run_id, settings)
     else:
-        threading.Thread(
-            target=_inline, args=(engine, run_id), daemon=True, name=f"matengine-run-{run_id}"
-        ).start()
+        _start_inline(engine, run_id)
     return run_id
 
 
@@ -96,11 +94,31 @@ def start_detached(run_id: int, settings: Settings | None = None) -> subprocess.
         )
 
 
-def _inline(engine: Engine, run_id: int) -> None:
+# runs going on in a thread of this process -> set when that thread is done with the run, so
+# that wait_for returns the moment it ends instead of at its next poll
+_ENDED: dict[int, threading.Event] = {}
+_ended_lock = threading.Lock()
+
+
+def _start_inline(engine: Engine, run_id: int) -> None:
+    ended = threading.Event()
+    with _ended_lock:
+        _ENDED[run_id] = ended
+    threading.Thread(
+        target=_inline, args=(engine, run_id, ended), daemon=True, name=f"matengine-run-{run_id}"
+    ).start()
+
+
+def _inline(engine: Engine, run_id: int, ended: threading.Event) -> None:
     try:
         execute_inline(engine, run_id)
     except Exception:  # recorded on the run by execute_inline; nothing else to tell here
         pass
+    finally:
+        ended.set()
+        with _ended_lock:
+            if _ENDED.get(run_id) is ended:
+                del _ENDED[run_id]
 
 
 def workers_online(settings: Settings | None = None, wait: float | None = None) -> list[str]:
@@ -135,8 +153,12 @@ def wait_for(
     on_progress: Callable[[Run], None] | None = None,
     timeout: float | None = None,
 ) -> Run:
+    """Follow a run until it ends, reading it every ``poll`` seconds (``on_progress`` gets each
+    reading); a run going on in a thread of this process is read again the moment it ends."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
+        with _ended_lock:
+            ended = _ENDED.get(run_id)
         run = runs.get_run(engine, run_id)
         if on_progress:
             on_progress(run)
@@ -144,7 +166,10 @@ def wait_for(
             return run
         if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError(f"run {run_id} still {run.state} after {timeout} s")
-        time.sleep(poll)
+        if ended is not None:
+            ended.wait(poll)
+        else:
+            time.sleep(poll)
 
 
 def resume(engine: Engine, run_id: int, settings: Settings | None = None) -> None:
@@ -163,7 +188,7 @@ def resume(engine: Engine, run_id: int, settings: Settings | None = None) -> Non
         if index is not None:
             send("matengine.start_step", run_id, index, settings=settings)
     else:
-        threading.Thread(target=_inline, args=(engine, run_id), daemon=True).start()
+        _start_inline(engine, run_id)
 
 
 def sync_parameters(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from sqlalchemy import Connection, Engine, func, select, text
@@ -20,7 +20,7 @@ from matengine import catalog
 from matengine.catalog import AnnotationTable
 from matengine.db import bookkeeping
 from matengine.db import metadata as m
-from matengine.db.annotation_tables import no_segmentation_condition, pending_condition
+from matengine.db.annotation_tables import pending_condition
 from matengine.db.connection import driver_connection
 from matengine.db.copy import copy_in
 from matengine.db.identifiers import quote
@@ -35,6 +35,8 @@ from matengine.workflows.roots_rewrite import RootsPlan, choose_roots_plan, coun
 
 ROOT_SLICE = 20_000  # expired roots per update-roots chunk
 SMALL_WRITE_ROWS = 2_000  # up to this many rows are written by one UPDATE from arrays
+NAMED_ROWS = 10_000  # up to this many pending rows: one ingest chunk whose spec names them
+_OUTSIDE = "rows_without_segmentation"  # an ingest run's count in its result
 
 
 def _table(ctx: StepContext | Connection, datastack: str, name: str) -> AnnotationTable:
@@ -107,6 +109,58 @@ def _primary_key_probes(conn: Connection) -> Iterator[None]:
     conn.execute(text("SET LOCAL enable_mergejoin TO DEFAULT"))
 
 
+_PENDING_INDEX_SETTINGS = ("enable_seqscan", "enable_bitmapscan", "jit")
+
+
+@contextmanager
+def _pending_index(conn: Connection) -> Iterator[None]:
+    """Find the rows waiting for ingest through the partial index that holds exactly them
+    (``ix_<segmentation table>_pending``), whatever the statistics say. Right after a large
+    ingest, until the table is analyzed again, they still count most rows as pending: the
+    planner then scans the whole table (and JIT-compiles the scan) to find a few new rows --
+    the fixed cost of every small ingest run. An index scan of the partial index costs what
+    the pending rows cost, and it also drops the index entries of rows ingested since."""
+    names = {"names": list(_PENDING_INDEX_SETTINGS)}
+    conn.execute(
+        text("SELECT set_config(name, 'off', true) FROM pg_settings WHERE name = ANY(:names)"), names
+    )
+    yield
+    # (after an error the transaction rolls back, and these settings with it)
+    conn.execute(
+        text("SELECT set_config(name, reset_val, true) FROM pg_settings WHERE name = ANY(:names)"), names
+    )
+
+
+def count_pending(conn: Connection, table: AnnotationTable, up_to: int | None = None) -> int:
+    """How many rows of ``table`` wait for ingest (at most ``up_to``, where counting stops),
+    counted in the partial index that holds them (:func:`_pending_index`)."""
+    limit = "" if up_to is None else " LIMIT :n"
+    with _pending_index(conn):
+        return int(
+            conn.execute(
+                text(
+                    f"SELECT count(*) FROM (SELECT id FROM {table.names.segmentation_q} "
+                    f"WHERE {pending_condition(table.schema)}{limit}) p"
+                ),
+                {"n": up_to} if up_to is not None else {},
+            ).scalar_one()
+        )
+
+
+def pending_ids(conn: Connection, table: AnnotationTable, up_to: int | None = None) -> np.ndarray:
+    """Ids of the rows of ``table`` waiting for ingest (the first ``up_to``), in id order, read
+    from the partial index that holds them (:func:`_pending_index`)."""
+    limit = "" if up_to is None else " LIMIT %(n)s"
+    with _pending_index(conn):
+        data = _read(
+            conn,
+            f"FROM {table.names.segmentation_q} WHERE {pending_condition(table.schema)} ORDER BY id{limit}",
+            {} if up_to is None else {"n": int(up_to)},
+            [Fetch("id", "id", ColKind.INT, nullable=False)],
+        )
+    return data["id"]
+
+
 def lock_roots_time(conn: Connection, table: AnnotationTable) -> None:
     """Lock the table's catalog row until the transaction ends, before moving its root time.
 
@@ -167,7 +221,7 @@ def ingest_rows_by_id(
             when = bookkeeping.set_first_roots_time(conn, datastack, table_name, first)
         return ingest_pending_rows(
             conn, table, segmentation, "s.id = ANY(%(ids)s)", {"ids": [int(i) for i in ids]}, when
-        )
+        ).rows
 
 
 def _write_few(
@@ -197,25 +251,36 @@ class IngestStep(Step):
         self.key = f"ingest:{table}"
 
     def plan(self, ctx: StepContext) -> list[Any]:
-        """Chunks are boxes in x/y (of the first bound point) aligned to the volume's chunk
-        grid, so that a chunk reads only its own part of the segmentation; the outer boxes
-        reach to infinity, so every row belongs to exactly one chunk."""
+        """Few pending rows (the posts of the last minutes: up to ``NAMED_ROWS`` and one
+        chunk's worth) make one chunk that names them, read once from the partial index that
+        holds them. More make chunks that are boxes in x/y (of the first bound point) aligned
+        to the volume's chunk grid, so that a chunk reads only its own part of the
+        segmentation; the outer boxes reach to infinity, so every row belongs to exactly one
+        chunk."""
         table = _table(ctx, self.datastack, self.table)
         if not table.schema.bound_points:
             return []
+        size = SyncParams.of(ctx.parameters).chunk_rows
         with ctx.engine.begin() as conn:
             if table.roots_last_updated is None:
                 # a table with no roots yet: this run's time becomes its root time
                 catalog.set_roots_last_updated(conn, table, to_utc(self.timestamp))
-            pending = conn.execute(
-                text(
-                    f"SELECT count(*) FROM {table.names.segmentation_q} "
-                    f"WHERE {pending_condition(table.schema)}"
-                )
-            ).scalar_one()
+            named = min(NAMED_ROWS, size)
+            few = pending_ids(conn, table, up_to=named + 1)
+            if len(few) <= named:
+                return [{"ids": few.tolist()}] if len(few) else []
+            # more: one box if they fit in one chunk (found in the partial index), else the
+            # whole count, to cut the table into boxes
+            pending = count_pending(conn, table, up_to=size + 1)
+            if pending > size:
+                pending = conn.execute(
+                    text(
+                        f"SELECT count(*) FROM {table.names.segmentation_q} "
+                        f"WHERE {pending_condition(table.schema)}"
+                    )
+                ).scalar_one()
         if not pending:
             return []
-        size = SyncParams.of(ctx.parameters).chunk_rows
         boxes = -(-pending // size)
         if boxes == 1:
             return [{"x": [None, None], "y": [None, None]}]
@@ -255,30 +320,38 @@ class IngestStep(Step):
 
     def run_chunk(self, ctx: StepContext, conn: Connection, spec: Any) -> int:
         table = _table(conn, self.datastack, self.table)
-        if spec["x"] == [None, None] and spec["y"] == [None, None]:
-            # the one-box plan: every pending row, found by the partial index alone
-            where: str = "true"
-            params: dict[str, Any] = {}
+        if "ids" in spec:
+            # a few rows named by the plan (those of them ingested since are skipped)
+            where: str = "s.id = ANY(%(ids)s)"
+            params: dict[str, Any] = {"ids": spec["ids"]}
+        elif spec["x"] == [None, None] and spec["y"] == [None, None]:
+            # the one-box plan: every pending row, found by the partial index alone, then
+            # read by primary key (as ingest_rows_by_id reads the rows it is given)
+            ids = pending_ids(conn, table)
+            if not len(ids):
+                return 0
+            where, params = "s.id = ANY(%(ids)s)", {"ids": ids.tolist()}
         else:
             where, params = self._box_condition(table.schema.bound_points[0], spec)
         when = table.roots_last_updated
         if when is None:  # plan() gave the table its root time before any chunk runs
             raise InvalidInput(f"table {self.table!r} has no root time to ingest at")
-        return ingest_pending_rows(conn, table, ctx.segmentation, where, params, when)
+        done = ingest_pending_rows(conn, table, ctx.segmentation, where, params, when)
+        if done.outside:
+            # counted with the chunk's marker, so exactly once (a count of the whole table
+            # here or in finish would cost every run, however small, a pass over the index)
+            bookkeeping.add_to_run_count(conn, ctx.run.id, self.key, _OUTSIDE, done.outside)
+        return done.rows
 
     def finish(self, ctx: StepContext, plan: list[Any]) -> dict[str, Any]:
+        """The run's count of rows it found outside the segmentation (0 ids), in the step's
+        result too."""
         table = _table(ctx, self.datastack, self.table)
         if not table.schema.bound_points:
             return {}
         with ctx.engine.connect() as conn:
-            # a partial index holds exactly these rows: no scan of the table
-            missing = conn.execute(
-                text(
-                    f"SELECT count(*) FROM {table.names.segmentation_q} "
-                    f"WHERE {no_segmentation_condition(table.schema)}"
-                )
-            ).scalar_one()
-        return {f"ingest:{self.table}": {"rows_without_segmentation": int(missing)}}
+            counted = bookkeeping.run_result(conn, ctx.run.id, self.key) or {}
+        return {self.key: {_OUTSIDE: int(counted.get(_OUTSIDE, 0))}}
 
 
 class UpdateRootsStep(Step):
@@ -380,6 +453,11 @@ class UpdateRootsStep(Step):
         }
 
 
+class Ingested(NamedTuple):
+    rows: int  # rows given their ids
+    outside: int  # of them, rows with a point outside the segmentation (0 ids, never retried)
+
+
 def ingest_pending_rows(
     conn: Connection,
     table: AnnotationTable,
@@ -387,9 +465,9 @@ def ingest_pending_rows(
     where: str,
     params: dict[str, Any],
     when: datetime,
-) -> int:
+) -> Ingested:
     """Give the pending rows of ``table`` matching ``where`` (on ``a``, the live table, and
-    ``s``, the segmentation table) their supervoxels and roots at ``when``; returns their count."""
+    ``s``, the segmentation table) their supervoxels and roots at ``when``."""
     schema, points = table.schema, table.schema.bound_points
     fetches = [Fetch("id", "s.id", ColKind.INT, nullable=False)]
     for pt in points:
@@ -415,7 +493,7 @@ def ingest_pending_rows(
         )
     ids = data["id"]
     if len(ids) == 0:
-        return 0
+        return Ingested(0, 0)
     sv = {pt: data[f"{pt}_sv"].view(np.uint64).copy() for pt in points}
     root = {pt: data[f"{pt}_root"].view(np.uint64).copy() for pt in points}
     # one supervoxel lookup for every unknown point of every bound point column, so each
@@ -444,7 +522,8 @@ def ingest_pending_rows(
         out[f"{pt}_supervoxel_id"] = sv[pt]
         out[f"{pt}_root_id"] = root[pt]
     _write_columns(conn, table, ids, out)
-    return len(ids)
+    outside = np.logical_or.reduce([sv[pt] == 0 for pt in points])
+    return Ingested(len(ids), int(outside.sum()))
 
 
 def ingest_and_update_steps(params: SyncParams) -> list[Step]:
