@@ -8,7 +8,8 @@ few seconds, writing a full image of every page it touches again after each chec
 live insert's commit waits behind those writes. The embedded server is ours to configure,
 so it gets the settings a DBA would give a database server on this machine (the values of
 common tuning guides: a quarter of the RAM for shared buffers, half for the planner's cache
-estimate, checkpoints every 15 minutes or 4 GB of WAL, compressed full-page images).
+estimate, checkpoints every 15 minutes or 4 GB of WAL). Not ``wal_compression``: the embedded
+build has only pglz, which made every random update (update-roots, ingest) 4-5x slower.
 
 An external server (``--database-url``) is the operator's: nothing here touches it.
 """
@@ -53,7 +54,6 @@ def tuned_settings(machine: Machine) -> dict[str, str]:
         "min_wal_size": "1GB" if ram >= 4 * GIB else "80MB",
         "checkpoint_timeout": "15min",
         "checkpoint_completion_target": "0.9",
-        "wal_compression": "on",
         "random_page_cost": "1.1",
         "max_parallel_maintenance_workers": str(max(1, min(4, machine.cpus))),
     }

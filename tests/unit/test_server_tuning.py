@@ -38,3 +38,8 @@ def test_the_include_line_is_added_once_at_the_end():
     once = with_include("port = 5432")
     assert once == f"port = 5432\n{INCLUDE_LINE}\n"
     assert with_include(once) == once
+
+
+def test_full_page_images_are_not_compressed():
+    # the embedded build offers only pglz, which made random updates 4-5x slower
+    assert "wal_compression" not in tuned_settings(Machine(24 * GIB, 2))
