@@ -138,7 +138,7 @@ def scan_files(folder: NpyFolder, targets: list[Target], rows: int) -> dict[str,
     for t in targets:
         if t.sql_type == "bigint" and t.column != "id" and folder.header(t.file).dtype.kind == "u":
             unsigned.setdefault(t.file, []).append(t)
-    all_ids = []
+    ids_seen = _IdRange()
     for start in range(0, rows, SCAN_ROWS):
         stop = min(rows, start + SCAN_ROWS)
         for file, mapped in unsigned.items():  # one read per file, whatever it feeds
@@ -177,18 +177,70 @@ def scan_files(folder: NpyFolder, targets: list[Target], rows: int) -> dict[str,
                         row=row,
                         field="id",
                     )
-            all_ids.append(ids.astype(np.int64))
-    if id_target is not None and all_ids:
-        ids = np.concatenate(all_ids)
-        order = np.argsort(ids, kind="stable")
-        dup = np.flatnonzero(ids[order][1:] == ids[order][:-1])
-        if dup.size:
-            row = int(order[dup[0] + 1])
-            raise InvalidInput(
-                f"{id_target.file}.npy row {row}: duplicate id {ids[row]}", row=row, field="id"
-            )
-        facts.update(min_id=int(ids.min()), max_id=int(ids.max()))
+            ids_seen.add(ids.astype(np.int64))
+    if id_target is not None and ids_seen.min_id is not None:
+        if not ids_seen.ascending:  # only then can an id repeat: look at them all, once
+            found = _first_duplicate(folder, id_target, rows)
+            if found is not None:
+                row, value = found
+                raise InvalidInput(
+                    f"{id_target.file}.npy row {row}: duplicate id {value}", row=row, field="id"
+                )
+        facts.update(min_id=ids_seen.min_id, max_id=ids_seen.max_id)
     return facts
+
+
+class _IdRange:
+    """The ids of a scan, one slice at a time, in constant memory: their range, and whether
+    they are strictly ascending (as most exports are; then none repeats and the duplicate
+    check needs no second look). Keeping every id instead cost 8 bytes a row, four times over
+    while sorting: the upload's peak memory grew with the table (docs/operations.md §11)."""
+
+    def __init__(self) -> None:
+        self.min_id: int | None = None
+        self.max_id: int | None = None
+        self.ascending = True
+        self._last: int | None = None
+
+    def add(self, ids: np.ndarray) -> None:
+        if not ids.size:
+            return
+        lo, hi = int(ids.min()), int(ids.max())
+        self.min_id = lo if self.min_id is None else min(self.min_id, lo)
+        self.max_id = hi if self.max_id is None else max(self.max_id, hi)
+        if self.ascending and (
+            (self._last is not None and int(ids[0]) <= self._last) or bool((ids[1:] <= ids[:-1]).any())
+        ):
+            self.ascending = False
+        self._last = int(ids[-1])
+
+
+def _first_duplicate(folder: NpyFolder, id_target: Target, rows: int) -> tuple[int, int] | None:
+    """(row, id) of the second occurrence of the smallest repeated id, or None: the ids sorted
+    in place (8 bytes a row, only for ids that are not ascending), then one more slice pass
+    to find where the repeat is."""
+
+    def slices() -> Any:
+        for start in range(0, rows, SCAN_ROWS):
+            block = folder.read_rows(id_target.file, start, min(rows, start + SCAN_ROWS))
+            yield start, _column(block, id_target.index).astype(np.int64)
+
+    ids = np.empty(rows, np.int64)
+    for start, got in slices():
+        ids[start : start + len(got)] = got
+    ids.sort()
+    repeats = np.flatnonzero(ids[1:] == ids[:-1])
+    if not repeats.size:
+        return None
+    value = int(ids[repeats[0]])
+    del ids
+    seen = 0
+    for start, got in slices():
+        at = np.flatnonzero(got == value)
+        if seen + at.size >= 2:
+            return start + int(at[1 - seen]), value
+        seen += at.size
+    raise AssertionError("a repeated id was sorted but not found again")
 
 
 def _check_int64(t: Target, values: np.ndarray, start: int) -> None:

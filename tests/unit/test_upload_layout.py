@@ -142,3 +142,28 @@ def test_text_checks_refuse_nul_and_bad_utf8(tmp_path):
         with pytest.raises(InvalidInput, match=message):
             scan_files(folder, targets, rows)
     assert text_values(np.array([b"caf\xc3\xa9"])).tolist() == ["café"]
+
+
+def test_a_repeat_across_slices_is_found_at_its_second_row(tmp_path, monkeypatch):
+    """Ids that are not ascending get the full check, whichever slice each copy is in: the
+    smallest repeated id, named at its second occurrence."""
+    monkeypatch.setattr("matengine.workflows.upload_layout.SCAN_ROWS", 3)
+    folder = _synapses(tmp_path, n=8, id=np.array([10, 7, 12, 9, 30, 7, 12, 5]))
+    targets, rows = resolve_targets(SYN, MAPPING, folder)
+    with pytest.raises(InvalidInput, match=r"id\.npy row 5: duplicate id 7"):
+        scan_files(folder, targets, rows)
+
+
+def test_ascending_ids_across_slices_give_their_range(tmp_path, monkeypatch):
+    monkeypatch.setattr("matengine.workflows.upload_layout.SCAN_ROWS", 3)
+    folder = _synapses(tmp_path, n=7, id=np.array([3, 4, 9, 10, 11, 40, 41]))
+    targets, rows = resolve_targets(SYN, MAPPING, folder)
+    assert scan_files(folder, targets, rows) == {"min_id": 3, "max_id": 41}
+
+
+def test_a_repeat_at_a_slice_boundary_is_found(tmp_path, monkeypatch):
+    monkeypatch.setattr("matengine.workflows.upload_layout.SCAN_ROWS", 3)
+    folder = _synapses(tmp_path, n=6, id=np.array([1, 2, 3, 3, 4, 5]))
+    targets, rows = resolve_targets(SYN, MAPPING, folder)
+    with pytest.raises(InvalidInput, match=r"id\.npy row 3: duplicate id 3"):
+        scan_files(folder, targets, rows)
