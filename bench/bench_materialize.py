@@ -338,7 +338,7 @@ def run(
             probe_summary = probe.result
             # what the workflow was doing when an insert was slow
             probe_summary["slow"] = [
-                {"ms": ms, "during": step_at(ours["spans"], when_s)}
+                {"ms": ms, "during": step_at(ours["spans"], when_s), "at": round(when_s, 3)}
                 for when_s, ms in probe_summary.get("slow", [])
             ]
     if count != rows or base["rows"] != rows:

@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 from bench import dataset, human, parse_rows
 
-BENCHMARKS = ("upload", "sync", "materialize", "query", "export", "aggregates", "versions")
+BENCHMARKS = ("upload", "sync", "materialize", "query", "export", "aggregates", "versions", "writeback")
 MODULES = {
     "upload": "bench.bench_upload",
     "sync": "bench.bench_sync",
@@ -34,6 +34,7 @@ MODULES = {
     "export": "bench.bench_export",
     "aggregates": "bench.bench_aggregates",
     "versions": "bench.bench_versions",
+    "writeback": "bench.bench_writeback",
 }
 COLUMNS = ("operation", "ours", "baseline", "unit", "ratio", "target", "met?")
 
@@ -158,7 +159,7 @@ def run_all(
             try:
                 module = importlib.import_module(MODULES[name])
                 kwargs = dict((options or {}).get(name, {}))
-                if name in ("query", "aggregates"):
+                if name in ("query", "aggregates", "writeback"):
                     result = module.run(n, **kwargs)
                 else:
                     result = module.run(n, workdir=tmp, info=info, **kwargs)

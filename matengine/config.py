@@ -71,6 +71,10 @@ class Settings(BaseModel):
     inline_retry_wait: float = 2.0
     # maintenance_work_mem for a version's index builds
     index_memory: str = "512MB"
+    # while a workflow chunk runs, start the kernel's writeback of the database files it writes
+    # every 100 ms, so a live insert's commit never waits behind a build's fsync of hundreds of
+    # MB (matengine/db/writeback.py; docs/operations.md, "Live inserts during bulk work")
+    writeback_pacing: bool = True
     # seconds before a Redis broker redelivers an unacknowledged task (a killed worker's)
     visibility_timeout: int = 900
     # dead-worker recovery (docs/recovery.md): every worker writes a heartbeat this often; one

@@ -136,3 +136,22 @@ def test_report_includes_every_benchmark_present():
     assert parse_rows("2.5M") == 2_500_000 and parse_rows(3000) == 3000
     for name in BENCHMARKS:
         assert _available(name) == (REPO / "bench" / f"bench_{name}.py").exists()
+
+
+@pytest.mark.timeout(120)
+def test_writeback_bench_compares_paced_and_stock_index_builds(monkeypatch):
+    """``bench_writeback`` at 20k rows: both sides ran, each with its inserts, and the paced
+    side was really paced (the test server's data folder is on this machine)."""
+    monkeypatch.setenv("MATENGINE_BENCH_ADMIN_URL", ADMIN_URL)
+    sys.path.insert(0, str(REPO))
+    try:
+        from bench import bench_writeback
+    finally:
+        sys.path.remove(str(REPO))
+    result = bench_writeback.run(20_000, repeat=1)
+    latency, build = result["rows"]
+    assert set(latency) == FIELDS and set(build) == FIELDS
+    assert latency["unit"] == "ms" and "nothing paced" not in latency["note"]
+    for side in ("stock", "paced"):
+        (got,) = result["runs"][side]
+        assert got["inserts"] > 0 and got["max_ms"] > 0 and got["seconds"] > 0

@@ -15,7 +15,7 @@ import typer
 
 from matengine.cli.output import err_console
 
-BENCHMARKS = ("upload", "sync", "materialize", "query", "export", "aggregates", "versions")
+BENCHMARKS = ("upload", "sync", "materialize", "query", "export", "aggregates", "versions", "writeback")
 
 
 def find_bench_dir(given: Path | None = None) -> Path:

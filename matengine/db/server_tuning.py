@@ -42,7 +42,7 @@ def tuned_settings(machine: Machine) -> dict[str, str]:
 
     Shared buffers: a quarter of the RAM, between 128 MB (the stock value) and 8 GB (past
     which the kernel's cache serves as well). The rest is the planner's cache estimate
-    (half the RAM), checkpoint spacing, and parallel index builds up to the cores."""
+    (half the RAM), checkpoint spacing, and parallel index builds that fit the cores."""
     ram = max(machine.ram_bytes, 512 * MIB)
     step = 128 * MIB  # whole multiples, so the value reads as set (5888MB, not 6026MB)
     shared = min(max(ram // 4 // step * step, step), 8 * GIB)
@@ -55,7 +55,10 @@ def tuned_settings(machine: Machine) -> dict[str, str]:
         "checkpoint_timeout": "15min",
         "checkpoint_completion_target": "0.9",
         "random_page_cost": "1.1",
-        "max_parallel_maintenance_workers": str(max(1, min(4, machine.cpus))),
+        # a version's index step builds two indexes side by side (``inline_workers``): each
+        # gets half the cores, its leader included; more processes than cores only made the
+        # builds slower and live inserts wait longer (docs/operations.md)
+        "max_parallel_maintenance_workers": str(max(0, min(4, machine.cpus // 2 - 1))),
     }
 
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, insert, select, text, update
 
-from matengine.db import bookkeeping
+from matengine.db import bookkeeping, writeback
 from matengine.db import metadata as m
 from matengine.errors import MatengineError, NotFound, TransientError, translated
 from matengine.workflows import runs
@@ -255,7 +255,8 @@ def _run_chunk_once(engine: Engine, run_id: int, index: int, chunk: int) -> bool
             spec = marked.spec
             if spec is None:  # planned before specs had rows of their own
                 spec = bookkeeping.stored_chunk_spec(conn, run_id, index, chunk)
-            rows = step.run_chunk(ctx, conn, spec)
+            with writeback.pacing(engine):  # bulk writes must not stall live commits
+                rows = step.run_chunk(ctx, conn, spec)
             bookkeeping.chunk_done(conn, run_id, index, chunk, int(rows))
     if claim_finish(engine, run_id, index):
         return True
@@ -278,7 +279,8 @@ def finish_step(engine: Engine, run_id: int, index: int) -> int | None:
             select(s.c.state).where(s.c.run_id == run_id, s.c.step_index == index).with_for_update()
         ).scalar_one()
         if state != "DONE":
-            result = step.finish(ctx, _plan_of(lock, run_id, index)) or {}
+            with writeback.pacing(engine):  # a finish may build indexes (bulk upload)
+                result = step.finish(ctx, _plan_of(lock, run_id, index)) or {}
             lock.execute(
                 update(s)
                 .where(s.c.run_id == run_id, s.c.step_index == index)

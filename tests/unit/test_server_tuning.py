@@ -24,8 +24,10 @@ def test_small_machines_keep_the_stock_wal_size():
     assert tuned_settings(Machine(24 * GIB, 2))["max_wal_size"] == "4GB"
 
 
-def test_parallel_index_builds_follow_the_cores_up_to_four():
-    assert tuned_settings(Machine(24 * GIB, 2))["max_parallel_maintenance_workers"] == "2"
+def test_two_parallel_index_builds_share_the_cores_up_to_four_workers_each():
+    assert tuned_settings(Machine(24 * GIB, 2))["max_parallel_maintenance_workers"] == "0"
+    assert tuned_settings(Machine(24 * GIB, 1))["max_parallel_maintenance_workers"] == "0"
+    assert tuned_settings(Machine(24 * GIB, 8))["max_parallel_maintenance_workers"] == "3"
     assert tuned_settings(Machine(24 * GIB, 32))["max_parallel_maintenance_workers"] == "4"
 
 

@@ -192,3 +192,18 @@ def test_waiting_for_an_in_process_run_ends_when_the_run_does_not_at_the_next_po
     waiter.start()
     waiter.join(120)  # an hour's poll, unless the run's end wakes it
     assert got and got[0].state == "SUCCESS" and got[0].rows_done == 3
+
+
+def test_a_workflow_chunk_paces_the_writeback_of_the_database_files(engine, ingested, synth):
+    """Every chunk runs inside :func:`matengine.db.writeback.pacing` (the test server is on
+    this machine, so its folder is paced)."""
+    from matengine.db import writeback
+
+    folder = writeback.database_directory(engine)
+    assert folder is not None
+    before = writeback._pacers[folder].holds
+    insert_annotations(engine, ingested, "synapses", _posted(synth, 3))
+    run_inline(
+        engine, "ingest", _ingest_params(engine, ingested, synth), datastack=ingested, table="synapses"
+    )
+    assert writeback._pacers[folder].holds > before
