@@ -161,6 +161,9 @@ def _params(ctx: StepContext) -> UploadParams:
 class UploadStep(Step):
     key = "upload"
 
+    def paces_writeback(self, spec: Any) -> bool:
+        return True  # COPY chunks (a ring of buffers) and the finish's index builds
+
     def _folder_targets(self, ctx: StepContext) -> tuple[NpyFolder, list[Target], int]:
         p = _params(ctx)
         folder = NpyFolder(p.source, retry_transient=True)

@@ -26,7 +26,8 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -85,6 +86,23 @@ class Step(ABC):
 
     def finish(self, ctx: StepContext, plan: list[Any]) -> dict[str, Any] | None:
         return None
+
+    def paces_writeback(self, spec: Any) -> bool:
+        """Whether the chunk ``spec`` (``None``: the finish) writes in bulk around PostgreSQL's
+        shared buffers (an index build, a COPY, a table rewrite): then its files' writeback is
+        paced while it runs (:mod:`matengine.db.writeback`). Off for work through the shared
+        buffers (updates, merges): pacing those only sent the checkpointer's pages early, and
+        live inserts waited longer during an ingest (docs/operations.md)."""
+        return False
+
+
+@contextmanager
+def _pacing_if(engine: Engine, wanted: bool) -> Iterator[None]:
+    if not wanted:
+        yield
+        return
+    with writeback.pacing(engine):
+        yield
 
 
 StepBuilder = Callable[[Run], list[Step]]
@@ -255,7 +273,7 @@ def _run_chunk_once(engine: Engine, run_id: int, index: int, chunk: int) -> bool
             spec = marked.spec
             if spec is None:  # planned before specs had rows of their own
                 spec = bookkeeping.stored_chunk_spec(conn, run_id, index, chunk)
-            with writeback.pacing(engine):  # bulk writes must not stall live commits
+            with _pacing_if(engine, step.paces_writeback(spec)):  # bulk writes must not stall live commits
                 rows = step.run_chunk(ctx, conn, spec)
             bookkeeping.chunk_done(conn, run_id, index, chunk, int(rows))
     if claim_finish(engine, run_id, index):
@@ -279,7 +297,7 @@ def finish_step(engine: Engine, run_id: int, index: int) -> int | None:
             select(s.c.state).where(s.c.run_id == run_id, s.c.step_index == index).with_for_update()
         ).scalar_one()
         if state != "DONE":
-            with writeback.pacing(engine):  # a finish may build indexes (bulk upload)
+            with _pacing_if(engine, step.paces_writeback(None)):  # e.g. an upload's index builds
                 result = step.finish(ctx, _plan_of(lock, run_id, index)) or {}
             lock.execute(
                 update(s)

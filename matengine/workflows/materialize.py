@@ -171,6 +171,9 @@ class IndexStep(Step):
         self.datastack, self.table = datastack, table
         self.key = f"index:{table}"
 
+    def paces_writeback(self, spec: Any) -> bool:
+        return True  # index builds write outside the shared buffers, then fsync
+
     def _ddl(self, table: catalog.AnnotationTable) -> list[str]:
         return store.store_indexes(table.schema, self.table, store.store_q(self.datastack, self.table))
 

@@ -361,6 +361,9 @@ class UpdateRootsStep(Step):
         self.datastack, self.table, self.timestamp = datastack, table, timestamp
         self.key = f"update_roots:{table}"
 
+    def paces_writeback(self, spec: Any) -> bool:
+        return isinstance(spec, dict)  # the rewrite plan: a new table and its index builds
+
     @property
     def target(self) -> datetime:
         return to_utc(self.timestamp)
