@@ -30,25 +30,32 @@ def ingested(engine, synth):
     they are in the minute after a large ingest."""
     name = f"small_{uuid.uuid4().hex[:8]}"
     make_datastack(engine, name, synth)
-    folder = synth.directory / "synapses"
-    mapping = json.loads((folder / "column_mapping.json").read_text())
-    mapping = {k: v for k, v in mapping.items() if k not in ("sv_ids_ordered", "root_ids_ordered")}
-    params = {
-        "datastack": name,
-        "table": "synapses",
-        "schema": "synapse",
-        "source": f"file://{folder}",
-        "column_mapping": mapping,
-        "roots_timestamp": None,
-        "created": synth.start.isoformat(),
-    }
-    run_inline(engine, "bulk_upload", params, datastack=name, table="synapses")
+    _upload(engine, name, synth, with_ids=False)
     seg_q = catalog.get_table(engine, name, "synapses").names.segmentation_q
     with engine.begin() as conn:
         conn.execute(text(f"ALTER TABLE {seg_q} SET (autovacuum_enabled = false)"))
     run_inline(engine, "ingest", _ingest_params(engine, name, synth), datastack=name, table="synapses")
     yield name
     catalog.drop_datastack(engine, name)
+
+
+def _upload(engine, datastack: str, synth, *, with_ids: bool) -> None:
+    """The synthetic synapses into ``datastack``: with their supervoxel and root ids, or
+    without (every row pending)."""
+    folder = synth.directory / "synapses"
+    mapping = json.loads((folder / "column_mapping.json").read_text())
+    if not with_ids:
+        mapping = {k: v for k, v in mapping.items() if k not in ("sv_ids_ordered", "root_ids_ordered")}
+    params = {
+        "datastack": datastack,
+        "table": "synapses",
+        "schema": "synapse",
+        "source": f"file://{folder}",
+        "column_mapping": mapping,
+        "roots_timestamp": synth.initial_timestamp.isoformat() if with_ids else None,
+        "created": synth.start.isoformat(),
+    }
+    run_inline(engine, "bulk_upload", params, datastack=datastack, table="synapses")
 
 
 def _ingest_params(engine, datastack: str, synth) -> dict:
@@ -216,18 +223,7 @@ def test_an_upload_paces_the_writeback_of_its_files_and_an_ingest_does_not(engin
     name = f"paced_{uuid.uuid4().hex[:8]}"
     make_datastack(engine, name, synth)
     try:
-        folder = synth.directory / "synapses"
-        mapping = json.loads((folder / "column_mapping.json").read_text())
-        params = {
-            "datastack": name,
-            "table": "synapses",
-            "schema": "synapse",
-            "source": f"file://{folder}",
-            "column_mapping": mapping,
-            "roots_timestamp": synth.initial_timestamp.isoformat(),
-            "created": synth.start.isoformat(),
-        }
-        run_inline(engine, "bulk_upload", params, datastack=name, table="synapses")
+        _upload(engine, name, synth, with_ids=True)
         assert _pacer_holds(engine) > before
     finally:
         catalog.drop_datastack(engine, name)
