@@ -6,13 +6,14 @@ outside its shared buffers and fsyncs the whole file when the build ends (the wa
 ``DataFileImmediateSync``). The kernel starts writing dirty pages on its own only past
 ``vm.dirty_background_ratio`` (10% of the RAM: 2.4 GB here), so at the end of a build of a
 10M-row index the fsync sends ~300 MB at once, and every commit's WAL fsync (``WalSync``) waits
-behind it: live inserts took up to 490 ms during a version's index builds. COPY and large
-updates leave dirty pages the same way for the next checkpoint's fsync.
+behind it: live inserts took up to 490 ms during a version's index builds. COPY (through its
+small ring of buffers) leaves dirty pages the same way for the next checkpoint's fsync.
 
-While a workflow chunk runs, a thread asks the kernel every ``interval`` seconds to start
-writing (``sync_file_range(SYNC_FILE_RANGE_WRITE)``, the call PostgreSQL's own
-``*_flush_after`` settings use; it does not wait for the disk) the files of the database that
-changed in the last few seconds. The end-of-build fsync then finds little left to write.
+While a workflow chunk that writes this way runs (``Step.paces_writeback``), a thread asks
+the kernel every ``interval`` seconds to start writing the files of the database that changed
+in the last few seconds (``sync_file_range(SYNC_FILE_RANGE_WRITE)``, the call PostgreSQL's own
+``*_flush_after`` settings use; it does not wait for the disk). The end-of-build fsync then
+finds little left to write.
 
 It runs only where the server's data directory is a local folder this process can read
 (the embedded default; a server on this machine reached as a superuser); elsewhere, and on

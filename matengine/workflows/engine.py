@@ -91,8 +91,8 @@ class Step(ABC):
         """Whether the chunk ``spec`` (``None``: the finish) writes in bulk around PostgreSQL's
         shared buffers (an index build, a COPY, a table rewrite): then its files' writeback is
         paced while it runs (:mod:`matengine.db.writeback`). Off for work through the shared
-        buffers (updates, merges): pacing those only sent the checkpointer's pages early, and
-        live inserts waited longer during an ingest (docs/operations.md)."""
+        buffers (updates, merges), whose pages the checkpointer paces itself; pacing an ingest
+        showed no gain in an A/B (docs/operations.md, "Live inserts during bulk work")."""
         return False
 
 
