@@ -45,7 +45,7 @@ def test_demo_runs_on_embedded_postgres(tmp_path):
         assert f"host={home.resolve()}" in status["url"]
         assert "127.0.0.1" not in status["url"] and "localhost" not in status["url"]
         # sized to this machine at the first start (restarted once for shared buffers)
-        want = tuned_settings(this_machine())
+        want = tuned_settings(this_machine(home))
         assert status["settings"]["shared_buffers"] == _pretty_size(want["shared_buffers"])
         assert status["settings"]["max_wal_size"] == want["max_wal_size"]
         assert status["settings"]["checkpoint_timeout"] == want["checkpoint_timeout"]

@@ -64,7 +64,7 @@ def _write_tuning(pgdata: Path) -> bool:
     changed (docs/operations.md, "The embedded server's settings")."""
     conf = pgdata / "postgresql.conf"
     ours = pgdata / server_tuning.CONF_NAME
-    text = server_tuning.render_conf(server_tuning.tuned_settings(server_tuning.this_machine()))
+    text = server_tuning.render_conf(server_tuning.tuned_settings(server_tuning.this_machine(pgdata)))
     changed = False
     if not ours.exists() or ours.read_text() != text:
         ours.write_text(text)

@@ -8,8 +8,9 @@ few seconds, writing a full image of every page it touches again after each chec
 live insert's commit waits behind those writes. The embedded server is ours to configure,
 so it gets the settings a DBA would give a database server on this machine (the values of
 common tuning guides: a quarter of the RAM for shared buffers, half for the planner's cache
-estimate, checkpoints every 15 minutes or 4 GB of WAL). Not ``wal_compression``: the embedded
-build has only pglz, which made every random update (update-roots, ingest) 4-5x slower.
+estimate, checkpoints every 15 minutes or 4-16 GB of WAL, as the disk affords). Not
+``wal_compression``: the embedded build has only pglz, which made every random update
+(update-roots, ingest) 4-5x slower.
 
 An external server (``--database-url``) is the operator's: nothing here touches it.
 """
@@ -17,6 +18,7 @@ An external server (``--database-url``) is the operator's: nothing here touches 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 MIB = 2**20
 GIB = 2**30
@@ -31,6 +33,8 @@ class Machine:
 
     ram_bytes: int
     cpus: int
+    # free space where the data directory lives (0: unknown); WAL between checkpoints uses it
+    disk_free_bytes: int = 0
 
 
 def _mb(n: int) -> str:
@@ -50,7 +54,7 @@ def tuned_settings(machine: Machine) -> dict[str, str]:
         "shared_buffers": _mb(shared),
         "effective_cache_size": _mb(ram // 2),
         "work_mem": _mb(min(max(ram // 512, 4 * MIB), 64 * MIB)),
-        "max_wal_size": "4GB" if ram >= 4 * GIB else "1GB",
+        "max_wal_size": _max_wal_size(ram, machine.disk_free_bytes),
         "min_wal_size": "1GB" if ram >= 4 * GIB else "80MB",
         "checkpoint_timeout": "15min",
         "checkpoint_completion_target": "0.9",
@@ -60,6 +64,22 @@ def tuned_settings(machine: Machine) -> dict[str, str]:
         # builds slower and live inserts wait longer (docs/operations.md)
         "max_parallel_maintenance_workers": str(max(0, min(4, machine.cpus // 2 - 1))),
     }
+
+
+def _max_wal_size(ram: int, disk_free: int) -> str:
+    """WAL between checkpoints. After a checkpoint every page's first change writes the whole
+    page to the WAL; a version build at 10M rows rewrites rows all over the store, so with 4 GB
+    it checkpointed every few builds and wrote mostly page images, which live commits queued
+    behind (p99 128 ms; 50 ms with 16 GB, docs/versions.md). So as much as the disk affords,
+    in coarse steps so that a start does not change it for a few GB more or less of free
+    space: 16 GB from 64 GB free, 8 GB from 32 GB, else 4 GB (1 GB on a small machine)."""
+    if ram < 4 * GIB:
+        return "1GB"
+    if disk_free >= 64 * GIB:
+        return "16GB"
+    if disk_free >= 32 * GIB:
+        return "8GB"
+    return "4GB"
 
 
 def render_conf(settings: dict[str, str]) -> str:
@@ -77,9 +97,20 @@ def with_include(postgresql_conf: str) -> str:
     return f"{postgresql_conf}{sep}{INCLUDE_LINE}\n"
 
 
-def this_machine() -> Machine:
+def this_machine(data_dir: Path | None = None) -> Machine:
+    """This machine; ``data_dir`` (or its nearest existing parent) for the free disk space."""
     import os
+    import shutil
 
     import psutil
 
-    return Machine(int(psutil.virtual_memory().total), os.cpu_count() or 1)
+    free = 0
+    if data_dir is not None:
+        place = Path(data_dir)
+        while not place.exists() and place != place.parent:
+            place = place.parent
+        try:
+            free = shutil.disk_usage(place).free
+        except OSError:
+            free = 0
+    return Machine(int(psutil.virtual_memory().total), os.cpu_count() or 1, free)

@@ -20,8 +20,22 @@ def test_shared_buffers_are_a_quarter_of_the_ram_between_128mb_and_8gb():
 
 
 def test_small_machines_keep_the_stock_wal_size():
-    assert tuned_settings(Machine(2 * GIB, 1))["max_wal_size"] == "1GB"
+    assert tuned_settings(Machine(2 * GIB, 1, 500 * GIB))["max_wal_size"] == "1GB"
     assert tuned_settings(Machine(24 * GIB, 2))["max_wal_size"] == "4GB"
+
+
+def test_wal_between_checkpoints_grows_with_the_free_disk_in_coarse_steps():
+    assert tuned_settings(Machine(24 * GIB, 2, 20 * GIB))["max_wal_size"] == "4GB"
+    assert tuned_settings(Machine(24 * GIB, 2, 40 * GIB))["max_wal_size"] == "8GB"
+    assert tuned_settings(Machine(24 * GIB, 2, 71 * GIB))["max_wal_size"] == "16GB"
+    assert tuned_settings(Machine(24 * GIB, 2, 4000 * GIB))["max_wal_size"] == "16GB"
+
+
+def test_the_free_disk_is_read_where_the_data_directory_will_be(tmp_path):
+    from matengine.db.server_tuning import this_machine
+
+    assert this_machine(tmp_path / "not" / "yet" / "pgdata").disk_free_bytes > 0
+    assert this_machine().disk_free_bytes == 0
 
 
 def test_two_parallel_index_builds_share_the_cores_up_to_four_workers_each():
