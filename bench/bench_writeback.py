@@ -18,6 +18,7 @@ import multiprocessing as mp
 import random
 import threading
 import time
+from contextlib import nullcontext
 from typing import Any
 
 from bench import admin_connect, human, open_engine, parse_rows, result_row, scratch_database
@@ -86,7 +87,7 @@ def _build(url: str, paced: bool) -> dict[str, Any]:
 
     engine = open_engine(url)
     t = time.perf_counter()
-    with writeback.pacing(engine) if paced else _nothing():
+    with writeback.pacing(engine) if paced else nullcontext():
         threads = [threading.Thread(target=builder) for _ in range(2)]
         for th in threads:
             th.start()
@@ -103,14 +104,6 @@ def _build(url: str, paced: bool) -> dict[str, Any]:
         "max_ms": round(latencies[-1], 1),
         "p99_ms": round(latencies[int(len(latencies) * 0.99)], 1),
     }
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 def run(rows: int | str = 1_000_000, repeat: int = 2) -> dict[str, Any]:

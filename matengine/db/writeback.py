@@ -108,7 +108,6 @@ class Pacer:
         self._holders = 0
         self._lock = threading.Lock()
         self._stop: threading.Event | None = None
-        self._thread: threading.Thread | None = None
         self.passes = 0  # passes made (for tests and the curious)
         self.files = 0  # writebacks started
         self.holds = 0  # blocks that held it
@@ -127,10 +126,9 @@ class Pacer:
             self.holds += 1
             if self._holders == 1:
                 self._stop = threading.Event()
-                self._thread = threading.Thread(
+                threading.Thread(
                     target=self._loop, args=(self._stop,), name="matengine-writeback", daemon=True
-                )
-                self._thread.start()
+                ).start()
         try:
             yield
         finally:

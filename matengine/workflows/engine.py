@@ -26,8 +26,8 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -94,15 +94,6 @@ class Step(ABC):
         buffers (updates, merges), whose pages the checkpointer paces itself; pacing an ingest
         showed no gain in an A/B (docs/operations.md, "Live inserts during bulk work")."""
         return False
-
-
-@contextmanager
-def _pacing_if(engine: Engine, wanted: bool) -> Iterator[None]:
-    if not wanted:
-        yield
-        return
-    with writeback.pacing(engine):
-        yield
 
 
 StepBuilder = Callable[[Run], list[Step]]
@@ -273,7 +264,8 @@ def _run_chunk_once(engine: Engine, run_id: int, index: int, chunk: int) -> bool
             spec = marked.spec
             if spec is None:  # planned before specs had rows of their own
                 spec = bookkeeping.stored_chunk_spec(conn, run_id, index, chunk)
-            with _pacing_if(engine, step.paces_writeback(spec)):  # bulk writes must not stall live commits
+            # bulk writes must not stall live commits
+            with writeback.pacing(engine) if step.paces_writeback(spec) else nullcontext():
                 rows = step.run_chunk(ctx, conn, spec)
             bookkeeping.chunk_done(conn, run_id, index, chunk, int(rows))
     if claim_finish(engine, run_id, index):
@@ -297,7 +289,8 @@ def finish_step(engine: Engine, run_id: int, index: int) -> int | None:
             select(s.c.state).where(s.c.run_id == run_id, s.c.step_index == index).with_for_update()
         ).scalar_one()
         if state != "DONE":
-            with _pacing_if(engine, step.paces_writeback(None)):  # e.g. an upload's index builds
+            # e.g. an upload's index builds
+            with writeback.pacing(engine) if step.paces_writeback(None) else nullcontext():
                 result = step.finish(ctx, _plan_of(lock, run_id, index)) or {}
             lock.execute(
                 update(s)
